@@ -1,0 +1,141 @@
+"""`python -m recbench model=<name> data=<name> [key=value ...]`: one run (or `-m` for a sweep).
+
+compose config -> dataset adapter + datamodule -> model + task heads -> Lightning fit (early stopping
+on a validation metric) -> test with the best checkpoint -> results.json in the run directory.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from recbench.errors import UserInputError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer")
+
+
+def check_choices(argv: list[str]) -> None:
+    """Unknown `group=name` on the command line -> one line naming the choices (before Hydra runs)."""
+    for arg in argv:
+        match = re.fullmatch(r"(?:\+|~)?(\w+)=(.+)", arg)
+        if not match or match.group(1) not in CHOICE_GROUPS:
+            continue
+        group, values = match.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        for value in re.sub(r"^\w+\((.*)\)$", r"\1", values).split(","):  # a,b,c or choice(a,b)
+            if value and value not in options:
+                raise UserInputError(f"unknown {group} '{value}' (no conf/{group}/{value}.yaml). "
+                                     f"Fix: use one of {', '.join(options)}")
+
+
+def quiet_lightning() -> None:
+    """Lightning logs through its own handler; stop the copy via the root logger and its ad."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).propagate = False
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage())
+
+
+def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
+    """Fit, test and return the results record (heavy imports here keep `--help` fast)."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from omegaconf import OmegaConf
+
+    from recbench.callbacks import TrainThroughput
+    from recbench.data.datamodule import RecDataModule
+    from recbench.module import RecModule
+
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = RecDataModule(instantiate(cfg.data), seed=cfg.seed, **cfg.loader)
+    prepared = datamodule.prepare()
+    spec = prepared.meta["spec"]
+    net = instantiate(cfg.model.net, spec=spec, _convert_="all")
+    heads = {name: instantiate(head, spec=spec) for name, head in cfg.task.heads.items()}
+    module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),
+                       sparse_optimizer=instantiate(cfg.optimizer.sparse),
+                       gradient_clip=cfg.optimizer.gradient_clip)
+    monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
+    throughput = TrainThroughput()
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
+    callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - started
+    best = _best_epoch(module.history, monitor, mode)
+    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    return {"status": "finished", "model": choices["model"], "data": choices["data"], "task": choices["task"],
+            "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
+            "dataset_stats": prepared.meta.get("stats", {}), "seed": cfg.seed,
+            "metrics": {"valid": best, "test": module.results.get("test", {})},
+            "monitor": {"metric": monitor, "mode": mode, "best_epoch": best.get("epoch")},
+            "epochs_run": trainer.current_epoch, "history": module.history,
+            "train_seconds": train_seconds, "train_samples_per_second": throughput.samples_per_second,
+            "metric_definitions": module.metric_definitions(),
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, Any]:
+    scored = [h for h in history if h.get(monitor) == h.get(monitor)]  # drop NaN
+    if not scored:
+        return history[-1] if history else {}
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda h: h[monitor])
+
+
+def hydra_entry() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from recbench import config  # noqa: F401  (registers resolvers)
+    from recbench.records import git_commit, package_versions, summary_table, write_json_atomic
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def run(cfg) -> None:
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        choices = dict(hydra_cfg.runtime.choices)
+        base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
+                "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
+                "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
+        try:
+            record = {**base, **train(cfg, run_dir, choices)}
+        except UserInputError as error:
+            write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": str(error)})
+            print(f"recbench: error: {error}", file=sys.stderr)
+            if hydra_cfg.mode.name == "RUN":
+                sys.exit(2)
+            return  # in a sweep the failure is recorded and the sweep goes on
+        write_json_atomic(run_dir / "results.json", record)
+        title = (f"\nTest metrics: model={record['model']} data={record['data']} "
+                 f"({record['data_source']}) seed={record['seed']}")
+        print(summary_table(record["metrics"]["test"], title))
+        print(f"results: {run_dir / 'results.json'}")
+
+    run()
+
+
+def main() -> None:
+    try:
+        check_choices(sys.argv[1:])
+    except UserInputError as error:
+        print(f"recbench: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

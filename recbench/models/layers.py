@@ -1,0 +1,122 @@
+"""Building blocks shared by model plugins (no paper-specific logic here)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+# Delay buckets (in the dataset's time unit): exact for small delays, coarser for the long tail.
+TIME_BUCKET_EDGES = (0.5, 1.5, 2.5, 3.5, 5.5, 8.5, 15.5, 31.5, 61.5)
+
+
+class MLP(nn.Sequential):
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int | None = None,
+                 dropout: float = 0.0) -> None:
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = width
+        if out_dim is not None:
+            layers.append(nn.Linear(in_dim, out_dim))
+        super().__init__(*layers)
+
+
+class FieldEmbedding(nn.Module):
+    """One table per categorical field; `hist_<field>` looks up the same table as `<field>`.
+
+    Tables are sparse by default: the module's optimiser then updates only the rows in a batch.
+    """
+
+    def __init__(self, cardinalities: dict[str, int], fields: Sequence[str], dim: int, sparse: bool) -> None:
+        super().__init__()
+        self.dim = dim
+        self.tables = nn.ModuleDict({f: nn.Embedding(cardinalities[f], dim, padding_idx=0, sparse=sparse)
+                                     for f in fields})
+        for table in self.tables.values():
+            nn.init.normal_(table.weight, std=0.05)
+            with torch.no_grad():
+                table.weight[0].zero_()
+
+    def forward(self, batch: dict[str, torch.Tensor], fields: Sequence[str], prefix: str = "") -> torch.Tensor:
+        """[..., len(fields) * dim]: the fields' embeddings concatenated."""
+        return torch.cat([self.tables[f](batch[prefix + f]) for f in fields], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """Embeds a non-negative delay by bucket (robust to the heavy tail of delays)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("edges", torch.tensor(TIME_BUCKET_EDGES), persistent=False)
+        self.table = nn.Embedding(len(TIME_BUCKET_EDGES) + 1, dim)
+
+    def forward(self, time: torch.Tensor) -> torch.Tensor:
+        return self.table(torch.bucketize(time.contiguous(), self.edges))
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over `mask`ed positions; rows with no valid position give all zeros (not NaN)."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=dim)
+    return torch.nan_to_num(weights, nan=0.0)
+
+
+class TargetAttentionPooling(nn.Module):
+    """DIN-style pooling: an MLP scores each history token against the target, softmax over valid ones."""
+
+    def __init__(self, dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.score = MLP(4 * dim, hidden, 1)
+
+    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        query = target.unsqueeze(1).expand_as(history)
+        features = torch.cat([query, history, query - history, query * history], dim=-1)
+        weights = masked_softmax(self.score(features).squeeze(-1), mask)
+        return torch.einsum("bl,bld->bd", weights, history)
+
+
+class ActionHistoryEncoder(nn.Module):
+    """Inputs shared by the multi-task baselines: user, target item and target-attended history.
+
+    Each history item is its field embeddings plus a summary of its action slots (sum of action-type
+    + delay embeddings over the actions that happened) plus its recency; the history is pooled by
+    target attention. Output: one feature vector per sample.
+    """
+
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
+                 sparse: bool) -> None:
+        super().__init__()
+        self.user_fields, self.item_fields = spec["user_fields"], spec["item_fields"]
+        self.fields = FieldEmbedding(spec["cardinalities"], [*self.user_fields, *self.item_fields],
+                                     embedding_dim, sparse)
+        item_dim = embedding_dim * len(self.item_fields)
+        n_actions = len(spec["history_actions"])
+        self.action_type = nn.Parameter(torch.randn(n_actions, item_dim) * 0.05)
+        self.action_time = TimeEmbedding(item_dim)
+        self.recency = TimeEmbedding(item_dim)
+        self.pool = TargetAttentionPooling(item_dim, attention_hidden)
+        self.out_dim = embedding_dim * len(self.user_fields) + 2 * item_dim
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        user = self.fields(batch, self.user_fields)
+        target = self.fields(batch, self.item_fields)
+        history = self.fields(batch, self.item_fields, prefix="hist_")
+        acted = batch["hist_action_mask"].unsqueeze(-1).float()
+        actions = (self.action_type + self.action_time(batch["hist_action_time"])) * acted
+        history = history + actions.sum(2) + self.recency(batch["hist_recency"])
+        pooled = self.pool(target, history, batch["hist_mask"])
+        return torch.cat([user, target, pooled], dim=-1)
+
+
+class TaskTower(nn.Module):
+    """Per-task tower giving one outcome logit and one delay per target action."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.net = MLP(in_dim, hidden, 2, dropout)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit, time = self.net(features).unbind(-1)
+        return logit, time

@@ -1,0 +1,62 @@
+"""PLE (Tang et al., RecSys 2020): stacked CGC levels with shared and task-specific experts.
+
+Each level has `shared_experts` experts every task may use and `task_experts` per task; a task's
+gate mixes its own experts with the shared ones, and (below the top) a shared gate mixes all
+experts to feed the next level's shared input. `num_levels=1` is CGC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from recbench.models.layers import MLP, ActionHistoryEncoder, TaskTower
+
+
+class _ExtractionLevel(nn.Module):
+    def __init__(self, in_dim: int, n_tasks: int, shared_experts: int, task_experts: int,
+                 expert_hidden: Sequence[int], dropout: float, last: bool) -> None:
+        super().__init__()
+        make = lambda: MLP(in_dim, expert_hidden, dropout=dropout)  # noqa: E731
+        self.shared = nn.ModuleList(make() for _ in range(shared_experts))
+        self.own = nn.ModuleList(nn.ModuleList(make() for _ in range(task_experts)) for _ in range(n_tasks))
+        self.task_gates = nn.ModuleList(nn.Linear(in_dim, task_experts + shared_experts) for _ in range(n_tasks))
+        all_experts = shared_experts + n_tasks * task_experts
+        self.shared_gate = None if last else nn.Linear(in_dim, all_experts)
+
+    def forward(self, task_inputs: list[torch.Tensor], shared_input: torch.Tensor):
+        shared = [expert(shared_input) for expert in self.shared]
+        own = [[expert(x) for expert in experts] for experts, x in zip(self.own, task_inputs)]
+        task_outputs = []
+        for gate, mine, x in zip(self.task_gates, own, task_inputs):
+            experts = torch.stack(mine + shared, dim=1)
+            task_outputs.append(torch.einsum("be,beh->bh", torch.softmax(gate(x), -1), experts))
+        if self.shared_gate is None:
+            return task_outputs, None
+        everything = torch.stack(shared + [e for mine in own for e in mine], dim=1)
+        shared_output = torch.einsum("be,beh->bh", torch.softmax(self.shared_gate(shared_input), -1), everything)
+        return task_outputs, shared_output
+
+
+class PLE(nn.Module):
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
+                 num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
+                 tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:
+        super().__init__()
+        self.encoder = ActionHistoryEncoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
+        n_tasks = len(spec["target_actions"])
+        dims = [self.encoder.out_dim] + [expert_hidden[-1]] * (num_levels - 1)
+        self.levels = nn.ModuleList(
+            _ExtractionLevel(dims[i], n_tasks, shared_experts, task_experts, expert_hidden, dropout,
+                             last=i == num_levels - 1) for i in range(num_levels))
+        self.towers = nn.ModuleList(TaskTower(expert_hidden[-1], tower_hidden, dropout) for _ in range(n_tasks))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features = self.encoder(batch)
+        task_inputs, shared = [features] * len(self.towers), features
+        for level in self.levels:
+            task_inputs, shared = level(task_inputs, shared)
+        logits, times = zip(*(tower(x) for tower, x in zip(self.towers, task_inputs)))
+        return {"action_logit": torch.stack(logits, 1), "action_time": torch.stack(times, 1)}

@@ -1,0 +1,114 @@
+"""The generic LightningModule: any net, any task heads. It names no paper and no dataset.
+
+Optimisation: parameters of sparse embedding tables (`nn.Embedding(sparse=True)`) get a row-wise
+sparse optimiser (only the rows a batch touches are read and written); everything else gets the
+dense optimiser. Two optimisers means manual optimisation, which also keeps the step explicit.
+Evaluation: every head's `collect` output is kept for the whole split and `metrics` runs once at
+the end, so AUC/GAUC are exact rather than averages over batches.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from recbench.tasks.base import TaskHead
+
+
+def split_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(sparse embedding weights, all other parameters)."""
+    sparse = [m.weight for m in net.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    ids = {id(p) for p in sparse}
+    dense = [p for p in net.parameters() if id(p) not in ids and p.requires_grad]
+    return sparse, dense
+
+
+class RecModule(L.LightningModule):
+    def __init__(self, net: nn.Module, heads: dict[str, TaskHead], optimizer: partial,
+                 sparse_optimizer: partial, gradient_clip: float | None) -> None:
+        super().__init__()
+        self.net = net
+        self.heads = nn.ModuleDict(heads)
+        self.make_optimizer: Callable = optimizer
+        self.make_sparse_optimizer: Callable = sparse_optimizer
+        self.gradient_clip = gradient_clip
+        self.automatic_optimization = False
+        self._kept: dict[str, list[dict[str, torch.Tensor]]] = defaultdict(list)
+        self.results: dict[str, dict[str, float]] = {}
+        self.history: list[dict[str, Any]] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.net(batch)
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self):
+        sparse, dense = split_parameters(self.net)
+        optimizers = [self.make_optimizer(dense)]
+        if sparse:
+            optimizers.append(self.make_sparse_optimizer(sparse))
+        return optimizers
+
+    def training_step(self, batch, batch_idx):
+        outputs = self.net(batch)
+        terms = {name: value for head in self.heads.values() for name, value in head.loss(outputs, batch).items()}
+        loss = torch.stack(list(terms.values())).sum()
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gradient_clip:
+            _, dense = split_parameters(self.net)
+            torch.nn.utils.clip_grad_norm_(dense, self.gradient_clip)
+        for optimizer in optimizers:
+            optimizer.step()
+        size = len(batch["group"]) if "group" in batch else None
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def _keep(self, split: str, batch) -> None:
+        outputs = self.net(batch)
+        kept = {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
+                for key, value in head.collect(outputs, batch).items()}
+        self._kept[split].append(kept)
+
+    def _finish(self, split: str) -> dict[str, float]:
+        parts = self._kept.pop(split, [])
+        if not parts:
+            return {}
+        merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        values: dict[str, float] = {}
+        for name, head in self.heads.items():
+            prefix = f"{name}."
+            values.update(head.metrics({k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}))
+        return {f"{split}/{key}": float(value) for key, value in values.items()}
+
+    def validation_step(self, batch, batch_idx):
+        self._keep("valid", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._keep("test", batch)
+
+    def on_validation_epoch_end(self):
+        values = self._finish("valid")
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict(values, prog_bar=False)
+        self.results["valid"] = values
+        self.history.append({"epoch": self.current_epoch, **values})
+
+    def on_test_epoch_end(self):
+        values = self._finish("test")
+        self.log_dict(values)
+        self.results["test"] = values
+
+    def metric_definitions(self) -> dict[str, str]:
+        return {k: v for head in self.heads.values() for k, v in head.definitions().items()}

@@ -1,0 +1,530 @@
+"""Tests for recbench.metrics against sklearn and brute-force O(n^2) references.
+
+Random data deliberately contains many ties (scores rounded to one decimal,
+small integer targets) because tie handling is where exact metrics differ.
+"""
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import (
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    ndcg_score,
+    roc_auc_score,
+)
+
+from recbench import metrics as M
+
+
+# ----------------------------------------------------------------------------
+# Brute-force references (plain Python loops, deliberately naive)
+# ----------------------------------------------------------------------------
+
+
+def ref_auc(scores, labels):
+    """Pairwise AUC: positive above negative = 1, tie = 1/2."""
+    pos = [s for s, y in zip(scores, labels) if y == 1]
+    neg = [s for s, y in zip(scores, labels) if y == 0]
+    if not pos or not neg:
+        return float("nan")
+    credit = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return credit / (len(pos) * len(neg))
+
+
+def ref_gauc(scores, labels, groups, weight, min_samples=1):
+    num = den = 0.0
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)
+        y = labels[idx]
+        if len(idx) < min_samples or y.min() == y.max():
+            continue
+        a = ref_auc(scores[idx], y)
+        w = {"impressions": len(idx), "positives": y.sum(), "uniform": 1.0}[weight]
+        num += w * a
+        den += w
+    return num / den if den else float("nan")
+
+
+def ref_xauc_parts(pred, target):
+    credit = pairs = 0.0
+    n = len(pred)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if target[i] == target[j]:
+                continue
+            pairs += 1
+            d = (pred[i] - pred[j]) * (target[i] - target[j])
+            credit += 1.0 if d > 0 else 0.5 if d == 0 else 0.0
+    return credit, pairs
+
+
+def ref_xauc(pred, target):
+    credit, pairs = ref_xauc_parts(pred, target)
+    return credit / pairs if pairs else float("nan")
+
+
+def ref_grouped_xauc(pred, target, groups, weight):
+    num = den = 0.0
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)
+        credit, pairs = ref_xauc_parts(pred[idx], target[idx])
+        if pairs == 0:
+            continue
+        w = pairs if weight == "pairs" else 1.0
+        num += w * credit / pairs
+        den += w
+    return num / den if den else float("nan")
+
+
+def ref_ranked_lists(scores, labels, groups):
+    """Yield each list's labels ranked by descending score, ties in row order."""
+    for g in sorted(set(groups.tolist())):
+        idx = [i for i in range(len(groups)) if groups[i] == g]
+        # Python's sort is stable, so equal scores keep original row order.
+        idx.sort(key=lambda i: -scores[i])
+        yield [labels[i] for i in idx]
+
+
+def ref_ndcg(scores, labels, groups, k, gain="linear"):
+    f = (lambda r: r) if gain == "linear" else (lambda r: 2.0**r - 1.0)
+    vals = []
+    for ranked in ref_ranked_lists(scores, labels, groups):
+        if not any(r > 0 for r in ranked):
+            continue
+        dcg = sum(f(r) / math.log2(i + 2) for i, r in enumerate(ranked[:k]))
+        ideal = sorted(ranked, reverse=True)
+        idcg = sum(f(r) / math.log2(i + 2) for i, r in enumerate(ideal[:k]))
+        vals.append(dcg / idcg)
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def ref_hr(scores, labels, groups, k):
+    vals = [
+        float(any(r > 0 for r in ranked[:k]))
+        for ranked in ref_ranked_lists(scores, labels, groups)
+        if any(r > 0 for r in ranked)
+    ]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def ref_mrr(scores, labels, groups):
+    vals = []
+    for ranked in ref_ranked_lists(scores, labels, groups):
+        hits = [i for i, r in enumerate(ranked) if r > 0]
+        if hits:
+            vals.append(1.0 / (hits[0] + 1))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def tied_binary_data(rng, n, n_groups=None, p_pos=0.4):
+    scores = np.round(rng.random(n), 1)  # heavy ties
+    labels = (rng.random(n) < p_pos).astype(np.int64)
+    if n_groups is None:
+        return scores, labels
+    groups = rng.integers(0, n_groups, n)
+    return scores, labels, groups
+
+
+def same(a, b, tol=1e-12):
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+# ----------------------------------------------------------------------------
+# AUC
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_auc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 3000))
+    scores, labels = tied_binary_data(rng, n)
+    labels[0], labels[1] = 0, 1  # guarantee both classes
+    got = M.auc(scores, labels)
+    assert isinstance(got, float)
+    assert got == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_auc_matches_pairwise_reference_small():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(2, 30))
+        scores = rng.integers(0, 4, n).astype(float)
+        labels = rng.integers(0, 2, n)
+        assert same(M.auc(scores, labels), ref_auc(scores, labels))
+
+
+def test_auc_known_values_and_ties():
+    assert M.auc([0.1, 0.9], [0, 1]) == 1.0
+    assert M.auc([0.9, 0.1], [0, 1]) == 0.0
+    assert M.auc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5  # all tied -> every pair 1/2
+    # bool labels and float32 scores are accepted
+    assert M.auc(np.array([0.2, 0.3], np.float32), np.array([False, True])) == 1.0
+
+
+def test_auc_single_class_and_empty_are_nan():
+    assert math.isnan(M.auc([0.1, 0.2, 0.3], [1, 1, 1]))
+    assert math.isnan(M.auc([0.1, 0.2, 0.3], [0, 0, 0]))
+    assert math.isnan(M.auc([], []))
+
+
+def test_auc_torch_input():
+    rng = np.random.default_rng(2)
+    scores, labels = tied_binary_data(rng, 500)
+    expected = roc_auc_score(labels, scores)
+    got = M.auc(torch.tensor(scores, dtype=torch.float32), torch.tensor(labels))
+    # float32 rounding of one-decimal values preserves their order and ties
+    assert got == pytest.approx(expected, abs=1e-12)
+    got_bf16 = M.auc(torch.tensor(scores).to(torch.bfloat16), torch.tensor(labels).bool())
+    assert got_bf16 == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "scores, labels, msg",
+    [
+        ([0.1, 0.2], [0, 1, 1], "lengths differ"),
+        ([0.1, float("nan")], [0, 1], "NaN or infinite"),
+        ([0.1, float("inf")], [0, 1], "NaN or infinite"),
+        ([0.1, 0.2], [0, 2], "only 0 and 1"),
+        ([0.1, 0.2], [0, 0.5], "only 0 and 1"),
+        ([[0.1, 0.2]], [[0, 1]], "must be 1-D"),
+    ],
+)
+def test_auc_validation(scores, labels, msg):
+    with pytest.raises(ValueError, match=msg):
+        M.auc(scores, labels)
+
+
+# ----------------------------------------------------------------------------
+# GAUC
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", ["impressions", "positives", "uniform"])
+@pytest.mark.parametrize("seed", range(5))
+def test_gauc_matches_bruteforce(weight, seed):
+    rng = np.random.default_rng(100 + seed)
+    scores, labels, groups = tied_binary_data(rng, 600, n_groups=40)
+    got = M.gauc(scores, labels, groups, weight=weight)
+    assert got == pytest.approx(ref_gauc(scores, labels, groups, weight), abs=1e-12)
+
+
+@pytest.mark.parametrize("weight", ["impressions", "positives", "uniform"])
+def test_gauc_matches_sklearn_per_group(weight):
+    rng = np.random.default_rng(7)
+    scores, labels, groups = tied_binary_data(rng, 2000, n_groups=60)
+    num = den = 0.0
+    for g in np.unique(groups):
+        m = groups == g
+        if labels[m].min() == labels[m].max():
+            continue
+        w = {"impressions": m.sum(), "positives": labels[m].sum(), "uniform": 1}[weight]
+        num += w * roc_auc_score(labels[m], scores[m])
+        den += w
+    assert M.gauc(scores, labels, groups, weight=weight) == pytest.approx(num / den, abs=1e-12)
+
+
+def test_gauc_min_samples_and_string_groups():
+    rng = np.random.default_rng(3)
+    scores, labels, groups = tied_binary_data(rng, 800, n_groups=80)
+    for ms in (1, 8, 12):
+        got = M.gauc(scores, labels, groups, min_samples=ms)
+        assert got == pytest.approx(ref_gauc(scores, labels, groups, "impressions", ms), abs=1e-12)
+    # group ids of any dtype are accepted; only the partition matters
+    str_groups = np.array([f"user_{g}" for g in groups])
+    # (group order differs, so the weighted sum may differ in the last ulp)
+    assert M.gauc(scores, labels, str_groups) == pytest.approx(M.gauc(scores, labels, groups), abs=1e-14)
+    # a min_samples larger than every group leaves nothing -> nan
+    assert math.isnan(M.gauc(scores, labels, groups, min_samples=10_000))
+
+
+def test_gauc_skips_single_class_groups():
+    scores = [0.1, 0.9, 0.5, 0.6, 0.7, 0.2]
+    labels = [0, 1, 1, 1, 0, 0]
+    groups = [0, 0, 1, 1, 2, 2]  # only group 0 has both classes (AUC 1)
+    assert M.gauc(scores, labels, groups) == 1.0
+    assert math.isnan(M.gauc([0.1, 0.2], [1, 1], [0, 1]))
+    assert math.isnan(M.gauc([], [], []))
+
+
+def test_gauc_single_group_equals_auc_and_torch_input():
+    rng = np.random.default_rng(4)
+    scores, labels, groups = tied_binary_data(rng, 1000, n_groups=30)
+    assert M.gauc(scores, labels, np.zeros(1000, int)) == pytest.approx(
+        roc_auc_score(labels, scores), abs=1e-12
+    )
+    got = M.gauc(torch.tensor(scores), torch.tensor(labels), torch.tensor(groups), weight="uniform")
+    assert got == pytest.approx(ref_gauc(scores, labels, groups, "uniform"), abs=1e-12)
+
+
+def test_gauc_validation():
+    with pytest.raises(ValueError, match="weight must be one of"):
+        M.gauc([0.1, 0.2], [0, 1], [0, 0], weight="clicks")
+    with pytest.raises(ValueError, match="min_samples"):
+        M.gauc([0.1, 0.2], [0, 1], [0, 0], min_samples=0)
+    with pytest.raises(ValueError, match="lengths differ"):
+        M.gauc([0.1, 0.2], [0, 1], [0])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        M.gauc([0.1, 0.2], [0, 3], [0, 0])
+
+
+def test_gauc_scale_1e6_rows_1e5_groups():
+    rng = np.random.default_rng(5)
+    n = 1_000_000
+    scores, labels, groups = tied_binary_data(rng, n, n_groups=100_000, p_pos=0.3)
+    t0 = time.perf_counter()
+    got = M.gauc(scores, labels, groups)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"gauc took {elapsed:.2f}s on 1e6 rows"
+    # Spot-check exactness on the first groups against the per-group reference.
+    keep = groups < 50
+    sub = M.gauc(scores[keep], labels[keep], groups[keep])
+    assert sub == pytest.approx(ref_gauc(scores[keep], labels[keep], groups[keep], "impressions"), abs=1e-12)
+    assert 0.45 < got < 0.55  # random scores carry no signal
+
+
+# ----------------------------------------------------------------------------
+# logloss, mae, rmse
+# ----------------------------------------------------------------------------
+
+
+def test_logloss_matches_sklearn():
+    rng = np.random.default_rng(6)
+    probs = np.clip(np.round(rng.random(5000), 1), 0.05, 0.95)
+    labels = rng.integers(0, 2, 5000)
+    assert M.logloss(probs, labels) == pytest.approx(log_loss(labels, probs), rel=1e-12)
+    got_t = M.logloss(torch.tensor(probs), torch.tensor(labels))
+    assert got_t == pytest.approx(log_loss(labels, probs), rel=1e-12)
+
+
+def test_logloss_clipping_and_validation():
+    eps = 1e-7
+    # confidently wrong predictions are clipped to eps instead of giving inf
+    got = M.logloss([0.0, 1.0], [1, 0], eps=eps)
+    assert got == pytest.approx(-math.log(eps), rel=1e-9)
+    assert M.logloss([0.0, 1.0], [0, 1]) == pytest.approx(-math.log1p(-eps), rel=1e-6)
+    assert math.isnan(M.logloss([], []))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.logloss([1.5, 0.2], [1, 0])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        M.logloss([0.5, 0.2], [1, -1])
+
+
+def test_mae_rmse_match_sklearn_with_mask():
+    rng = np.random.default_rng(8)
+    pred = rng.normal(size=3000)
+    target = np.round(rng.normal(size=3000), 1)
+    assert M.mae(pred, target) == pytest.approx(mean_absolute_error(target, pred), rel=1e-12)
+    assert M.rmse(pred, target) == pytest.approx(math.sqrt(mean_squared_error(target, pred)), rel=1e-12)
+    mask = rng.random(3000) < 0.3
+    assert M.mae(pred, target, mask=mask) == pytest.approx(
+        mean_absolute_error(target[mask], pred[mask]), rel=1e-12
+    )
+    assert M.rmse(torch.tensor(pred), torch.tensor(target), mask=torch.tensor(mask)) == pytest.approx(
+        math.sqrt(mean_squared_error(target[mask], pred[mask])), rel=1e-12
+    )
+
+
+def test_mae_rmse_edge_cases():
+    assert math.isnan(M.mae([1.0, 2.0], [1.0, 3.0], mask=np.array([False, False])))
+    assert math.isnan(M.rmse([], []))
+    assert M.rmse([1.0, 2.0], [1.0, 4.0], mask=np.array([False, True])) == 2.0
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        M.mae([1.0, 2.0], [1.0, 3.0], mask=np.array([0, 1]))
+    with pytest.raises(ValueError, match="lengths differ"):
+        M.rmse([1.0, 2.0], [1.0, 3.0], mask=np.array([True]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        M.mae([1.0, float("nan")], [1.0, 3.0])
+
+
+# ----------------------------------------------------------------------------
+# XAUC
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_xauc_matches_bruteforce_with_ties(seed):
+    rng = np.random.default_rng(200 + seed)
+    n = int(rng.integers(2, 150))
+    pred = np.round(rng.random(n), 1)
+    target = rng.integers(0, int(rng.integers(1, 8)), n).astype(float)
+    assert same(M.xauc(pred, target), ref_xauc(pred, target))
+
+
+def test_xauc_binary_target_equals_auc():
+    # With a 0/1 target every valid pair is (positive, negative): XAUC == AUC.
+    rng = np.random.default_rng(9)
+    scores, labels = tied_binary_data(rng, 4000)
+    assert M.xauc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_xauc_edge_cases_and_torch():
+    assert M.xauc([1, 2, 3], [10, 20, 30]) == 1.0
+    assert M.xauc([3, 2, 1], [10, 20, 30]) == 0.0
+    assert M.xauc([1, 1, 1], [10, 20, 30]) == 0.5
+    assert math.isnan(M.xauc([1, 2, 3], [5, 5, 5]))  # all targets tied -> no pair
+    assert math.isnan(M.xauc([1.0], [2.0]))
+    assert math.isnan(M.xauc([], []))
+    rng = np.random.default_rng(10)
+    pred, target = np.round(rng.random(100), 1), rng.integers(0, 5, 100)
+    assert M.xauc(torch.tensor(pred), torch.tensor(target)) == pytest.approx(
+        ref_xauc(pred, target), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="lengths differ"):
+        M.xauc([1, 2], [1])
+
+
+def test_xauc_large_is_exact_and_fast():
+    # Exact pair counts at 2e5 rows: compare against an independent rank-based
+    # count (for each target level, predictions of lower-target rows below it).
+    rng = np.random.default_rng(11)
+    n = 200_000
+    target = rng.integers(0, 20, n)
+    pred = np.round(target + rng.normal(scale=5.0, size=n), 0)
+    t0 = time.perf_counter()
+    got = M.xauc(pred, target)
+    assert time.perf_counter() - t0 < 2.0
+    credit = pairs = 0.0
+    below = np.array([], dtype=float)
+    for level in np.unique(target):  # loop over 20 levels, not rows (reference only)
+        cur = np.sort(pred[target == level])
+        below_sorted = np.sort(below)
+        lt = np.searchsorted(below_sorted, cur, side="left")
+        le = np.searchsorted(below_sorted, cur, side="right")
+        credit += lt.sum() + 0.5 * (le - lt).sum()
+        pairs += len(cur) * len(below)
+        below = np.concatenate([below, cur])
+    assert got == pytest.approx(credit / pairs, abs=1e-12)
+
+
+@pytest.mark.parametrize("weight", ["pairs", "uniform"])
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_xauc_matches_bruteforce(weight, seed):
+    rng = np.random.default_rng(300 + seed)
+    n = 400
+    pred = np.round(rng.random(n), 1)
+    target = rng.integers(0, 4, n).astype(float)
+    groups = rng.integers(0, 25, n)
+    got = M.grouped_xauc(pred, target, groups, weight=weight)
+    assert got == pytest.approx(ref_grouped_xauc(pred, target, groups, weight), abs=1e-12)
+
+
+def test_grouped_xauc_edge_cases():
+    # groups whose targets are all tied are skipped; none left -> nan
+    assert math.isnan(M.grouped_xauc([1, 2, 3, 4], [1, 1, 2, 2], [0, 0, 1, 1]))
+    assert M.grouped_xauc([1, 2, 3, 0], [1, 2, 5, 5], [0, 0, 1, 1]) == 1.0
+    # "pairs" weighting with one group == plain xauc
+    rng = np.random.default_rng(12)
+    pred, target = np.round(rng.random(300), 1), rng.integers(0, 6, 300)
+    assert M.grouped_xauc(pred, target, np.zeros(300, int)) == pytest.approx(M.xauc(pred, target), abs=1e-12)
+    with pytest.raises(ValueError, match="weight must be"):
+        M.grouped_xauc([1, 2], [1, 2], [0, 0], weight="impressions")
+
+
+# ----------------------------------------------------------------------------
+# Ranking metrics
+# ----------------------------------------------------------------------------
+
+
+def ranking_data(rng, n=1500, n_groups=120, graded=True):
+    scores = np.round(rng.random(n), 1)  # ties within lists
+    hi = 4 if graded else 2
+    labels = rng.integers(0, hi, n) * (rng.random(n) < 0.3)
+    groups = rng.integers(0, n_groups, n)
+    return scores, labels.astype(float), groups
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 1000])
+@pytest.mark.parametrize("graded", [True, False])
+def test_ranking_metrics_match_bruteforce_with_ties(k, graded):
+    rng = np.random.default_rng(400 + k + graded)
+    scores, labels, groups = ranking_data(rng, graded=graded)
+    assert M.ndcg_at_k(scores, labels, groups, k) == pytest.approx(
+        ref_ndcg(scores, labels, groups, k), abs=1e-12
+    )
+    assert M.ndcg_at_k(scores, labels, groups, k, gain="exp") == pytest.approx(
+        ref_ndcg(scores, labels, groups, k, gain="exp"), abs=1e-12
+    )
+    assert M.hit_rate_at_k(scores, labels, groups, k) == pytest.approx(
+        ref_hr(scores, labels, groups, k), abs=1e-12
+    )
+    assert M.mrr(scores, labels, groups) == pytest.approx(ref_mrr(scores, labels, groups), abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_ndcg_matches_sklearn_without_ties(k):
+    # sklearn averages over tied scores, so compare on continuous scores; it
+    # also counts all-zero lists (as 0), so only lists with a positive are kept.
+    rng = np.random.default_rng(13)
+    n_lists, size = 200, 20
+    scores = rng.random((n_lists, size))
+    rel = rng.integers(0, 4, (n_lists, size)) * (rng.random((n_lists, size)) < 0.3)
+    rel[:5] = 0  # some lists without positives, which must be skipped
+    keep = rel.sum(axis=1) > 0
+    expected = ndcg_score(rel[keep], scores[keep], k=k)
+    groups = np.repeat(np.arange(n_lists), size)
+    got = M.ndcg_at_k(scores.ravel(), rel.ravel(), groups, k)
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_ranking_tie_break_is_original_row_order():
+    # All scores tied: the ranking is the input order, so the positive in row 2
+    # is at rank 3.
+    scores, labels, groups = [0.5, 0.5, 0.5, 0.5], [0, 0, 1, 0], [7, 7, 7, 7]
+    assert M.mrr(scores, labels, groups) == pytest.approx(1 / 3)
+    assert M.hit_rate_at_k(scores, labels, groups, 2) == 0.0
+    assert M.hit_rate_at_k(scores, labels, groups, 3) == 1.0
+    assert M.ndcg_at_k(scores, labels, groups, 3) == pytest.approx(1 / math.log2(4))
+    # Interleaved groups: per-list order is still the input order within the list.
+    assert M.mrr([1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.5)
+
+
+def test_ranking_skips_lists_without_positive_and_empty():
+    scores = [0.9, 0.1, 0.8, 0.7]
+    labels = [1, 0, 0, 0]
+    groups = [0, 0, 1, 1]  # list 1 has no positive -> skipped
+    assert M.mrr(scores, labels, groups) == 1.0
+    assert M.hit_rate_at_k(scores, labels, groups, 1) == 1.0
+    assert M.ndcg_at_k(scores, labels, groups, 2) == 1.0
+    for fn in (lambda *a: M.ndcg_at_k(*a, k=3), lambda *a: M.hit_rate_at_k(*a, k=3), M.mrr):
+        assert math.isnan(fn([0.1, 0.2], [0, 0], [0, 1]))
+        assert math.isnan(fn([], [], []))
+
+
+def test_ranking_torch_input_and_validation():
+    rng = np.random.default_rng(14)
+    scores, labels, groups = ranking_data(rng, n=500, n_groups=40)
+    t = (torch.tensor(scores), torch.tensor(labels), torch.tensor(groups))
+    assert M.ndcg_at_k(*t, k=5) == pytest.approx(ref_ndcg(scores, labels, groups, 5), abs=1e-12)
+    assert M.mrr(*t) == pytest.approx(ref_mrr(scores, labels, groups), abs=1e-12)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        M.ndcg_at_k(scores, labels, groups, 0)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        M.hit_rate_at_k(scores, labels, groups, 2.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        M.mrr([0.1, 0.2], [-1, 1], [0, 0])
+    with pytest.raises(ValueError, match="lengths differ"):
+        M.mrr([0.1, 0.2], [0, 1], [0])
+
+
+# ----------------------------------------------------------------------------
+# Definitions
+# ----------------------------------------------------------------------------
+
+
+def test_metric_definitions_cover_every_metric():
+    expected = {"auc", "gauc", "logloss", "mae", "rmse", "xauc", "ndcg@k", "hr@k", "mrr"}
+    assert expected <= set(M.METRIC_DEFINITIONS)
+    for name, text in M.METRIC_DEFINITIONS.items():
+        assert isinstance(text, str) and len(text) > 40, name
+    # the rules that make numbers comparable are spelled out
+    assert "1/2" in M.METRIC_DEFINITIONS["auc"]
+    for w in ("impressions", "positives", "uniform"):
+        assert w in M.METRIC_DEFINITIONS["gauc"]
+    assert "tied targets are excluded" in M.METRIC_DEFINITIONS["xauc"]
+    assert "original row order" in M.METRIC_DEFINITIONS["mrr"]
