@@ -54,7 +54,7 @@ ITEM_FIELDS = ("item", "cat", "seller", "brand")
 
 class TmallAdapter(DatasetAdapter):
     name = "tmall"
-    version = "1"
+    version = "2"
     required_files = (LOG_FILE,)
     optional_files = (INFO_FILE,)
 
@@ -134,8 +134,9 @@ class TmallAdapter(DatasetAdapter):
         """Chronological split on whole days; returns the first day of validation and of test."""
         days = np.sort(episodes["start_day"].to_numpy())
         n = len(days)
-        test_start = int(days[min(n - 1, int(np.ceil(n * (1 - self.test_fraction))))])
-        valid_start = int(days[min(n - 1, int(np.ceil(n * (1 - self.test_fraction - self.valid_fraction))))])
+        n_test, n_valid = round(n * self.test_fraction), round(n * self.valid_fraction)  # whole episodes
+        test_start = int(days[min(n - 1, n - n_test)])
+        valid_start = int(days[min(n - 1, max(0, n - n_test - n_valid))])
         if not days[0] < valid_start < test_start:
             raise bad_input(path, f"the log spans too few days ({len(np.unique(days))}) to cut a "
                             "train / validation / test split by day", "use a log covering more days "
@@ -250,9 +251,15 @@ def _header(path: Path) -> list[str]:
     if not line.strip():
         raise bad_input(path, "the file is empty", "re-download or re-extract it")
     try:
-        return [name.strip().strip('"') for name in line.decode("utf-8").rstrip("\r\n").split(",")]
+        return [name.strip().strip('"') for name in line.decode("utf-8-sig").rstrip("\r\n").split(",")]
     except UnicodeDecodeError:
         raise bad_input(path, "the header is not UTF-8 text", "check that this is the CSV, not the zip")
+
+
+def _has_rows(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.readline()
+        return any(line.strip() for line in handle)
 
 
 def _check_columns(path: Path, header: list[str], required: tuple[str, ...]) -> None:
@@ -267,34 +274,44 @@ def _first_bad(frame: pl.DataFrame, bad: pl.Expr, column: str) -> tuple[int, str
     return int(row["line"][0]) + 2, str(row[column][0])  # +2: 1-based, after the header
 
 
-def _read_strict(path: Path, dtypes: dict[str, pl.DataType], keep: list[str]) -> pl.DataFrame:
+def _scan(path: Path, header: list[str], **options) -> pl.LazyFrame:
+    # header names are given cleaned (spaces, quotes, byte-order mark removed) so the
+    # columns are found however the header was written
+    return pl.scan_csv(path, has_header=False, skip_rows=1, new_columns=header, infer_schema=False,
+                       **options)
+
+
+def _read_strict(path: Path, header: list[str], dtypes: dict[str, pl.DataType], keep: list[str]) -> pl.DataFrame:
     """Typed fast read; if a value does not parse, re-read as text to name the row and column."""
     try:
-        return pl.scan_csv(path, schema_overrides=dtypes, infer_schema=False).select(keep).collect()
+        return _scan(path, header, schema_overrides=dtypes).select(keep).collect()
     except pl.exceptions.PolarsError:
-        text = pl.scan_csv(path, infer_schema=False).select(keep).collect()
-        for column, dtype in dtypes.items():
-            if column not in keep:
-                continue
-            value = pl.col(column).str.strip_chars()
-            bad = value.is_not_null() & (value != "") & value.cast(dtype, strict=False).is_null()
-            if text.select(bad.any()).item():
-                line, raw = _first_bad(text, bad, column)
-                kind = "an integer" if dtype.is_integer() else "a number"
-                raise bad_input(path, f"line {line} has '{raw}', which is not {kind}",
-                                f"fix or drop that row (ids must be numeric)", column)
-        raise bad_input(path, "could not be parsed as CSV", "check the separator (comma) and quoting")
+        pass
+    try:
+        text = _scan(path, header).select(keep).collect()
+    except pl.exceptions.PolarsError as error:
+        raise bad_input(path, f"could not be parsed as CSV ({str(error).splitlines()[0]})",
+                        f"check that every row has the header's {len(header)} comma-separated fields")
+    for column, dtype in dtypes.items():
+        value = pl.col(column).str.strip_chars()
+        bad = value.is_not_null() & (value != "") & value.cast(dtype, strict=False).is_null()
+        if text.select(bad.any()).item():
+            line, raw = _first_bad(text, bad, column)
+            kind = "an integer" if dtype.is_integer() else "a number"
+            raise bad_input(path, f"line {line} has '{raw}', which is not {kind}",
+                            "fix or drop that row (ids must be numeric)", column)
+    raise bad_input(path, "could not be parsed as CSV", "check the separator (comma) and quoting")
 
 
 def read_log(path: Path) -> pl.DataFrame:
     """Read and validate user_log_format1.csv; adds `day` (days since 2014-01-01) and `pos`."""
     header = _header(path)
     _check_columns(path, header, LOG_COLUMNS)
+    if not _has_rows(path):
+        raise bad_input(path, "has a header but no rows", "re-download or re-extract the file")
     dtypes = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64,
                                                   "time_stamp": pl.String}
-    frame = _read_strict(path, dtypes, list(LOG_COLUMNS))
-    if frame.height == 0:
-        raise bad_input(path, "has a header but no rows", "re-download or re-extract the file")
+    frame = _read_strict(path, header, dtypes, list(LOG_COLUMNS))
     for column in ID_COLUMNS:
         if frame[column].null_count():
             line, _ = _first_bad(frame, pl.col(column).is_null(), column)
@@ -328,8 +345,10 @@ def read_user_info(path: Path) -> pl.DataFrame:
     """Read user_info_format1.csv (user_id, age_range, gender; the last two may be empty)."""
     header = _header(path)
     _check_columns(path, header, ("user_id", "age_range", "gender"))
+    if not _has_rows(path):
+        raise bad_input(path, "has a header but no rows", "re-download it or remove the optional file")
     dtypes = {"user_id": pl.Int64, "age_range": pl.Float64, "gender": pl.Float64}
-    frame = _read_strict(path, dtypes, ["user_id", "age_range", "gender"])
+    frame = _read_strict(path, header, dtypes, ["user_id", "age_range", "gender"])
     if frame["user_id"].null_count():
         line, _ = _first_bad(frame, pl.col("user_id").is_null(), "user_id")
         raise bad_input(path, f"line {line} has an empty id", "fill or drop that row", "user_id")

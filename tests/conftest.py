@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny synthetic Tmall replica, prepared once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbench.data.datamodule import RecDataModule
+from recbench.data.tmall import TmallAdapter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_HEAD = SHARED / "data" / "tmall_ijcai15_head"
+
+TINY_REPLICA = {"n_users": 400, "n_items": 3000, "episodes_per_user": 25.0, "seed": 0}
+
+
+def tmall_adapter(root: Path, source: str = "synthetic", raw_dir: Path | None = None, **overrides) -> TmallAdapter:
+    settings = dict(source=source, raw_dir=str(raw_dir or root / "raw"), cache_dir=str(root / "cache"),
+                    replica_dir=str(root / "synthetic"), history_length=10, min_user_episodes=2,
+                    min_count=1, dedupe=True, valid_fraction=0.1, test_fraction=0.1,
+                    label_horizon_days=14, replica=TINY_REPLICA)
+    settings.update(overrides)
+    return TmallAdapter(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_datamodule(tmp_path_factory) -> RecDataModule:
+    torch.manual_seed(0)
+    datamodule = RecDataModule(tmall_adapter(tmp_path_factory.mktemp("tiny")), batch_size=256,
+                               eval_batch_size=2048, seed=0)
+    datamodule.prepare()
+    return datamodule
+
+
+@pytest.fixture(scope="session")
+def tiny_batch(tiny_datamodule) -> dict[str, torch.Tensor]:
+    return next(iter(tiny_datamodule.train_dataloader()))
