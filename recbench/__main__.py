@@ -88,6 +88,15 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
+def config_error(error: Exception) -> UserInputError:
+    """Hydra's instantiation error (e.g. a key the constructor does not take) as one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "config")
+    cause = lines[1] if len(lines) > 1 else lines[0]
+    return UserInputError(f"config '{where}': {cause}. Fix: remove or correct that key "
+                          f"(`python -m recbench --cfg job` prints the valid ones)")
+
+
 def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, Any]:
     scored = [h for h in history if h.get(monitor) == h.get(monitor)]  # drop NaN
     if not scored:
@@ -99,6 +108,7 @@ def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[
 def hydra_entry() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
 
     from recbench import config  # noqa: F401  (registers resolvers)
     from recbench.records import git_commit, package_versions, summary_table, write_json_atomic
@@ -112,7 +122,12 @@ def hydra_entry() -> None:
                 "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
         try:
-            record = {**base, **train(cfg, run_dir, choices)}
+            try:
+                record = {**base, **train(cfg, run_dir, choices)}
+            except InstantiationException as error:
+                if isinstance(error.__cause__, UserInputError):
+                    raise error.__cause__ from None
+                raise config_error(error) from None
         except UserInputError as error:
             write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": str(error)})
             print(f"recbench: error: {error}", file=sys.stderr)
