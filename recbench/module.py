@@ -67,7 +67,7 @@ class RecModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(dense, self.gradient_clip)
         for optimizer in optimizers:
             optimizer.step()
-        size = len(batch["group"]) if "group" in batch else None
+        size = len(next(iter(batch.values())))
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)

@@ -60,6 +60,7 @@ def summary_table(test_metrics: dict[str, float], title: str) -> str:
     width = max([len(r) for r in order] + [6])
     lines = [title, f"{'target':<{width}}  " + "  ".join(f"{c:>10}" for c in columns)]
     for name in order:
-        cells = "  ".join(f"{rows[name].get(c, float('nan')):>10.4f}" for c in columns)
+        cells = "  ".join(f"{rows[name][c]:>{len(c) if len(c) > 10 else 10}.4f}" if c in rows[name]
+                          else f"{'-':>{max(len(c), 10)}}" for c in columns)
         lines.append(f"{name:<{width}}  {cells}")
     return "\n".join(lines)

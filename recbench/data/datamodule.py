@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
@@ -49,6 +50,10 @@ class RecDataModule(L.LightningDataModule):
                 if len(self.tables[f"{split}_ep"]) == 0:
                     raise UserInputError(f"{self.prepared.meta['files_dir']}: the {split} split is empty. "
                                          "Fix: use more data or change the split fractions")
+            # model selection must never see test rows: validation and test are disjoint
+            overlap = np.intersect1d(self.prepared.arrays["valid_ep"], self.prepared.arrays["test_ep"])
+            if overlap.size:
+                raise RuntimeError(f"{self.adapter.name}: {overlap.size} rows are in both validation and test")
         return self.prepared
 
     @property

@@ -78,8 +78,7 @@ class TmallAdapter(DatasetAdapter):
         return {key: getattr(self, key) for key in keys}
 
     def replica_config(self) -> dict[str, Any]:
-        import dataclasses
-        return dataclasses.asdict(self.replica)
+        return self.replica.to_dict()
 
     def write_replica(self, out_dir: Path) -> None:
         write_tmall_replica(out_dir, self.replica)

@@ -60,8 +60,8 @@ class ActionOutcomeHead(TaskHead):
             out[f"logloss/{action}"] = M.logloss(prob[:, k], label[:, k])
             out[f"time_mae/{action}"] = M.mae(time[:, k], label_time[:, k], mask=positive)
         for name in ("auc", "gauc", "logloss", "time_mae"):
-            values = [out[f"{name}/{a}"] for a in self.actions]
-            out[f"{name}/mean"] = float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
+            values = [out[f"{name}/{a}"] for a in self.actions if out[f"{name}/{a}"] == out[f"{name}/{a}"]]
+            out[f"{name}/mean"] = float(np.mean(values)) if values else float("nan")  # over defined values
         return out
 
     def definitions(self):
