@@ -256,190 +256,385 @@ def _start_day_weights(config: TmallReplicaConfig) -> np.ndarray:
     return w
 
 
-# -------------------------------------------------------------------------------------- simulation
-def simulate_tmall_replica(config: TmallReplicaConfig) -> TmallReplica:
-    """Generate the replica tables in memory (deterministic for a given config)."""
-    config.validate()
-    streams = np.random.SeedSequence([config.seed, 0x7A11]).spawn(6)
-    rng_cat, rng_user, rng_ep, rng_act, rng_row, rng_id = (np.random.default_rng(s) for s in streams)
-    n_c, n_g, n_i, n_u = config.n_categories, config.n_category_groups, config.n_items, config.n_users
-
-    # ---- catalogue: categories -> groups, sellers, brands, items
-    cat_pop = _zipf(n_c, config.category_zipf)[rng_cat.permutation(n_c)]
-    cat_group = np.r_[np.arange(n_g), rng_cat.integers(0, n_g, n_c - n_g)][rng_cat.permutation(n_c)]
-    seller_group = np.r_[np.arange(n_g), rng_cat.integers(0, n_g, config.n_sellers - n_g)]
-    seller_group = seller_group[rng_cat.permutation(config.n_sellers)]
-    seller_w = _zipf(config.n_sellers, config.seller_zipf)[rng_cat.permutation(config.n_sellers)]
-    brand_seller = np.r_[np.arange(config.n_sellers),
-                         _sample_cdf(np.cumsum(seller_w), rng_cat.random(config.n_brands - config.n_sellers))]
-    brand_w = rng_cat.exponential(1.0, config.n_brands) + 0.05
-    item_cat = np.r_[np.arange(n_c), _sample_cdf(np.cumsum(cat_pop), rng_cat.random(n_i - n_c))]
-    item_cat = item_cat[rng_cat.permutation(n_i)]
-    item_rank = _rank_within(item_cat, rng_cat.random(n_i))
-    item_pop = 1.0 / (item_rank + 1.0) ** config.item_zipf
-    quality = 0.5 * (-np.log1p(item_rank)) + rng_cat.normal(0.0, 1.0, n_i)
-    quality = (quality - quality.mean()) / quality.std()
-    item_seller = _sample_within(rng_cat, seller_w, seller_group, n_g, cat_group[item_cat])
-    item_brand = _sample_within(rng_cat, brand_w, brand_seller, config.n_sellers, item_seller)
-    brand_missing = rng_cat.random(n_i) < config.brand_missing_rate
-
-    # ---- users: profile, tastes, per-(user, group) style and pace
-    age = rng_user.choice(len(_AGE_PROBS), size=n_u, p=_AGE_PROBS / _AGE_PROBS.sum())
-    gender = rng_user.choice(3, size=n_u, p=_GENDER_PROBS)
-    age_missing = rng_user.random(n_u) < config.profile_missing_rate
-    gender_missing = rng_user.random(n_u) < config.profile_missing_rate
-
-    group_pop = np.bincount(cat_group, weights=cat_pop, minlength=n_g)
-    tilt = np.exp(0.6 * rng_user.normal(size=(2, n_g)))  # female / male group preference
-    gender_pref = np.vstack([group_pop * tilt[0], group_pop * tilt[1], group_pop])  # 2 = unknown
-    keys = np.log(gender_pref[gender]) + rng_user.gumbel(size=(n_u, n_g))
-    top_groups = np.argsort(-keys, axis=1, kind="stable")[:, :3]  # up to 3 liked groups, without replacement
-    n_liked = rng_user.choice(3, size=n_u, p=[0.35, 0.45, 0.20]) + 1
-    slot_group = np.repeat(top_groups, 2, axis=1)  # 2 categories per liked group -> 6 slots
-    slot_cat = _sample_within(rng_user, cat_pop, cat_group, n_g, slot_group.ravel()).reshape(n_u, 6)
-    slot_w = rng_user.exponential(1.0, (n_u, 6)) * (np.repeat(np.arange(3), 2)[None, :] < n_liked[:, None])
-    slot_cdf = np.cumsum(slot_w, axis=1)
-
-    mix = np.asarray(config.style_mix, dtype=np.float64)
-    mix = mix / mix.sum()
-    prior = np.tile(mix, (n_u, 1))
-    prior[np.isin(age, (1, 2)), 1] *= 1.5  # young: more impulsive
-    prior[age >= 6, 2] *= 1.4  # older: more deliberate
-    prior = prior / prior.sum(axis=1, keepdims=True)
-    user_style_p = rng_user.gamma(config.style_concentration * prior + 1e-3)
-    user_style_p /= user_style_p.sum(axis=1, keepdims=True)
-    cum_style = np.cumsum(user_style_p, axis=1)
-    style_ug = (rng_user.random((n_u, n_g))[:, :, None] > cum_style[:, None, :2]).sum(axis=2)
-    pace_ug = np.exp(rng_user.normal(0.0, config.pace_sigma, (n_u, n_g)))
-    propensity = rng_user.normal(0.0, config.propensity_sigma, n_u)
-
-    # ---- episodes: counts, categories, items (unique per user), start days
-    sigma = config.episodes_sigma
-    mu = np.log(config.episodes_per_user) - 0.5 * sigma**2
-    n_eps = np.maximum(1, np.rint(rng_ep.lognormal(mu, sigma, n_u))).astype(np.int64)
-    n_eps = np.minimum(n_eps, max(1, n_i // 4))
-    ep_user = np.repeat(np.arange(n_u), n_eps)
-    n_e = len(ep_user)
-    explore = rng_ep.random(n_e) < config.explore_rate
-    slot = (rng_ep.random(n_e)[:, None] * slot_cdf[ep_user, -1:] >= slot_cdf[ep_user]).sum(axis=1)
-    ep_cat = np.where(explore, _sample_cdf(np.cumsum(cat_pop), rng_ep.random(n_e)),
-                      slot_cat[ep_user, np.minimum(slot, 5)])
-    ep_item = _sample_within(rng_ep, item_pop, item_cat, n_c, ep_cat)
-    for _ in range(8):  # redraw items a user already has an episode on (same category)
-        dup = _duplicated(ep_user * n_i + ep_item)
-        if not dup.any():
-            break
-        ep_item[dup] = _sample_within(rng_ep, item_pop, item_cat, n_c, ep_cat[dup])
-    keep = ~_duplicated(ep_user * n_i + ep_item)
-    ep_user, ep_cat, ep_item, explore = ep_user[keep], ep_cat[keep], ep_item[keep], explore[keep]
-    n_e = len(ep_user)
-    ep_start = _sample_cdf(np.cumsum(_start_day_weights(config)), rng_ep.random(n_e))
-    ep_group = cat_group[ep_cat]
-    ep_style = style_ug[ep_user, ep_group]
-
-    # ---- deeper actions: which happen (style + affinity), in which order, after how many days
-    base = np.log(_STYLE_PROB / (1.0 - _STYLE_PROB))[ep_style]  # (E, 3)
-    shift = (config.quality_weight * quality[ep_item]
-             + config.taste_weight * ((~explore) - (1.0 - config.explore_rate))
-             + propensity[ep_user]
-             + rng_act.normal(0.0, config.engagement_sigma, n_e))
-    logit = base + shift[:, None]
-    logit[ep_start == DOUBLE11, :2] += config.double11_boost
-    has = rng_act.random((n_e, 3)) < 1.0 / (1.0 + np.exp(-logit))
-    delay = np.zeros((n_e, 3), dtype=np.int64)
-    clock = np.zeros(n_e, dtype=np.int64)
-    pace = pace_ug[ep_user, ep_group]
-    rows = np.arange(n_e)
-    for pos in range(3):
-        act = _STYLE_ORDER[ep_style, pos]
-        mean = _STYLE_GAP_MEAN[ep_style, act] * pace
-        clock = clock + rng_act.geometric(1.0 / (1.0 + mean)) - 1
-        delay[rows, act] = clock
-    delay = np.minimum(delay, (N_DAYS - 1 - ep_start)[:, None]) * has
-    any_deep = has.any(axis=1)
-    first_deep = np.where(has, delay, N_DAYS).min(axis=1)
-    last_deep = np.where(has, delay, -1).max(axis=1)
-
-    # ---- click rows: 1..4 per episode, first on the start day, extras duplicate it or revisit
-    cprobs = np.cumsum(_CLICK_PROBS, axis=1)[ep_style]
-    n_clicks = (rng_act.random(n_e)[:, None] >= cprobs[:, :3]).sum(axis=1) + 1
-    no_click = any_deep & (first_deep == 0) & (rng_act.random(n_e) < config.no_click_rate)
-    n_clicks[no_click] = 0
-    c_ep = np.repeat(rows, n_clicks)
-    c_rank = _rank_within(c_ep, np.zeros(len(c_ep)))
-    revisit_days = np.where(any_deep, last_deep,
-                            np.minimum(rng_act.geometric(0.4, n_e), N_DAYS - 1 - ep_start))[c_ep]
-    revisit = (c_rank > 0) & (rng_act.random(len(c_ep)) < config.revisit_rate)
-    c_delay = np.where(revisit, revisit_days, 0)
-
-    r_ep = [c_ep]
-    r_delay = [c_delay]
-    r_action = [np.zeros(len(c_ep), dtype=np.int64)]
-    for k, code in enumerate(DEEP_ACTION_CODES):
-        idx = np.flatnonzero(has[:, k])
-        r_ep.append(idx)
-        r_delay.append(delay[idx, k])
-        r_action.append(np.full(len(idx), code, dtype=np.int64))
-    r_ep, r_delay, r_action = np.concatenate(r_ep), np.concatenate(r_delay), np.concatenate(r_action)
-    r_user = ep_user[r_ep]
-    r_day = ep_start[r_ep] + r_delay
-
-    # ---- row order: user blocks in random order; inside a block, days in random order, rows shuffled
-    block_rank = rng_row.permutation(n_u)
-    user_day = r_user * N_DAYS + r_day
-    _, inv = np.unique(user_day, return_inverse=True)
-    day_key = rng_row.random(inv.max() + 1)[inv]
-    order = np.lexsort((rng_row.random(len(r_ep)), day_key, block_rank[r_user]))
-    r_ep, r_day, r_action, r_user = r_ep[order], r_day[order], r_action[order], r_user[order]
-
-    # ---- raw ids of realistic magnitude
-    uid = _distinct_ids(rng_id, n_u, config.max_user_id)
-    iid = _distinct_ids(rng_id, n_i, config.max_item_id)
-    cid = _distinct_ids(rng_id, n_c, config.max_cat_id)
-    sid = _distinct_ids(rng_id, config.n_sellers, config.max_seller_id)
-    bid = _distinct_ids(rng_id, config.n_brands, config.max_brand_id)
-    r_item = ep_item[r_ep]
-    log = pl.DataFrame({
-        "user_id": uid[r_user],
-        "item_id": iid[r_item],
-        "cat_id": cid[item_cat[r_item]],
-        "seller_id": sid[item_seller[r_item]],
-        "brand_id": pl.Series("brand_id", bid[item_brand[r_item]], dtype=pl.Int64),
-        "time_stamp": day_to_mmdd(r_day),
-        "action_type": r_action,
-        "_brand_missing": brand_missing[r_item],
-    }).with_columns(
-        pl.when(pl.col("_brand_missing")).then(None).otherwise(pl.col("brand_id")).alias("brand_id"),
-        pl.col("time_stamp").cast(pl.String).str.zfill(4),
-    ).select(LOG_COLUMNS)
-
-    user_info = pl.DataFrame({
-        "user_id": uid,
-        "age_range": pl.Series(np.where(age_missing, 0, age)).cast(pl.Int64),
-        "gender": pl.Series(gender).cast(pl.Int64),
-        "_am": age_missing, "_gm": gender_missing,
-    }).with_columns(
-        pl.when(pl.col("_am")).then(None).otherwise(pl.col("age_range")).alias("age_range"),
-        pl.when(pl.col("_gm")).then(None).otherwise(pl.col("gender")).alias("gender"),
-    ).select(USER_INFO_COLUMNS).sort("user_id")
-
-    episodes = pl.DataFrame({
-        "user_id": uid[ep_user], "item_id": iid[ep_item], "cat_id": cid[ep_cat],
-        "group": ep_group, "style": ep_style, "explore": explore, "start_day": ep_start,
-        "has_cart": has[:, 0], "has_purchase": has[:, 1], "has_fav": has[:, 2],
-        "delay_cart": delay[:, 0], "delay_purchase": delay[:, 1], "delay_fav": delay[:, 2],
-    })
-    return TmallReplica(log=log, user_info=user_info,
-                        category_group={int(c): int(g) for c, g in zip(cid, cat_group)},
-                        episodes=episodes)
-
-
 def _duplicated(keys: np.ndarray) -> np.ndarray:
     """True for every occurrence of a key after its first."""
     _, first = np.unique(keys, return_index=True)
     dup = np.ones(len(keys), dtype=bool)
     dup[first] = False
     return dup
+
+
+# ------------------------------------------------------------------------------------ phase state
+# Each phase of the simulation returns one of these small records; the next phases read them.
+# Index arrays hold 0-based internal indices (category, item, user, episode); raw ids are drawn last.
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """One independent random generator per phase."""
+
+    cat: np.random.Generator
+    user: np.random.Generator
+    ep: np.random.Generator
+    act: np.random.Generator
+    row: np.random.Generator
+    id: np.random.Generator
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """Categories and items with their fixed seller/brand and latent popularity/quality."""
+
+    cat_pop: np.ndarray  # (n_c,) Zipf popularity of each category
+    cat_group: np.ndarray  # (n_c,) category group of each category
+    item_cat: np.ndarray  # (n_i,) category of each item
+    item_pop: np.ndarray  # (n_i,) Zipf popularity of each item within its category
+    quality: np.ndarray  # (n_i,) standardised latent quality
+    item_seller: np.ndarray  # (n_i,) seller index
+    item_brand: np.ndarray  # (n_i,) brand index (a brand of the item's seller)
+    brand_missing: np.ndarray  # (n_i,) bool: brand_id written empty
+
+
+@dataclass(frozen=True)
+class _Users:
+    """Users' public profile and their liked categories."""
+
+    age: np.ndarray  # (n_u,) age_range 0..8
+    gender: np.ndarray  # (n_u,) 0 female / 1 male / 2 unknown
+    age_missing: np.ndarray  # (n_u,) bool: age_range written empty
+    gender_missing: np.ndarray  # (n_u,) bool: gender written empty
+    slot_cat: np.ndarray  # (n_u, 6) liked categories: 2 slots per liked group
+    slot_cdf: np.ndarray  # (n_u, 6) cumulative slot weights (zero weight on unused slots)
+
+
+@dataclass(frozen=True)
+class _UserStyles:
+    """Hidden behaviour of the users: style and pace per (user, group), propensity per user."""
+
+    style: np.ndarray  # (n_u, n_g) index into STYLE_NAMES
+    pace: np.ndarray  # (n_u, n_g) multiplier of the delay means
+    propensity: np.ndarray  # (n_u,) logit offset of every deeper action
+
+
+@dataclass(frozen=True)
+class _Episodes:
+    """One entry per episode (all of one user's rows on one item); (user, item) pairs are unique."""
+
+    user: np.ndarray
+    cat: np.ndarray
+    item: np.ndarray
+    explore: np.ndarray  # bool: category drawn outside the user's tastes
+    start: np.ndarray  # start day index
+    group: np.ndarray
+    style: np.ndarray
+
+
+@dataclass(frozen=True)
+class _DeepActions:
+    """Per episode and deeper action (columns cart, purchase, favourite): whether and when it happens."""
+
+    has: np.ndarray  # (E, 3) bool
+    delay: np.ndarray  # (E, 3) days after the start day; 0 where the action does not happen
+
+
+@dataclass(frozen=True)
+class _Clicks:
+    """One entry per click row."""
+
+    ep: np.ndarray  # episode index
+    delay: np.ndarray  # days after the episode's start day
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One entry per log row, in internal indices."""
+
+    ep: np.ndarray
+    user: np.ndarray
+    day: np.ndarray
+    action: np.ndarray  # action_type code
+
+
+@dataclass(frozen=True)
+class _RawIds:
+    """Raw ids written to the files, indexed by the internal index of the entity."""
+
+    user: np.ndarray
+    item: np.ndarray
+    cat: np.ndarray
+    seller: np.ndarray
+    brand: np.ndarray
+
+
+# -------------------------------------------------------------------------------------- simulation
+def simulate_tmall_replica(config: TmallReplicaConfig) -> TmallReplica:
+    """Generate the replica tables in memory (deterministic for a given config)."""
+    config.validate()
+    rng = _spawn_streams(config.seed)
+    # The phases run in this order; each draws only from its own stream(s), and the two phases that
+    # share `rng.act` (deeper actions, then clicks) must keep that order.
+    catalogue = _build_catalogue(rng.cat, config)
+    users = _build_users(rng.user, config, catalogue)
+    styles = _build_user_styles(rng.user, config, users.age)
+    episodes = _build_episodes(rng.ep, config, catalogue, users, styles)
+    actions = _draw_deep_actions(rng.act, config, catalogue, styles, episodes)
+    clicks = _draw_clicks(rng.act, config, episodes, actions)
+    rows = _shuffle_rows(rng.row, config.n_users, _assemble_rows(episodes, actions, clicks))
+    ids = _draw_raw_ids(rng.id, config)
+    return TmallReplica(log=_log_table(rows, episodes, catalogue, ids),
+                        user_info=_user_info_table(users, ids),
+                        category_group={int(c): int(g) for c, g in zip(ids.cat, catalogue.cat_group)},
+                        episodes=_episode_table(episodes, actions, ids))
+
+
+def _spawn_streams(seed: int) -> _Streams:
+    """Build the six per-phase random generators from the seed."""
+    # Separate streams keep a phase's draws unaffected by how many draws the other phases make.
+    streams = np.random.SeedSequence([seed, 0x7A11]).spawn(6)
+    return _Streams(*(np.random.default_rng(s) for s in streams))
+
+
+def _build_catalogue(rng: np.random.Generator, config: TmallReplicaConfig) -> _Catalogue:
+    """Build the catalogue: categories -> groups, sellers, brands, items."""
+    n_c, n_g, n_i = config.n_categories, config.n_category_groups, config.n_items
+    n_s = config.n_sellers
+    cat_pop = _zipf(n_c, config.category_zipf)[rng.permutation(n_c)]
+    # The leading arange guarantees every group owns at least one category (and one seller below),
+    # which _sample_within requires.
+    cat_group = np.r_[np.arange(n_g), rng.integers(0, n_g, n_c - n_g)][rng.permutation(n_c)]
+    seller_group = np.r_[np.arange(n_g), rng.integers(0, n_g, n_s - n_g)]
+    seller_group = seller_group[rng.permutation(n_s)]
+    seller_w = _zipf(n_s, config.seller_zipf)[rng.permutation(n_s)]
+    # Every seller owns at least one brand; big sellers own more of the extra brands.
+    brand_seller = np.r_[np.arange(n_s), _sample_cdf(np.cumsum(seller_w), rng.random(config.n_brands - n_s))]
+    brand_w = rng.exponential(1.0, config.n_brands) + 0.05
+    # Every category gets at least one item; the rest follow category popularity.
+    item_cat = np.r_[np.arange(n_c), _sample_cdf(np.cumsum(cat_pop), rng.random(n_i - n_c))]
+    item_cat = item_cat[rng.permutation(n_i)]
+    item_rank = _rank_within(item_cat, rng.random(n_i))
+    item_pop = 1.0 / (item_rank + 1.0) ** config.item_zipf
+    # Quality is partly correlated with popularity (popular items are a bit better).
+    quality = 0.5 * (-np.log1p(item_rank)) + rng.normal(0.0, 1.0, n_i)
+    quality = (quality - quality.mean()) / quality.std()
+    # Items of a category share the seller/brand structure of the category's group.
+    item_seller = _sample_within(rng, seller_w, seller_group, n_g, cat_group[item_cat])
+    item_brand = _sample_within(rng, brand_w, brand_seller, n_s, item_seller)
+    brand_missing = rng.random(n_i) < config.brand_missing_rate
+    return _Catalogue(cat_pop=cat_pop, cat_group=cat_group, item_cat=item_cat, item_pop=item_pop,
+                      quality=quality, item_seller=item_seller, item_brand=item_brand,
+                      brand_missing=brand_missing)
+
+
+def _build_users(rng: np.random.Generator, config: TmallReplicaConfig, catalogue: _Catalogue) -> _Users:
+    """Build the users' profiles (age, gender) and tastes (liked groups and categories)."""
+    n_u, n_g = config.n_users, config.n_category_groups
+    age = rng.choice(len(_AGE_PROBS), size=n_u, p=_AGE_PROBS / _AGE_PROBS.sum())
+    gender = rng.choice(3, size=n_u, p=_GENDER_PROBS)
+    age_missing = rng.random(n_u) < config.profile_missing_rate
+    gender_missing = rng.random(n_u) < config.profile_missing_rate
+
+    # Liked groups: popular groups are liked more often, and the gender shifts which groups.
+    group_pop = np.bincount(catalogue.cat_group, weights=catalogue.cat_pop, minlength=n_g)
+    tilt = np.exp(0.6 * rng.normal(size=(2, n_g)))  # female / male group preference
+    gender_pref = np.vstack([group_pop * tilt[0], group_pop * tilt[1], group_pop])  # 2 = unknown
+    # Gumbel top-k: sorting log-weight + Gumbel noise draws groups without replacement.
+    keys = np.log(gender_pref[gender]) + rng.gumbel(size=(n_u, n_g))
+    top_groups = np.argsort(-keys, axis=1, kind="stable")[:, :3]  # up to 3 liked groups, without replacement
+    n_liked = rng.choice(3, size=n_u, p=[0.35, 0.45, 0.20]) + 1
+    slot_group = np.repeat(top_groups, 2, axis=1)  # 2 categories per liked group -> 6 slots
+    slot_cat = _sample_within(rng, catalogue.cat_pop, catalogue.cat_group, n_g,
+                              slot_group.ravel()).reshape(n_u, 6)
+    # Slots of the groups beyond the user's n_liked get zero weight, so they are never drawn.
+    slot_w = rng.exponential(1.0, (n_u, 6)) * (np.repeat(np.arange(3), 2)[None, :] < n_liked[:, None])
+    return _Users(age=age, gender=gender, age_missing=age_missing, gender_missing=gender_missing,
+                  slot_cat=slot_cat, slot_cdf=np.cumsum(slot_w, axis=1))
+
+
+def _build_user_styles(rng: np.random.Generator, config: TmallReplicaConfig, age: np.ndarray) -> _UserStyles:
+    """Build the hidden style and pace of every (user, group) and each user's propensity."""
+    n_u, n_g = config.n_users, config.n_category_groups
+    mix = np.asarray(config.style_mix, dtype=np.float64)
+    mix = mix / mix.sum()
+    prior = np.tile(mix, (n_u, 1))
+    prior[np.isin(age, (1, 2)), 1] *= 1.5  # young: more impulsive
+    prior[age >= 6, 2] *= 1.4  # older: more deliberate
+    prior = prior / prior.sum(axis=1, keepdims=True)
+    # Dirichlet draw (normalised gammas) around the prior: the user id predicts the style only partly.
+    user_style_p = rng.gamma(config.style_concentration * prior + 1e-3)
+    user_style_p /= user_style_p.sum(axis=1, keepdims=True)
+    cum_style = np.cumsum(user_style_p, axis=1)
+    # Each group's style is drawn independently from the user's prior: the history on the SAME group
+    # is what reveals it.
+    style = (rng.random((n_u, n_g))[:, :, None] > cum_style[:, None, :2]).sum(axis=2)
+    pace = np.exp(rng.normal(0.0, config.pace_sigma, (n_u, n_g)))
+    propensity = rng.normal(0.0, config.propensity_sigma, n_u)
+    return _UserStyles(style=style, pace=pace, propensity=propensity)
+
+
+def _build_episodes(rng: np.random.Generator, config: TmallReplicaConfig, catalogue: _Catalogue,
+                    users: _Users, styles: _UserStyles) -> _Episodes:
+    """Build the episodes: counts per user, categories, items (unique per user), start days."""
+    n_u, n_i, n_c = config.n_users, config.n_items, config.n_categories
+    # Lognormal counts with mean episodes_per_user (mu corrects for the lognormal mean), capped so a
+    # user can still find that many distinct items.
+    sigma = config.episodes_sigma
+    mu = np.log(config.episodes_per_user) - 0.5 * sigma**2
+    n_eps = np.maximum(1, np.rint(rng.lognormal(mu, sigma, n_u))).astype(np.int64)
+    n_eps = np.minimum(n_eps, max(1, n_i // 4))
+    ep_user = np.repeat(np.arange(n_u), n_eps)
+    n_e = len(ep_user)
+    explore = rng.random(n_e) < config.explore_rate
+    slot = (rng.random(n_e)[:, None] * users.slot_cdf[ep_user, -1:] >= users.slot_cdf[ep_user]).sum(axis=1)
+    ep_cat = np.where(explore, _sample_cdf(np.cumsum(catalogue.cat_pop), rng.random(n_e)),
+                      users.slot_cat[ep_user, np.minimum(slot, 5)])
+    ep_item = _sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat)
+    for _ in range(8):  # redraw items a user already has an episode on (same category)
+        dup = _duplicated(ep_user * n_i + ep_item)
+        if not dup.any():
+            break
+        ep_item[dup] = _sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat[dup])
+    # Duplicates that survive the redraws are dropped, so (user, item) pairs are unique.
+    keep = ~_duplicated(ep_user * n_i + ep_item)
+    ep_user, ep_cat, ep_item, explore = ep_user[keep], ep_cat[keep], ep_item[keep], explore[keep]
+    ep_start = _sample_cdf(np.cumsum(_start_day_weights(config)), rng.random(len(ep_user)))
+    ep_group = catalogue.cat_group[ep_cat]
+    return _Episodes(user=ep_user, cat=ep_cat, item=ep_item, explore=explore, start=ep_start,
+                     group=ep_group, style=styles.style[ep_user, ep_group])
+
+
+def _draw_deep_actions(rng: np.random.Generator, config: TmallReplicaConfig, catalogue: _Catalogue,
+                       styles: _UserStyles, episodes: _Episodes) -> _DeepActions:
+    """Draw which deeper actions happen (style + affinity), in which order, after how many days."""
+    n_e = len(episodes.user)
+    base = np.log(_STYLE_PROB / (1.0 - _STYLE_PROB))[episodes.style]  # (E, 3)
+    # The taste term is centred on the population share of in-taste episodes, so it shifts in-taste vs
+    # explore episodes without moving the overall action rates.
+    shift = (config.quality_weight * catalogue.quality[episodes.item]
+             + config.taste_weight * ((~episodes.explore) - (1.0 - config.explore_rate))
+             + styles.propensity[episodes.user]
+             + rng.normal(0.0, config.engagement_sigma, n_e))
+    logit = base + shift[:, None]
+    logit[episodes.start == DOUBLE11, :2] += config.double11_boost  # cart and purchase only
+    has = rng.random((n_e, 3)) < 1.0 / (1.0 + np.exp(-logit))
+    # The clock visits the actions in the style's order and only moves forward, so the delays keep
+    # that order; every action gets a time, whether it happens or not (zeroed below).
+    delay = np.zeros((n_e, 3), dtype=np.int64)
+    clock = np.zeros(n_e, dtype=np.int64)
+    pace = styles.pace[episodes.user, episodes.group]
+    rows = np.arange(n_e)
+    for pos in range(3):
+        act = _STYLE_ORDER[episodes.style, pos]
+        mean = _STYLE_GAP_MEAN[episodes.style, act] * pace
+        clock = clock + rng.geometric(1.0 / (1.0 + mean)) - 1  # geometric gap >= 0 with this mean
+        delay[rows, act] = clock
+    # Clipping to 1112 is monotone, so it keeps the order (purchase never before cart).
+    delay = np.minimum(delay, (N_DAYS - 1 - episodes.start)[:, None]) * has
+    return _DeepActions(has=has, delay=delay)
+
+
+def _draw_clicks(rng: np.random.Generator, config: TmallReplicaConfig, episodes: _Episodes,
+                 actions: _DeepActions) -> _Clicks:
+    """Draw the click rows: 1..4 per episode, first on the start day, extras duplicate it or revisit."""
+    n_e = len(episodes.user)
+    has, delay = actions.has, actions.delay
+    any_deep = has.any(axis=1)
+    first_deep = np.where(has, delay, N_DAYS).min(axis=1)
+    last_deep = np.where(has, delay, -1).max(axis=1)
+    cprobs = np.cumsum(_CLICK_PROBS, axis=1)[episodes.style]
+    n_clicks = (rng.random(n_e)[:, None] >= cprobs[:, :3]).sum(axis=1) + 1
+    # Like the real log, some episodes have no click: only those with a deeper action on the start day.
+    no_click = any_deep & (first_deep == 0) & (rng.random(n_e) < config.no_click_rate)
+    n_clicks[no_click] = 0
+    c_ep = np.repeat(np.arange(n_e), n_clicks)
+    c_rank = _rank_within(c_ep, np.zeros(len(c_ep)))  # 0 for the first click of each episode
+    # A revisit falls on the day of the last deeper action, or a few days after the start when there is none.
+    revisit_days = np.where(any_deep, last_deep,
+                            np.minimum(rng.geometric(0.4, n_e), N_DAYS - 1 - episodes.start))[c_ep]
+    # The first click is always on the start day; an extra one that does not revisit repeats the start
+    # day and so produces an exact duplicate row.
+    revisit = (c_rank > 0) & (rng.random(len(c_ep)) < config.revisit_rate)
+    return _Clicks(ep=c_ep, delay=np.where(revisit, revisit_days, 0))
+
+
+def _assemble_rows(episodes: _Episodes, actions: _DeepActions, clicks: _Clicks) -> _Rows:
+    """Assemble the log rows: the clicks, then the cart, purchase and favourite rows."""
+    r_ep = [clicks.ep]
+    r_delay = [clicks.delay]
+    r_action = [np.zeros(len(clicks.ep), dtype=np.int64)]
+    for k, code in enumerate(DEEP_ACTION_CODES):
+        idx = np.flatnonzero(actions.has[:, k])
+        r_ep.append(idx)
+        r_delay.append(actions.delay[idx, k])
+        r_action.append(np.full(len(idx), code, dtype=np.int64))
+    ep, delay, action = np.concatenate(r_ep), np.concatenate(r_delay), np.concatenate(r_action)
+    return _Rows(ep=ep, user=episodes.user[ep], day=episodes.start[ep] + delay, action=action)
+
+
+def _shuffle_rows(rng: np.random.Generator, n_users: int, rows: _Rows) -> _Rows:
+    """Reorder the rows like the real file: random user blocks, random days in a block, rows shuffled."""
+    block_rank = rng.permutation(n_users)
+    user_day = rows.user * N_DAYS + rows.day
+    _, inv = np.unique(user_day, return_inverse=True)
+    day_key = rng.random(inv.max() + 1)[inv]  # one random key per (user, day)
+    # lexsort: the last key is the primary one (block), then the day key, then a per-row tie-breaker.
+    order = np.lexsort((rng.random(len(rows.ep)), day_key, block_rank[rows.user]))
+    return _Rows(ep=rows.ep[order], user=rows.user[order], day=rows.day[order], action=rows.action[order])
+
+
+def _draw_raw_ids(rng: np.random.Generator, config: TmallReplicaConfig) -> _RawIds:
+    """Draw distinct raw ids of realistic magnitude for users, items, categories, sellers, brands."""
+    return _RawIds(
+        user=_distinct_ids(rng, config.n_users, config.max_user_id),
+        item=_distinct_ids(rng, config.n_items, config.max_item_id),
+        cat=_distinct_ids(rng, config.n_categories, config.max_cat_id),
+        seller=_distinct_ids(rng, config.n_sellers, config.max_seller_id),
+        brand=_distinct_ids(rng, config.n_brands, config.max_brand_id),
+    )
+
+
+def _log_table(rows: _Rows, episodes: _Episodes, catalogue: _Catalogue, ids: _RawIds) -> pl.DataFrame:
+    """Build the user_log_format1 table from the ordered rows."""
+    r_item = episodes.item[rows.ep]
+    return pl.DataFrame({
+        "user_id": ids.user[rows.user],
+        "item_id": ids.item[r_item],
+        "cat_id": ids.cat[catalogue.item_cat[r_item]],
+        "seller_id": ids.seller[catalogue.item_seller[r_item]],
+        "brand_id": pl.Series("brand_id", ids.brand[catalogue.item_brand[r_item]], dtype=pl.Int64),
+        "time_stamp": day_to_mmdd(rows.day),
+        "action_type": rows.action,
+        "_brand_missing": catalogue.brand_missing[r_item],
+    }).with_columns(
+        pl.when(pl.col("_brand_missing")).then(None).otherwise(pl.col("brand_id")).alias("brand_id"),
+        # The real file writes MMDD with a leading zero (0511), so keep it a zero-padded string.
+        pl.col("time_stamp").cast(pl.String).str.zfill(4),
+    ).select(LOG_COLUMNS)
+
+
+def _user_info_table(users: _Users, ids: _RawIds) -> pl.DataFrame:
+    """Build the user_info_format1 table, sorted by raw user id."""
+    return pl.DataFrame({
+        "user_id": ids.user,
+        "age_range": pl.Series(np.where(users.age_missing, 0, users.age)).cast(pl.Int64),
+        "gender": pl.Series(users.gender).cast(pl.Int64),
+        "_am": users.age_missing, "_gm": users.gender_missing,
+    }).with_columns(
+        pl.when(pl.col("_am")).then(None).otherwise(pl.col("age_range")).alias("age_range"),
+        pl.when(pl.col("_gm")).then(None).otherwise(pl.col("gender")).alias("gender"),
+    ).select(USER_INFO_COLUMNS).sort("user_id")
+
+
+def _episode_table(episodes: _Episodes, actions: _DeepActions, ids: _RawIds) -> pl.DataFrame:
+    """Build the hidden per-episode table (raw ids, group, style, start day, has/delay per action)."""
+    has, delay = actions.has, actions.delay
+    return pl.DataFrame({
+        "user_id": ids.user[episodes.user], "item_id": ids.item[episodes.item],
+        "cat_id": ids.cat[episodes.cat],
+        "group": episodes.group, "style": episodes.style, "explore": episodes.explore,
+        "start_day": episodes.start,
+        "has_cart": has[:, 0], "has_purchase": has[:, 1], "has_fav": has[:, 2],
+        "delay_cart": delay[:, 0], "delay_purchase": delay[:, 1], "delay_fav": delay[:, 2],
+    })
 
 
 # ------------------------------------------------------------------------------------------ writing
