@@ -66,9 +66,11 @@ class ContextAwareAttention(nn.Module):
             attn_mask = lower if attn_mask is None else attn_mask & lower
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                dropout_p=self.dropout if self.training else 0.0)
-        per_head = torch.einsum("nhld,hde->nhle", heads, self.head_out)
+        # sum_h gate_h * (head_h @ W_h) == [gate_1 head_1, ..., gate_H head_H] @ [W_1; ...; W_H]:
+        # gating before the projection avoids an H-times larger intermediate
         gate = torch.softmax(self.gate(context), -1)
-        out = torch.einsum("nhle,nh->nle", per_head, gate) + self.context_residual(context).unsqueeze(1)
+        gated = (heads * gate[:, :, None, None]).transpose(1, 2).reshape(n, length, -1)
+        out = gated @ self.head_out.flatten(0, 1) + self.context_residual(context).unsqueeze(1)
         out = self.norm(out + seq)
         return out + self.post(out)
 
