@@ -42,6 +42,28 @@ def quiet_lightning() -> None:
         lambda record: "litlogger" not in record.getMessage())
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once up front so a misspelt key is one line, not Hydra's five.
+
+    Sweeps (`-m`) and Hydra's own flags (`--cfg`, `--help`, ...) are left to Hydra.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from recbench import config  # noqa: F401  (registers resolvers)
+
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        try:
+            compose("config", overrides=overrides)
+        except HydraException as error:
+            first = str(error).strip().splitlines()[0]
+            raise UserInputError(f"{first} Fix: check the key's spelling (`python -m recbench --cfg job` "
+                                 "prints every key); a new key needs a leading +") from None
+
+
 def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     """Fit, test and return the results record (heavy imports here keep `--help` fast)."""
     import lightning as L
@@ -146,6 +168,7 @@ def hydra_entry() -> None:
 def main() -> None:
     try:
         check_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:])
     except UserInputError as error:
         print(f"recbench: error: {error}", file=sys.stderr)
         sys.exit(2)

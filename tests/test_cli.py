@@ -67,3 +67,13 @@ def test_missing_raw_files_fail_with_one_line_and_a_failed_record(tmp_path):
     record = read_record(tmp_path)
     assert record["status"] == "failed" and "user_log_format1.csv" in record["error"]
     assert not (tmp_path / "datasets" / "tmall" / "cache").exists()
+
+
+@pytest.mark.parametrize("override", ["data.sorce=raw", "model.net.no_such_key=3"])
+def test_misspelt_config_key_is_one_line(tmp_path, override):
+    done = subprocess.run([sys.executable, "-m", "recbench", "model=mmoe", override], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("recbench: error:") and "Fix:" in lines[0], done.stderr
+    assert override.split("=")[0] in lines[0]
