@@ -6,7 +6,7 @@ indices. No per-sample `__getitem__` + collate: on a 2-core box that path is ~40
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -81,7 +81,3 @@ class RecDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def iterate(self, split: str) -> Iterator[dict[str, torch.Tensor]]:
-        """Evaluation-order batches of a split, outside Lightning (tests, scripts)."""
-        yield from self._loader(split, shuffle=False)
