@@ -38,6 +38,7 @@ import polars as pl
 import torch
 
 from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.readers import first_bad, read_table, require_non_null
 from recbench.data.tmall_replica import TmallReplicaConfig, write_tmall_replica
 from recbench.errors import bad_input
 
@@ -244,94 +245,28 @@ class TmallAdapter(DatasetAdapter):
 
 
 # ---------------------------------------------------------------------- reading + validation
-def _header(path: Path) -> list[str]:
-    with open(path, "rb") as handle:
-        line = handle.readline()
-    if not line.strip():
-        raise bad_input(path, "the file is empty", "re-download or re-extract it")
-    try:
-        return [name.strip().strip('"') for name in line.decode("utf-8-sig").rstrip("\r\n").split(",")]
-    except UnicodeDecodeError:
-        raise bad_input(path, "the header is not UTF-8 text", "check that this is the CSV, not the zip")
-
-
-def _has_rows(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.readline()
-        return any(line.strip() for line in handle)
-
-
-def _check_columns(path: Path, header: list[str], required: tuple[str, ...]) -> None:
-    for column in required:
-        if column not in header:
-            raise bad_input(path, f"missing (header is: {','.join(header)})",
-                            f"the file needs the columns {','.join(required)}", column)
-
-
-def _first_bad(frame: pl.DataFrame, bad: pl.Expr, column: str) -> tuple[int, str]:
-    row = frame.with_row_index("line").filter(bad).head(1)
-    return int(row["line"][0]) + 2, str(row[column][0])  # +2: 1-based, after the header
-
-
-def _scan(path: Path, header: list[str], **options) -> pl.LazyFrame:
-    # header names are given cleaned (spaces, quotes, byte-order mark removed) so the
-    # columns are found however the header was written
-    return pl.scan_csv(path, has_header=False, skip_rows=1, new_columns=header, infer_schema=False,
-                       **options)
-
-
-def _read_strict(path: Path, header: list[str], dtypes: dict[str, pl.DataType], keep: list[str]) -> pl.DataFrame:
-    """Typed fast read; if a value does not parse, re-read as text to name the row and column."""
-    try:
-        return _scan(path, header, schema_overrides=dtypes).select(keep).collect()
-    except pl.exceptions.PolarsError:
-        pass
-    try:
-        text = _scan(path, header).select(keep).collect()
-    except pl.exceptions.PolarsError as error:
-        raise bad_input(path, f"could not be parsed as CSV ({str(error).splitlines()[0]})",
-                        f"check that every row has the header's {len(header)} comma-separated fields")
-    for column, dtype in dtypes.items():
-        value = pl.col(column).str.strip_chars()
-        bad = value.is_not_null() & (value != "") & value.cast(dtype, strict=False).is_null()
-        if text.select(bad.any()).item():
-            line, raw = _first_bad(text, bad, column)
-            kind = "an integer" if dtype.is_integer() else "a number"
-            raise bad_input(path, f"line {line} has '{raw}', which is not {kind}",
-                            "fix or drop that row (ids must be numeric)", column)
-    raise bad_input(path, "could not be parsed as CSV", "check the separator (comma) and quoting")
-
-
 def read_log(path: Path) -> pl.DataFrame:
     """Read and validate user_log_format1.csv; adds `day` (days since 2014-01-01) and `pos`."""
-    header = _header(path)
-    _check_columns(path, header, LOG_COLUMNS)
-    if not _has_rows(path):
-        raise bad_input(path, "has a header but no rows", "re-download or re-extract the file")
-    dtypes = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64,
-                                                  "time_stamp": pl.String}
-    frame = _read_strict(path, header, dtypes, list(LOG_COLUMNS))
-    for column in ID_COLUMNS:
-        if frame[column].null_count():
-            line, _ = _first_bad(frame, pl.col(column).is_null(), column)
-            raise bad_input(path, f"line {line} has an empty id", "fill or drop that row", column)
+    dtypes = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64}
+    frame = read_table(path, LOG_COLUMNS, dtypes)
+    require_non_null(path, frame, ID_COLUMNS)
     actions = pl.col("action_type")
     bad_action = actions.is_null() | ~actions.is_between(0, 3)
     if frame.select(bad_action.any()).item():
-        line, raw = _first_bad(frame, bad_action, "action_type")
+        line, raw = first_bad(frame, bad_action, "action_type")
         raise bad_input(path, f"line {line} has action_type '{raw}', outside 0..3 (0 click, 1 cart, "
                         "2 purchase, 3 favourite)", "fix or drop that row", "action_type")
     brand = pl.col("brand_id")
     bad_brand = brand.is_not_null() & (brand != brand.round(0))
     if frame.select(bad_brand.any()).item():
-        line, raw = _first_bad(frame, bad_brand, "brand_id")
+        line, raw = first_bad(frame, bad_brand, "brand_id")
         raise bad_input(path, f"line {line} has brand_id '{raw}', not a whole number",
                         "fix or drop that row", "brand_id")
     stamp = pl.col("time_stamp").str.strip_chars()
     date = ("2014" + stamp.str.zfill(4)).str.to_date("%Y%m%d", strict=False)
     bad_stamp = stamp.is_null() | ~stamp.str.contains(r"^\d{3,4}$") | date.is_null()
     if frame.select(bad_stamp.any()).item():
-        line, raw = _first_bad(frame, bad_stamp, "time_stamp")
+        line, raw = first_bad(frame, bad_stamp, "time_stamp")
         raise bad_input(path, f"line {line} has time_stamp '{raw}', not a 2014 date written MMDD "
                         "(e.g. 0829 or 829)", "fix or drop that row", "time_stamp")
     day = (date - pl.date(2014, 1, 1)).dt.total_days().cast(pl.Int32)
@@ -342,15 +277,8 @@ def read_log(path: Path) -> pl.DataFrame:
 
 def read_user_info(path: Path) -> pl.DataFrame:
     """Read user_info_format1.csv (user_id, age_range, gender; the last two may be empty)."""
-    header = _header(path)
-    _check_columns(path, header, ("user_id", "age_range", "gender"))
-    if not _has_rows(path):
-        raise bad_input(path, "has a header but no rows", "re-download it or remove the optional file")
     dtypes = {"user_id": pl.Int64, "age_range": pl.Float64, "gender": pl.Float64}
-    frame = _read_strict(path, header, dtypes, ["user_id", "age_range", "gender"])
-    if frame["user_id"].null_count():
-        line, _ = _first_bad(frame, pl.col("user_id").is_null(), "user_id")
-        raise bad_input(path, f"line {line} has an empty id", "fill or drop that row", "user_id")
+    frame = read_table(path, ("user_id", "age_range", "gender"), dtypes)
+    require_non_null(path, frame, ("user_id",))
     return (frame.unique("user_id", keep="first", maintain_order=True)
             .with_columns(pl.col("age_range", "gender").cast(pl.Int64)))
-
