@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from recbench.errors import UserInputError
@@ -34,10 +35,12 @@ SPLITS = ("train", "valid", "test")
 
 @dataclasses.dataclass
 class Prepared:
-    """Built arrays plus json-able metadata (feature spec, stats, fingerprint, source)."""
+    """Built arrays, json-able metadata (feature spec, stats, fingerprint, source) and optional
+    side tables (e.g. texts keyed by id, for the text stage) that do not fit a numeric array."""
 
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any]
+    frames: dict[str, pl.DataFrame] = dataclasses.field(default_factory=dict)
 
 
 def hash_files(paths: list[Path], chunk: int = 1 << 22) -> str:
@@ -153,6 +156,8 @@ def _save_atomic(prepared: Prepared, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         np.savez(tmp / "arrays.npz", **prepared.arrays)
+        for name, frame in prepared.frames.items():
+            frame.write_parquet(tmp / f"{name}.parquet")
         (tmp / "meta.json").write_text(json.dumps(prepared.meta, indent=1, sort_keys=True))
         if target.exists():  # a concurrent run finished first; its content is identical
             shutil.rmtree(tmp)
@@ -166,4 +171,5 @@ def _save_atomic(prepared: Prepared, target: Path) -> None:
 def _load(target: Path) -> Prepared:
     with np.load(target / "arrays.npz") as archive:
         arrays = {key: archive[key] for key in archive.files}
-    return Prepared(arrays=arrays, meta=json.loads((target / "meta.json").read_text()))
+    frames = {path.stem: pl.read_parquet(path) for path in sorted(target.glob("*.parquet"))}
+    return Prepared(arrays=arrays, meta=json.loads((target / "meta.json").read_text()), frames=frames)

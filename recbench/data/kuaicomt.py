@@ -1,0 +1,287 @@
+"""KuaiComt (Kuaishou micro-videos with comments) -> comment-section impressions with staytime.
+
+Files (datasets/kuaicomt/raw/README.md says where they come from; the real data is gated):
+  user_video_inter.csv    one row per video impression; comment_stay_time (ms) is the target
+  user_comment_inter.csv  positive comment interactions (is_like, is_reply), time_stamp in seconds
+  user_features.csv       user profile ranges and activity degree
+  video_features.csv      author, type, caption (Chinese text), duration (ms), category
+  comment_features.csv    comment text, video, like / reply counts
+Accepted variants: `photo_id` for `video_id` and `photo_type` for `video_type` (as in the authors'
+code and in user_comment_inter.csv), comma- or tab-separated files.
+
+Preprocessing (config keys, all part of the cache fingerprint):
+ 1. Impressions of videos lasting `min_duration_s`..`max_duration_s` (the authors' filter: 5..400).
+    An impression whose comment_stay_time > 0 OPENED the comment section; with `only_opened` (the
+    default) the samples are the opened impressions, i.e. comment-section impressions.
+ 2. Split by local date (Asia/Shanghai) of the impression: [train_start, valid_start) train,
+    [valid_start, test_start) validation, [test_start, test_end) test; the defaults are the
+    authors' dates and the replica covers the same period.
+ 3. Shown comments: the `shown_comments` (6) most-liked comments of the video, in that order
+    (ties by comment id). Only comment interactions are logged, not comment impressions, so this is
+    the set every user sees first. Choosing it from the user's own interactions instead would leak
+    the user-specific label into which comments are shown.
+ 4. Labels: staytime in seconds; `long_view` = staytime above the `long_view_quantile` of the
+    training staytimes (the authors take the 70th percentile over the whole file; training-only
+    avoids reading the test distribution); per shown comment, the user-specific label (the user
+    liked or replied to it during this impression: interactions are matched to the latest
+    impression of the same user and video at or before them) and the user-agnostic score
+    log1p(likes) + log1p(replies), whose order is the ListMLE target.
+ 5. Id vocabularies come from the training split (0 padding, 1 unseen); texts (captions, comments)
+    are kept in side tables keyed by the same indices for the text stage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.readers import first_bad, read_table, require_non_null
+from recbench.errors import bad_input
+
+IMPRESSIONS, INTERACTIONS = "user_video_inter.csv", "user_comment_inter.csv"
+USERS, VIDEOS, COMMENTS = "user_features.csv", "video_features.csv", "comment_features.csv"
+ALIASES = {"photo_id": "video_id", "photo_type": "video_type"}
+USER_FIELDS = ("user", "active_degree", "follow_range", "fans_range", "friend_range", "register_bucket")
+VIDEO_FIELDS = ("video", "author", "video_type", "category", "duration_bucket")
+REGISTER_EDGES = (7, 14, 30, 60, 90, 180, 365, 730)  # days; the authors bucket register_days likewise
+DURATION_EDGES = (10, 20, 30, 60, 120, 240)          # seconds
+TIMEZONE = "Asia/Shanghai"
+
+
+class KuaiComtAdapter(DatasetAdapter):
+    name = "kuaicomt"
+    version = "1"
+    required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
+
+    def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
+                 min_duration_s: float, max_duration_s: float, only_opened: bool, train_start: str,
+                 valid_start: str, test_start: str, test_end: str, shown_comments: int,
+                 long_view_quantile: float, replica: dict[str, Any], use_cache: bool = True) -> None:
+        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
+        self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
+        self.only_opened = only_opened
+        self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
+        self.shown_comments = shown_comments
+        self.long_view_quantile = long_view_quantile
+        self.replica = replica
+
+    def preprocess_config(self) -> dict[str, Any]:
+        return {"min_duration_s": self.min_duration_s, "max_duration_s": self.max_duration_s,
+                "only_opened": self.only_opened, "dates": [d.isoformat() for d in self.dates],
+                "shown_comments": self.shown_comments, "long_view_quantile": self.long_view_quantile}
+
+    def replica_config(self) -> dict[str, Any]:
+        from recbench.data.kuaicomt_replica import KuaiComtReplicaConfig
+        return KuaiComtReplicaConfig(**self.replica).to_dict()
+
+    def write_replica(self, out_dir: Path) -> None:
+        from recbench.data.kuaicomt_replica import KuaiComtReplicaConfig, write_kuaicomt_replica
+        write_kuaicomt_replica(out_dir, KuaiComtReplicaConfig(**self.replica))
+
+    # ------------------------------------------------------------------ build
+    def build(self, raw_dir: Path) -> Prepared:
+        tables = read_all(raw_dir)
+        impressions = self._impressions(tables["impressions"], raw_dir / IMPRESSIONS)
+        videos, comments = self._catalogue(tables, raw_dir)
+        impressions = impressions.join(videos.select("video_id", "author_id", "video_type", "category"),
+                                       on="video_id", how="left", maintain_order="left")
+        impressions = impressions.join(self._user_table(tables["users"]), on="user_id", how="left",
+                                       maintain_order="left")
+        impressions = self._index(impressions, videos)
+        shown = self._shown(comments, n_videos=videos.height + 2)
+        clicked = self._clicked(impressions, tables["interactions"], comments, shown)
+        threshold = float(impressions.filter(pl.col("split") == 0)["staytime"]
+                          .quantile(self.long_view_quantile, "linear"))
+        arrays = self._arrays(impressions, shown, clicked, comments, threshold)
+        meta = {"spec": self._spec(impressions, comments), "long_view_threshold_s": threshold,
+                "splits": {s: int((impressions["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
+                "stats": {"impressions": tables["impressions"].height, "samples": impressions.height,
+                          "users": int(impressions["user_id"].n_unique()), "videos": videos.height,
+                          "comments": comments.height, "interactions": tables["interactions"].height,
+                          "clicked_rate": float(arrays["test_label_clicked"].mean())}}
+        frames = {"video_text": videos.select("video", pl.col("caption").fill_null("")),
+                  "comment_text": comments.select("comment", pl.col("comment_content").fill_null(""))}
+        return Prepared(arrays=arrays, meta=meta, frames=frames)
+
+    def _impressions(self, frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+        local = (pl.from_epoch(pl.col("time_ms").cast(pl.Int64), time_unit="ms")
+                 .dt.replace_time_zone("UTC").dt.convert_time_zone(TIMEZONE))
+        frame = frame.with_columns(staytime=pl.col("comment_stay_time") / 1000.0,
+                                   duration_s=pl.col("duration_ms") / 1000.0, date=local.dt.date(),
+                                   hour=local.dt.hour())
+        train_start, valid_start, test_start, test_end = self.dates
+        split = (pl.when(pl.col("date") >= test_start).then(2).when(pl.col("date") >= valid_start).then(1)
+                 .otherwise(0))
+        kept = (frame.filter(pl.col("duration_s").is_between(self.min_duration_s, self.max_duration_s),
+                             pl.col("date") >= train_start, pl.col("date") < test_end)
+                .with_columns(split=split.cast(pl.Int8)))
+        if self.only_opened:
+            kept = kept.filter(pl.col("staytime") > 0)
+        for index, name in enumerate(("train", "valid", "test")):
+            if not (kept["split"] == index).any():
+                raise bad_input(path, f"no {'opened ' if self.only_opened else ''}impression falls in the "
+                                f"{name} dates", "check time_ms (Unix milliseconds) or the data.*_start dates")
+        return kept.sort("time_ms", "user_id", "video_id", maintain_order=True)
+
+    def _catalogue(self, tables: dict[str, pl.DataFrame], raw_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+        videos = tables["videos"].unique("video_id", keep="first", maintain_order=True)
+        comments = tables["comments"].unique("comment_id", keep="first", maintain_order=True)
+        unknown = comments.join(videos, on="video_id", how="anti")
+        if unknown.height:
+            raise bad_input(raw_dir / COMMENTS, f"comment {unknown['comment_id'][0]} refers to video "
+                            f"{unknown['video_id'][0]}, which is not in {VIDEOS}",
+                            f"drop such comments or add the video to {VIDEOS}", "video_id")
+        # videos and comments are indexed over the whole catalogue: their texts are known up front
+        videos = videos.with_row_index("video", offset=2).with_columns(pl.col("video").cast(pl.Int64))
+        comments = (comments.with_row_index("comment", offset=2).with_columns(pl.col("comment").cast(pl.Int64))
+                    .join(videos.select("video_id", "video"), on="video_id", how="left", maintain_order="left"))
+        return videos, comments
+
+    @staticmethod
+    def _user_table(users: pl.DataFrame) -> pl.DataFrame:
+        register = pl.col("register_days").cast(pl.Float64).fill_null(-1)
+        bucket = pl.lit(0)
+        for edge in REGISTER_EDGES:
+            bucket = bucket + (register > edge).cast(pl.Int32)
+        return users.unique("user_id", keep="first").select(
+            "user_id", pl.col("user_active_degree").alias("active_degree"),
+            pl.col("follow_user_num_range").alias("follow_range"), pl.col("fans_user_num_range").alias("fans_range"),
+            pl.col("friend_user_num_range").alias("friend_range"), bucket.alias("register_bucket"))
+
+    def _index(self, impressions: pl.DataFrame, videos: pl.DataFrame) -> pl.DataFrame:
+        """Dense indices from the training split for every categorical field."""
+        duration = pl.lit(0)
+        for edge in DURATION_EDGES:
+            duration = duration + (pl.col("duration_s") > edge).cast(pl.Int32)
+        impressions = impressions.with_columns(duration_bucket=duration, group=pl.col("user_id").rank("dense"))
+        raw = {"user": "user_id", "active_degree": "active_degree", "follow_range": "follow_range",
+               "fans_range": "fans_range", "friend_range": "friend_range", "author": "author_id",
+               "video_type": "video_type", "category": "category"}
+        train = impressions.filter(pl.col("split") == 0)
+        for field, column in raw.items():
+            impressions = (impressions.join(vocabulary(train[column]), on=column, how="left", maintain_order="left")
+                           .with_columns(pl.col("index").fill_null(1).alias(field)).drop("index"))
+        impressions = impressions.with_columns((pl.col("register_bucket") + 1).alias("register_bucket"),
+                                               (pl.col("duration_bucket") + 1).alias("duration_bucket"))
+        return impressions.join(videos.select("video_id", "video"), on="video_id", how="left",
+                                maintain_order="left").with_columns(pl.col("video").fill_null(1))
+
+    def _shown(self, comments: pl.DataFrame, n_videos: int) -> np.ndarray:
+        """[n_videos + 2, K] comment indices shown for each video (0 = no comment in that slot)."""
+        ranked = (comments.sort(["video", "comment_like_cnt", "comment_id"], descending=[False, True, False])
+                  .with_columns(slot=pl.int_range(pl.len()).over("video"))
+                  .filter(pl.col("slot") < self.shown_comments))
+        shown = np.zeros((n_videos, self.shown_comments), np.int64)
+        shown[ranked["video"].to_numpy(), ranked["slot"].to_numpy()] = ranked["comment"].to_numpy()
+        return shown
+
+    def _clicked(self, impressions: pl.DataFrame, interactions: pl.DataFrame, comments: pl.DataFrame,
+                 shown: np.ndarray) -> np.ndarray:
+        """[n_samples, K] 1 where the user liked / replied to that shown comment in that impression."""
+        rows = impressions.select(pl.int_range(pl.len()).alias("row"), "user_id", "video_id", "time_ms",
+                                  "video").sort("time_ms")
+        events = (interactions.filter((pl.col("is_like") > 0) | (pl.col("is_reply") > 0))
+                  .select("user_id", "video_id", "comment_id",
+                          (pl.col("time_stamp").cast(pl.Float64) * 1000.0).alias("time_ms"))
+                  .sort("time_ms"))
+        matched = events.join_asof(rows, on="time_ms", by=["user_id", "video_id"], strategy="backward",
+                                  check_sortedness=False)  # both sorted by time above
+        matched = matched.drop_nulls("row")
+        clicked = np.zeros((impressions.height, shown.shape[1]), np.float32)
+        if matched.height:
+            hit = matched.join(comments.select("comment_id", "comment"), on="comment_id", how="inner")
+            row = hit["row"].to_numpy()
+            slots = shown[hit["video"].to_numpy()] == hit["comment"].to_numpy()[:, None]
+            np.maximum.at(clicked, row, slots.astype(np.float32))
+        return clicked
+
+    def _arrays(self, impressions: pl.DataFrame, shown: np.ndarray, clicked: np.ndarray,
+                comments: pl.DataFrame, threshold: float) -> dict[str, np.ndarray]:
+        col = lambda name, dtype=np.int64: impressions[name].to_numpy().astype(dtype)  # noqa: E731
+        arrays = {f"sample_{f}": col(f) for f in (*USER_FIELDS, *VIDEO_FIELDS)}
+        arrays.update(sample_hour=col("hour") + 1, sample_group=col("group"), shown=shown,
+                      comment_score=np.r_[np.zeros(2, np.float32), comment_scores(comments)])
+        staytime, split = col("staytime", np.float32), impressions["split"].to_numpy()
+        for index, name in enumerate(("train", "valid", "test")):
+            rows = np.flatnonzero(split == index)
+            arrays[f"{name}_ep"] = rows.astype(np.int64)
+            arrays[f"{name}_label_staytime"] = staytime[rows]
+            arrays[f"{name}_label_long_view"] = (staytime[rows] > threshold).astype(np.float32)
+            arrays[f"{name}_label_clicked"] = clicked[rows]
+        return arrays
+
+    def _spec(self, impressions: pl.DataFrame, comments: pl.DataFrame) -> dict[str, Any]:
+        cards = {f: int(impressions[f].max()) + 1 for f in (*USER_FIELDS, *VIDEO_FIELDS)}
+        cards.update(hour=25, comment=int(comments["comment"].max()) + 1)
+        return {"cardinalities": cards, "user_fields": list(USER_FIELDS), "item_fields": list(VIDEO_FIELDS),
+                "context_fields": ["hour"], "shown_comments": self.shown_comments, "time_unit": "seconds"}
+
+    # ------------------------------------------------------------------ batches
+    def assemble(self, tables: dict[str, torch.Tensor], split: str,
+                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        sample = tables[f"{split}_ep"][rows]
+        batch = {f: tables[f"sample_{f}"][sample] for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
+        batch["group"] = tables["sample_group"][sample]
+        comments = tables["shown"][batch["video"]]
+        batch["comments"], batch["comments_mask"] = comments, comments > 0
+        batch["label_comment_score"] = tables["comment_score"][comments]
+        for key in ("staytime", "long_view", "clicked"):
+            batch[f"label_{key}"] = tables[f"{split}_label_{key}"][rows]
+        return batch
+
+
+def vocabulary(values: pl.Series) -> pl.DataFrame:
+    """Map each distinct non-null training value to `index` 2, 3, ... (0 padding, 1 unseen)."""
+    distinct = values.drop_nulls().unique().sort()
+    return pl.DataFrame({values.name: distinct, "index": np.arange(2, len(distinct) + 2, dtype=np.int64)})
+
+
+def comment_scores(comments: pl.DataFrame) -> np.ndarray:
+    """User-agnostic comment quality: log1p(likes) + log1p(replies), ordered by comment index."""
+    ordered = comments.sort("comment")
+    return (np.log1p(ordered["comment_like_cnt"].to_numpy().clip(0))
+            + np.log1p(ordered["comment_reply_out"].to_numpy().clip(0))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- reading + validation
+INT = pl.Int64
+SPECS = {
+    "impressions": (IMPRESSIONS, ("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms",
+                                  "comment_stay_time"),
+                    {"user_id": INT, "video_id": INT, "time_ms": pl.Float64, "play_time_ms": pl.Float64,
+                     "duration_ms": pl.Float64, "comment_stay_time": pl.Float64}),
+    "interactions": (INTERACTIONS, ("user_id", "comment_id", "time_stamp", "video_id", "is_like", "is_reply"),
+                     {"user_id": INT, "comment_id": INT, "time_stamp": INT, "video_id": INT, "is_like": INT,
+                      "is_reply": INT}),
+    "users": (USERS, ("user_id", "user_active_degree", "follow_user_num_range", "fans_user_num_range",
+                      "friend_user_num_range", "register_days"), {"user_id": INT, "register_days": pl.Float64}),
+    "videos": (VIDEOS, ("video_id", "author_id", "video_type", "caption", "category"),
+               {"video_id": INT, "author_id": INT}),
+    "comments": (COMMENTS, ("comment_id", "comment_content", "video_id", "comment_like_cnt", "comment_reply_out"),
+                 {"comment_id": INT, "video_id": INT, "comment_like_cnt": pl.Float64,
+                  "comment_reply_out": pl.Float64}),
+}
+
+
+def read_all(raw_dir: Path) -> dict[str, pl.DataFrame]:
+    """Read and validate the five files (ids numeric and present, staytime non-negative)."""
+    tables = {}
+    for key, (name, required, dtypes) in SPECS.items():
+        path = raw_dir / name
+        frame = read_table(path, required, dtypes, aliases=ALIASES)
+        require_non_null(path, frame, tuple(c for c, t in dtypes.items() if t == INT and c in required))
+        tables[key] = frame
+    path = raw_dir / IMPRESSIONS
+    staytime = pl.col("comment_stay_time")
+    bad = staytime.is_null() | (staytime < 0) | staytime.is_nan()
+    if tables["impressions"].select(bad.any()).item():
+        line, raw = first_bad(tables["impressions"], bad, "comment_stay_time")
+        raise bad_input(path, f"line {line} has comment_stay_time '{raw}'; it must be a non-negative number "
+                        "of milliseconds", "fix or drop that row", "comment_stay_time")
+    return tables

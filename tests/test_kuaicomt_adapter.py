@@ -1,0 +1,155 @@
+"""KuaiComt adapter on hand-written files: documented layout, the authors' alias layout, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbench.data.kuaicomt import KuaiComtAdapter
+from recbench.errors import UserInputError
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+IMPRESSION_HEADER = ("user_id,video_id,p_hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,"
+                     "is_collect,is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time")
+# (user, video, October day, hour, comment_stay_time ms)
+IMPRESSIONS = [(11, 101, 5, 10, 8000), (11, 102, 6, 11, 0), (12, 101, 23, 9, 15000), (12, 102, 28, 20, 3000),
+               (11, 101, 29, 8, 1000), (12, 103, 2, 8, 500), (12, 101, 3, 9, 2000)]
+
+
+def ms(day: int, hour: int) -> int:
+    return int(dt.datetime(2023, 10, day, hour, tzinfo=SHANGHAI).timestamp() * 1000)
+
+
+def write_files(folder: Path, separator: str = ",", video_key: str = "video_id", type_key: str = "video_type") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    join = separator.join
+    rows = [IMPRESSION_HEADER.replace(",", separator).replace("video_id", video_key)]
+    rows += [join(map(str, (u, v, f"{h}00", f"{ms(d, h)}.0", 1, 0, 0, 0, 0, 0, 0, 1, 20000, 30000, 0, st)))
+             for u, v, d, h, st in IMPRESSIONS]
+    (folder / "user_video_inter.csv").write_text("\n".join(rows) + "\n")
+    interactions = [join(("user_id", "comment_id", "time_stamp", "photo_id", "is_like", "is_reply")),
+                    join(map(str, (11, 9001, ms(5, 10) // 1000 + 2, 101, 1, 0))),   # in the day-5 impression
+                    join(map(str, (12, 9003, ms(28, 20) // 1000 + 1, 102, 0, 1))),  # comment of another video
+                    join(map(str, (12, 9004, ms(23, 9) // 1000 + 5, 101, 0, 1)))]   # in the day-23 impression
+    (folder / "user_comment_inter.csv").write_text("\n".join(interactions) + "\n")
+    quote = '"' if separator == "," else ""
+    users = [join(("user_id", "user_active_degree", "follow_user_num_range", "fans_user_num_range",
+                   "friend_user_num_range", "register_days")),
+             join(("11", "high_active", f"{quote}(0,10]{quote}", f"{quote}[1,10){quote}", "0", "100")),
+             join(("12", "2_14_day_new", "0", "0", f"{quote}[1,5){quote}", "5"))]
+    (folder / "user_features.csv").write_text("\n".join(users) + "\n")
+    videos = [join((video_key, "author_id", type_key, "upload_dt", "caption", "duration", "category")),
+              join(("101", "7", "NORMAL", "2023-07-01", "猫咪日常 #宠物", "30000.0", "宠物")),
+              join(("102", "8", "AD", "2023-07-02", "美食探店[馋]", "30000.0", "美食")),
+              join(("103", "7", "NORMAL", "2023-07-03", "旅行", "30000.0", "旅行"))]
+    (folder / "video_features.csv").write_text("\n".join(videos) + "\n", encoding="utf-8")
+    comments = [join(("comment_id", "comment_content", video_key, "comment_like_cnt", "comment_reply_out",
+                      "show_comment_cnt_td"))]
+    comments += [join((str(9000 + i), f"评论{i}[捂脸]", "101" if i < 5 else "102", str(10 - i), str(i % 3), "100"))
+                 for i in range(8)]
+    (folder / "comment_features.csv").write_text("\n".join(comments) + "\n", encoding="utf-8")
+    return folder
+
+
+def adapter(raw: Path, tmp: Path, **overrides) -> KuaiComtAdapter:
+    settings = dict(source="raw", raw_dir=str(raw), cache_dir=str(tmp / "cache"), replica_dir=str(tmp / "syn"),
+                    min_duration_s=5, max_duration_s=400, only_opened=True, train_start="2023-10-01",
+                    valid_start="2023-10-22", test_start="2023-10-27", test_end="2023-11-01",
+                    shown_comments=6, long_view_quantile=0.7, replica={})
+    settings.update(overrides)
+    return KuaiComtAdapter(**settings)
+
+
+def test_documented_layout_builds_opened_impressions_with_labels(tmp_path):
+    prepared = adapter(write_files(tmp_path / "raw"), tmp_path).prepare()
+    arrays = prepared.arrays
+    # opened only (the day-6 impression has staytime 0), ordered by time within each split
+    assert prepared.meta["splits"] == {"train": 3, "valid": 1, "test": 2}
+    assert arrays["train_label_staytime"].tolist() == [0.5, 2.0, 8.0]
+    assert arrays["valid_label_staytime"].tolist() == [15.0]
+    assert arrays["test_label_staytime"].tolist() == [3.0, 1.0]
+    # long view threshold: linear 70th percentile of the training staytimes (0.5, 2, 8 -> 4.4)
+    assert prepared.meta["long_view_threshold_s"] == pytest.approx(4.4)
+    assert arrays["train_label_long_view"].tolist() == [0.0, 0.0, 1.0]
+    tables = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    batch = adapter(tmp_path / "raw", tmp_path).assemble(tables, "train", torch.arange(3))
+    # shown comments of video 101: its comments by likes, descending (9000..9004), one empty slot
+    assert batch["comments_mask"][2].tolist() == [True] * 5 + [False]
+    assert batch["comments"][0].tolist() == [0] * 6  # video 103 has no comments
+    # the day-5 impression liked comment 9001 (second most liked)
+    assert batch["label_clicked"][2].tolist() == [0, 1, 0, 0, 0, 0]
+    scores = batch["label_comment_score"][2][:5]
+    assert torch.all(scores > 0)
+    valid = adapter(tmp_path / "raw", tmp_path).assemble(tables, "valid", torch.arange(1))
+    assert valid["label_clicked"][0].tolist() == [0, 0, 0, 0, 1, 0]  # reply to 9004 on day 23
+    # texts for the text stage, keyed by the same indices the batches use
+    captions = dict(zip(*prepared.frames["video_text"].to_dict(as_series=False).values()))
+    assert captions[int(batch["video"][2])] == "猫咪日常 #宠物"
+    assert set(prepared.frames["comment_text"]["comment_content"]) >= {"评论0[捂脸]"}
+    # no label among the features
+    assert not {k for k in batch if "label" in k} & set(prepared.meta["spec"]["user_fields"]
+                                                        + prepared.meta["spec"]["item_fields"])
+
+
+def test_alias_tab_layout_gives_identical_arrays(tmp_path):
+    documented = adapter(write_files(tmp_path / "doc"), tmp_path / "a").prepare()
+    aliased = adapter(write_files(tmp_path / "alias", "\t", "photo_id", "photo_type"), tmp_path / "b").prepare()
+    assert documented.arrays.keys() == aliased.arrays.keys()
+    for key in documented.arrays:
+        np.testing.assert_array_equal(documented.arrays[key], aliased.arrays[key], err_msg=key)
+
+
+def test_all_impressions_when_not_only_opened(tmp_path):
+    prepared = adapter(write_files(tmp_path / "raw"), tmp_path, only_opened=False).prepare()
+    assert prepared.meta["splits"]["train"] == 4
+    assert 0.0 in prepared.arrays["train_label_staytime"]
+
+
+def bad(tmp_path: Path, file: str, edit) -> str:
+    raw = write_files(tmp_path / "raw")
+    path = raw / file
+    edit(path)
+    with pytest.raises(UserInputError) as info:
+        adapter(raw, tmp_path).prepare()
+    message = str(info.value)
+    assert "\n" not in message and "Fix:" in message and file in message
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    return message
+
+
+def test_negative_staytime(tmp_path):
+    message = bad(tmp_path, "user_video_inter.csv",
+                  lambda p: p.write_text(p.read_text().replace(",8000\n", ",-8000\n")))
+    assert "comment_stay_time" in message and "line 2" in message
+
+
+def test_comment_of_unknown_video(tmp_path):
+    message = bad(tmp_path, "comment_features.csv",
+                  lambda p: p.write_text(p.read_text() + "9999,孤儿评论,555,1,0,1\n"))
+    assert "555" in message
+
+
+def test_invalid_utf8_text(tmp_path):
+    message = bad(tmp_path, "video_features.csv",
+                  lambda p: p.write_bytes(p.read_bytes().replace("旅行".encode(), b"\xff\xfe")))
+    assert "UTF-8" in message
+
+
+def test_missing_column_and_non_numeric_id(tmp_path):
+    message = bad(tmp_path, "user_comment_inter.csv",
+                  lambda p: p.write_text(p.read_text().replace("is_reply", "reply")))
+    assert "is_reply" in message
+    message = bad(tmp_path / "2", "user_video_inter.csv",
+                  lambda p: p.write_text(p.read_text().replace("\n11,101,", "\nabc,101,", 1)))
+    assert "user_id" in message and "abc" in message
+
+
+def test_missing_file_with_source_raw(tmp_path):
+    raw = write_files(tmp_path / "raw")
+    (raw / "user_features.csv").unlink()
+    with pytest.raises(UserInputError, match="user_features.csv"):
+        adapter(raw, tmp_path).prepare()
