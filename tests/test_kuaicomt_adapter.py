@@ -59,7 +59,7 @@ def adapter(raw: Path, tmp: Path, **overrides) -> KuaiComtAdapter:
     settings = dict(source="raw", raw_dir=str(raw), cache_dir=str(tmp / "cache"), replica_dir=str(tmp / "syn"),
                     min_duration_s=5, max_duration_s=400, only_opened=True, train_start="2023-10-01",
                     valid_start="2023-10-22", test_start="2023-10-27", test_end="2023-11-01",
-                    shown_comments=6, long_view_quantile=0.7, replica={})
+                    shown_comments=6, long_view_quantile=0.7, text_embeddings=None, replica={})
     settings.update(overrides)
     return KuaiComtAdapter(**settings)
 
@@ -87,9 +87,9 @@ def test_documented_layout_builds_opened_impressions_with_labels(tmp_path):
     valid = adapter(tmp_path / "raw", tmp_path).assemble(tables, "valid", torch.arange(1))
     assert valid["label_clicked"][0].tolist() == [0, 0, 0, 0, 1, 0]  # reply to 9004 on day 23
     # texts for the text stage, keyed by the same indices the batches use
-    captions = dict(zip(*prepared.frames["video_text"].to_dict(as_series=False).values()))
+    captions = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
     assert captions[int(batch["video"][2])] == "猫咪日常 #宠物"
-    assert set(prepared.frames["comment_text"]["comment_content"]) >= {"评论0[捂脸]"}
+    assert set(prepared.frames["comment_text"]["text"]) >= {"评论0[捂脸]"}
     # no label among the features
     assert not {k for k in batch if "label" in k} & set(prepared.meta["spec"]["user_fields"]
                                                         + prepared.meta["spec"]["item_fields"])

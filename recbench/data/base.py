@@ -93,6 +93,9 @@ class DatasetAdapter:
     def build(self, raw_dir: Path) -> Prepared:
         raise NotImplementedError
 
+    def attach(self, prepared: Prepared) -> None:
+        """Add inputs that live outside the cache (e.g. exported embeddings); default: nothing."""
+
     def assemble(self, tables: dict[str, torch.Tensor], split: str,
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -148,6 +151,7 @@ class DatasetAdapter:
             if self.use_cache:
                 _save_atomic(prepared, target)
         prepared.meta.update(source=source, files_dir=str(files_dir), fingerprint=fingerprint)
+        self.attach(prepared)
         return prepared
 
 

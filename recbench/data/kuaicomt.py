@@ -62,13 +62,15 @@ class KuaiComtAdapter(DatasetAdapter):
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
                  min_duration_s: float, max_duration_s: float, only_opened: bool, train_start: str,
                  valid_start: str, test_start: str, test_end: str, shown_comments: int,
-                 long_view_quantile: float, replica: dict[str, Any], use_cache: bool = True) -> None:
+                 long_view_quantile: float, text_embeddings: str | None, replica: dict[str, Any],
+                 use_cache: bool = True) -> None:
         super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
         self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
         self.only_opened = only_opened
         self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
         self.shown_comments = shown_comments
         self.long_view_quantile = long_view_quantile
+        self.text_embeddings = text_embeddings
         self.replica = replica
 
     def preprocess_config(self) -> dict[str, Any]:
@@ -105,8 +107,9 @@ class KuaiComtAdapter(DatasetAdapter):
                           "users": int(impressions["user_id"].n_unique()), "videos": videos.height,
                           "comments": comments.height, "interactions": tables["interactions"].height,
                           "clicked_rate": float(arrays["test_label_clicked"].mean())}}
-        frames = {"video_text": videos.select("video", pl.col("caption").fill_null("")),
-                  "comment_text": comments.select("comment", pl.col("comment_content").fill_null(""))}
+        frames = {"video_text": videos.select("video", "video_id", pl.col("caption").fill_null("").alias("text")),
+                  "comment_text": comments.select("comment", "comment_id",
+                                                  pl.col("comment_content").fill_null("").alias("text"))}
         return Prepared(arrays=arrays, meta=meta, frames=frames)
 
     def _impressions(self, frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -222,6 +225,26 @@ class KuaiComtAdapter(DatasetAdapter):
         return {"cardinalities": cards, "user_fields": list(USER_FIELDS), "item_fields": list(VIDEO_FIELDS),
                 "context_fields": ["hour"], "shown_comments": self.shown_comments, "time_unit": "seconds"}
 
+    def attach(self, prepared: Prepared) -> None:
+        """Load exported text embeddings (keyed by raw video / comment id) as index-aligned tables."""
+        prepared.meta["spec"]["text_dim"] = 0
+        if not self.text_embeddings:
+            return
+        from recbench.text.export import load_embeddings
+
+        for name, index, raw_id in (("video", "video", "video_id"), ("comment", "comment", "comment_id")):
+            ids, matrix = load_embeddings(self.text_embeddings, name)
+            frame = prepared.frames[f"{name}_text"]
+            table = np.zeros((int(frame[index].max()) + 1, matrix.shape[1]), np.float32)
+            position = pl.DataFrame({raw_id: ids, "row": np.arange(len(ids))})
+            hit = frame.join(position, on=raw_id, how="inner")
+            if hit.height < frame.height:
+                raise bad_input(Path(self.text_embeddings) / name, f"{frame.height - hit.height} of {frame.height} "
+                                f"{name}s have no embedding", "re-run the text export on this dataset")
+            table[hit[index].to_numpy()] = matrix[hit["row"].to_numpy()]
+            prepared.arrays[f"{name}_text_emb"] = table
+        prepared.meta["spec"]["text_dim"] = int(matrix.shape[1])
+
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str,
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -231,6 +254,9 @@ class KuaiComtAdapter(DatasetAdapter):
         comments = tables["shown"][batch["video"]]
         batch["comments"], batch["comments_mask"] = comments, comments > 0
         batch["label_comment_score"] = tables["comment_score"][comments]
+        if "video_text_emb" in tables:
+            batch["video_text_emb"] = tables["video_text_emb"][batch["video"]]
+            batch["comment_text_emb"] = tables["comment_text_emb"][comments]
         for key in ("staytime", "long_view", "clicked"):
             batch[f"label_{key}"] = tables[f"{split}_label_{key}"][rows]
         return batch

@@ -120,3 +120,31 @@ class TaskTower(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logit, time = self.net(features).unbind(-1)
         return logit, time
+
+
+class CrossNetwork(nn.Module):
+    """DCN (v1) cross layers: x_{l+1} = x_0 * (w_l . x_l) + b_l + x_l (explicit feature crosses)."""
+
+    def __init__(self, dim: int, layers: int) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList(nn.Parameter(torch.randn(dim) * 0.01) for _ in range(layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for weight, bias in zip(self.weights, self.biases):
+            x = x0 * (x @ weight).unsqueeze(-1) + bias + x
+        return x
+
+
+class DCNTower(nn.Module):
+    """Cross network and MLP side by side on the same input, then one linear output."""
+
+    def __init__(self, in_dim: int, cross_layers: int, hidden: Sequence[int], dropout: float, out_dim: int = 1) -> None:
+        super().__init__()
+        self.cross = CrossNetwork(in_dim, cross_layers)
+        self.deep = MLP(in_dim, hidden, dropout=dropout)
+        self.out = nn.Linear(in_dim + hidden[-1], out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)

@@ -1,0 +1,163 @@
+"""Heads for a staytime target (seconds spent somewhere) and for ranking the comments shown with it.
+
+Model outputs read here:
+  staytime_logit [B]   main output: a WLR logit (`WLRStaytimeHead`) or log1p-seconds (`ValueRegressionHead`)
+  companion_logit [B]  WLR only: a plain (unweighted) long-view classifier, used to decode staytime
+  comment_user_logits [B, K], comment_agnostic_logits [B, K]  per shown comment (`CommentRankingHead`)
+Batch labels: label_staytime [B] seconds, label_long_view [B] 0/1, label_clicked [B, K] 0/1,
+label_comment_score [B, K] (user-agnostic quality), comments_mask [B, K]; `group` [B] is the user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recbench import metrics as M
+from recbench.tasks.base import TaskHead
+
+RANK_CUTOFFS = (1, 3, 5)
+
+
+def staytime_metrics(pred: np.ndarray, staytime: np.ndarray, long_view: np.ndarray, score: np.ndarray,
+                     group: np.ndarray) -> dict[str, float]:
+    """Regression (MAE, RMSE, XAUC global and per user) and long-view ranking (AUC, GAUC)."""
+    return {"mae/staytime": M.mae(pred, staytime), "rmse/staytime": M.rmse(pred, staytime),
+            "xauc/staytime": M.xauc(pred, staytime),
+            "user_xauc/staytime": M.grouped_xauc(pred, staytime, group, weight="pairs"),
+            "auc/long_view": M.auc(score, long_view), "gauc/long_view": M.gauc(score, long_view, group)}
+
+
+STAYTIME_DEFINITIONS = {
+    "mae": "Mean absolute error of the predicted staytime, seconds.",
+    "rmse": "Root mean squared error of the predicted staytime, seconds.",
+    "xauc": M.METRIC_DEFINITIONS["xauc"],
+    "user_xauc": "XAUC over pairs of the same user only, pooled over users (weight = pairs).",
+    "auc": M.METRIC_DEFINITIONS["auc"] + " Here: the long-view label scored by the head's long-view score.",
+    "gauc": M.METRIC_DEFINITIONS["gauc"] + " Here: grouped by user, weight = impressions.",
+}
+
+
+class _StaytimeHead(TaskHead):
+    def collect(self, outputs, batch):
+        prediction, score = self.decode(outputs)
+        return {"pred": prediction.detach().float(), "score": score.detach().float(),
+                "staytime": batch["label_staytime"], "long_view": batch["label_long_view"], "group": batch["group"]}
+
+    def decode(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(staytime in seconds, long-view ranking score)."""
+        raise NotImplementedError
+
+    def metrics(self, kept):
+        return staytime_metrics(*(kept[k].numpy() for k in ("pred", "staytime", "long_view", "score", "group")))
+
+    def definitions(self):
+        return STAYTIME_DEFINITIONS
+
+
+class WLRStaytimeHead(_StaytimeHead):
+    """Weighted logistic regression (YouTube-style) plus a companion classifier for decoding.
+
+    Loss: BCE(z, long_view) with weight max(staytime, 1) (so the odds of z track staytime), plus an
+    unweighted BCE for the companion logit z_c. Decoding (as in the LCU code):
+    staytime = sigmoid(z) / (1 - sigmoid(z) + 1e-6) * (1 - sigmoid(z_c)).
+    """
+
+    def __init__(self, spec: dict[str, Any], weight: float, companion_weight: float) -> None:
+        super().__init__(spec)
+        self.weight, self.companion_weight = weight, companion_weight
+
+    def loss(self, outputs, batch):
+        label = batch["label_long_view"]
+        sample_weight = batch["label_staytime"].clamp(min=1.0)
+        main = F.binary_cross_entropy_with_logits(outputs["staytime_logit"], label, weight=sample_weight)
+        companion = F.binary_cross_entropy_with_logits(outputs["companion_logit"], label)
+        return {"wlr": self.weight * main, "wlr_companion": self.companion_weight * companion}
+
+    def decode(self, outputs):
+        p = torch.sigmoid(outputs["staytime_logit"])
+        negative = 1 - torch.sigmoid(outputs["companion_logit"])
+        return p / (1 - p + 1e-6) * negative, outputs["companion_logit"]
+
+
+class ValueRegressionHead(_StaytimeHead):
+    """VR: regress log1p(staytime) with MSE; the prediction is expm1 of the output."""
+
+    def __init__(self, spec: dict[str, Any], weight: float) -> None:
+        super().__init__(spec)
+        self.weight = weight
+
+    def loss(self, outputs, batch):
+        target = torch.log1p(batch["label_staytime"])
+        return {"vr_mse": self.weight * F.mse_loss(outputs["staytime_logit"], target)}
+
+    def decode(self, outputs):
+        value = outputs["staytime_logit"]
+        return torch.expm1(value.clamp(min=0)), value
+
+
+def list_mle(logits: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """ListMLE (Xia et al. 2008): -log P(true order | logits) under the Plackett-Luce model.
+
+    The true order sorts valid items by `scores` descending; masked items take no part.
+    """
+    order = torch.argsort(scores.masked_fill(~mask, float("-inf")), dim=1, descending=True, stable=True)
+    ranked = torch.gather(logits.masked_fill(~mask, float("-inf")), 1, order)
+    valid = torch.gather(mask, 1, order)
+    # log-sum-exp over each suffix ranked[i:], via a cumulative logsumexp of the reversed rows
+    suffix = torch.logcumsumexp(ranked.flip(1), dim=1).flip(1)
+    terms = torch.where(valid, suffix - ranked, torch.zeros_like(ranked))
+    lists = valid.sum(1) > 1
+    return terms[lists].sum() / lists.sum().clamp(min=1)
+
+
+class CommentRankingHead(TaskHead):
+    """Two comment-ranking targets over the K shown comments.
+
+    user-specific: which comments this user liked or replied to (BCE on logits, only impressions
+    with at least one interaction, as in the LCU code). user-agnostic: the comments' popularity
+    order (ListMLE on logits). The LCU code applies both losses to softmax outputs; we apply them to
+    logits, where the losses are defined (documented deviation).
+    """
+
+    def __init__(self, spec: dict[str, Any], user_specific_weight: float, user_agnostic_weight: float) -> None:
+        super().__init__(spec)
+        self.user_specific_weight, self.user_agnostic_weight = user_specific_weight, user_agnostic_weight
+
+    def loss(self, outputs, batch):
+        mask, clicked = batch["comments_mask"], batch["label_clicked"]
+        terms = {}
+        if self.user_specific_weight:
+            rows = clicked.sum(1) > 0
+            logits = outputs["comment_user_logits"][rows]
+            bce = F.binary_cross_entropy_with_logits(logits, clicked[rows], weight=mask[rows].float(),
+                                                     reduction="sum") / mask[rows].sum().clamp(min=1)
+            terms["comment_user_bce"] = self.user_specific_weight * bce
+        if self.user_agnostic_weight:
+            terms["comment_agnostic_listmle"] = self.user_agnostic_weight * list_mle(
+                outputs["comment_agnostic_logits"], batch["label_comment_score"], mask)
+        return terms
+
+    def collect(self, outputs, batch):
+        return {"user": outputs["comment_user_logits"].detach().float(),
+                "agnostic": outputs["comment_agnostic_logits"].detach().float(),
+                "clicked": batch["label_clicked"], "score": batch["label_comment_score"],
+                "mask": batch["comments_mask"]}
+
+    def metrics(self, kept):
+        mask = kept["mask"].numpy()
+        lists = np.broadcast_to(np.arange(mask.shape[0])[:, None], mask.shape)[mask]
+        user, clicked = kept["user"].numpy()[mask], kept["clicked"].numpy()[mask]
+        agnostic, score = kept["agnostic"].numpy()[mask], kept["score"].numpy()[mask]
+        out = {f"ndcg@{k}/comment_user": M.ndcg_at_k(user, clicked, lists, k) for k in RANK_CUTOFFS}
+        out["mrr/comment_user"] = M.mrr(user, clicked, lists)
+        out.update({f"ndcg@{k}/comment_agnostic": M.ndcg_at_k(agnostic, score, lists, k) for k in RANK_CUTOFFS})
+        return out
+
+    def definitions(self):
+        return {"ndcg@k": M.METRIC_DEFINITIONS["ndcg@k"] + " comment_user: per impression, relevance = the "
+                          "user liked/replied; comment_agnostic: graded relevance = log1p(likes)+log1p(replies).",
+                "mrr": M.METRIC_DEFINITIONS["mrr"]}

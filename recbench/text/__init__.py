@@ -1,0 +1,36 @@
+"""Text stage (LCU stage 1): a causal LM, optional LoRA SFT on domain tasks, frozen text embeddings.
+
+The pipeline is dataset-agnostic:
+
+1. `lm.load_lm(path)` loads any Hugging Face causal LM from a local folder (never downloads);
+   `lm.build_tiny_lm(out_dir, corpus)` writes a small randomly initialised one so everything runs offline.
+2. `sft.finetune_lora(model, tokenizer, [(prompt, answer), ...], out_dir)` trains a LoRA adapter
+   with the loss on the answer tokens only.
+3. `export.export_embeddings(model, tokenizer, ids, texts, out_dir, name)` writes one pooled
+   final-layer vector per text (chunked, resumable); `export.load_embeddings` reads them back.
+
+Needs the `llm` extra (transformers, peft). Submodules are imported lazily so that `import recbench`
+never pulls in transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_tiny_lm": "lm",
+    "load_lm": "lm",
+    "finetune_lora": "sft",
+    "export_embeddings": "export",
+    "load_embeddings": "export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
