@@ -67,6 +67,7 @@ def check_overrides(argv: list[str]) -> None:
 def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     """Fit, test and return the results record (heavy imports here keep `--help` fast)."""
     import lightning as L
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from omegaconf import OmegaConf
@@ -80,8 +81,15 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     datamodule = RecDataModule(instantiate(cfg.data), seed=cfg.seed, **cfg.loader)
     prepared = datamodule.prepare()
     spec = prepared.meta["spec"]
-    net = instantiate(cfg.model.net, spec=spec, _convert_="all")
-    heads = {name: instantiate(head, spec=spec) for name, head in cfg.task.heads.items()}
+    try:
+        net = instantiate(cfg.model.net, spec=spec, _convert_="all")
+        heads = {name: instantiate(head, spec=spec) for name, head in cfg.task.heads.items()}
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, KeyError):
+            raise
+        raise UserInputError(f"model '{choices['model']}' with task '{choices['task']}' does not fit data "
+                             f"'{choices['data']}' (it needs {error.__cause__}, which this dataset does not "
+                             "provide). Fix: pick a model and task made for this dataset (README, 'Models')") from None
     module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),
                        sparse_optimizer=instantiate(cfg.optimizer.sparse),
                        gradient_clip=cfg.optimizer.gradient_clip)

@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-import torch  # noqa: E402
+import torch
 
-from recbench.errors import UserInputError  # noqa: E402
-from recbench.text import export as export_mod  # noqa: E402
-from recbench.text.export import export_embeddings, load_embeddings  # noqa: E402
-from recbench.text.lm import build_tiny_lm, load_lm  # noqa: E402
-from recbench.text.sft import finetune_lora  # noqa: E402
+from recbench.errors import UserInputError
+from recbench.text import export as export_mod
+from recbench.text.export import export_embeddings, load_embeddings
+from recbench.text.lm import build_tiny_lm, load_lm
+from recbench.text.sft import finetune_lora
 
 TOPICS = {"美食": "火锅面条甜点好吃饺子烧烤", "游戏": "通关装备副本队友段位操作",
           "音乐": "唱歌旋律歌词吉他演唱会", "宠物": "小猫狗狗喵可爱铲屎官毛"}
@@ -40,6 +40,7 @@ def make_comments(n: int, seed: int) -> list[tuple[str, str]]:
 
 COMMENTS = make_comments(240, seed=0)
 TRAIN, HELD_OUT = COMMENTS[:160], COMMENTS[160:]
+CORPUS = [text for _, text in COMMENTS] + [f"评论：{text}\n话题：{topic}" for topic, text in TRAIN]
 
 
 def sft_examples(rows):
@@ -58,8 +59,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    corpus = [text for _, text in COMMENTS] + [f"评论：{t}\n话题：{topic}" for topic, t in TRAIN]
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), corpus, vocab_size=2000, hidden=64,
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), CORPUS, vocab_size=2000, hidden=64,
                          layers=2, heads=4, seed=0)
 
 
@@ -88,7 +88,7 @@ def test_tiny_lm_loads_through_the_generic_path(tiny_lm, tmp_path):
     saved = json.loads((tiny_lm / "tokenizer.json").read_text())
     assert json.loads(tokenizer.backend_tokenizer.to_str())["pre_tokenizer"] == saved["pre_tokenizer"]
     # Same corpus and seed: identical files.
-    again = build_tiny_lm(tmp_path / "again", [t for _, t in COMMENTS] + [f"评论：{t}\n话题：{k}" for k, t in TRAIN])
+    again = build_tiny_lm(tmp_path / "again", CORPUS)
     assert (again / "tokenizer.json").read_bytes() == (tiny_lm / "tokenizer.json").read_bytes()
     assert (again / "model.safetensors").read_bytes() == (tiny_lm / "model.safetensors").read_bytes()
 
@@ -231,8 +231,9 @@ def test_export_resumes_after_interruption(tiny_lm, tmp_path, monkeypatch):
     model, tokenizer = load_lm(tiny_lm)
     texts = [t for _, t in COMMENTS[:70]]
     ids = np.arange(70, dtype=np.int64) + 1000
-    kwargs = dict(chunk_size=16, batch_size=8, progress=False)
-    reference = load_embeddings(export_embeddings(model, tokenizer, ids, texts, tmp_path / "ref", "c", **kwargs).parent, "c")
+    kwargs = {"chunk_size": 16, "batch_size": 8, "progress": False}
+    reference = load_embeddings(
+        export_embeddings(model, tokenizer, ids, texts, tmp_path / "ref", "c", **kwargs).parent, "c")
 
     real = export_mod._embed_chunk
     calls: list[int] = []

@@ -26,7 +26,7 @@ _EXPORTS = {
     "load_embeddings": "export",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["build_tiny_lm", "export_embeddings", "finetune_lora", "load_embeddings", "load_lm"]
 
 
 def __getattr__(name: str) -> Any:

@@ -191,7 +191,7 @@ def export_embeddings(model, tokenizer, ids: np.ndarray, texts: list[str], out_d
     model.eval()
     source = model_source(model)
     identity = {
-        "format": FORMAT, "name": name, "count": int(len(ids)), "dtype": "float32", "pooling": pooling,
+        "format": FORMAT, "name": name, "count": len(ids), "dtype": "float32", "pooling": pooling,
         "max_length": max_length, "chunk_size": chunk_size, "ids_sha256": _sha256_ids(ids),
         "texts_sha256": _sha256_texts(texts), "model": source.get("model"), "adapter": source.get("adapter"),
         "adapter_merged": bool(source.get("merged")), "weights_fingerprint": weights_fingerprint(model),
@@ -244,7 +244,8 @@ def export_embeddings(model, tokenizer, ids: np.ndarray, texts: list[str], out_d
             _save_npy_atomic(folder / file, matrix)
             chunks.append({"file": file, "start": start, "rows": rows,
                            "ids_sha256": _sha256_ids(ids[start:start + rows])})
-            manifest.update(dim=int(matrix.shape[1]), chunks=chunks + [reused[i] for i in sorted(reused) if i > index],
+            later = [reused[i] for i in sorted(reused) if i > index]
+            manifest.update(dim=int(matrix.shape[1]), chunks=chunks + later,
                             seconds=round(time.perf_counter() - started, 3))
             write_json_atomic(manifest_path, manifest)
     finally:

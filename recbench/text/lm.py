@@ -43,7 +43,15 @@ TINY_MARKER = "recbench_tiny_lm.json"
 
 
 def _train_tokenizer(corpus: list[str], vocab_size: int, max_emoji_tokens: int):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     emoji_counts = Counter(m for text in corpus for m in re.findall(BRACKET_EMOJI, text))
@@ -106,9 +114,9 @@ def build_tiny_lm(out_dir: str | Path, corpus: list[str], vocab_size: int = 2000
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _portable_tokenizer_class(out)
-    settings = dict(vocab_size=len(tokenizer), hidden=hidden, layers=layers, heads=heads, seed=seed,
-                    max_positions=max_positions, corpus_size=len(texts),
-                    parameters=sum(p.numel() for p in model.parameters()))
+    settings = {"vocab_size": len(tokenizer), "hidden": hidden, "layers": layers, "heads": heads,
+                "seed": seed, "max_positions": max_positions, "corpus_size": len(texts),
+                "parameters": sum(p.numel() for p in model.parameters())}
     (out / TINY_MARKER).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     return out
 
@@ -128,11 +136,11 @@ def _portable_tokenizer_class(folder: Path) -> None:
 
 def _no_model(key: str, path: Any, reason: str) -> UserInputError:
     reason = " ".join(str(reason).split())[:300]  # one line, bounded
+    is_model = key == "text.model"
+    files = "config.json, weights and tokenizer files" if is_model else "adapter_config.json and adapter weights"
     return UserInputError(
-        f"{key}={path}: no Hugging Face {'model' if key == 'text.model' else 'adapter'} there "
-        f"({reason}). Fix: point {key} at a local folder written by save_pretrained "
-        f"({'config.json, weights and tokenizer files' if key == 'text.model' else 'adapter_config.json and adapter weights'}); "
-        "nothing is downloaded")
+        f"{key}={path}: no Hugging Face {'model' if is_model else 'adapter'} there ({reason}). "
+        f"Fix: point {key} at a local folder written by save_pretrained ({files}); nothing is downloaded")
 
 
 def _looks_like_repo_id(name: str) -> bool:

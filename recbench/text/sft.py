@@ -156,9 +156,10 @@ def finetune_lora(model, tokenizer, examples: list[tuple[str, str]], out_dir: st
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in peft_model.parameters()),
         "target_modules": sorted(peft_model.peft_config["default"].target_modules),
-        "settings": dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, epochs=epochs,
-                         batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                         warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm),
+        "settings": {"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+                     "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
+                     "seed": seed, "warmup_ratio": warmup_ratio, "weight_decay": weight_decay,
+                     "max_grad_norm": max_grad_norm},
         "base_model": source.get("model"), "adapter": str(out),
     }
     write_json_atomic(out / "sft_stats.json", stats)

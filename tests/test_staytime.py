@@ -1,0 +1,107 @@
+"""Staytime and comment-ranking heads, and the LCU / DCN plugins on a tiny KuaiComt replica."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbench.tasks.staytime import CommentRankingHead, ValueRegressionHead, WLRStaytimeHead, list_mle
+from tests.conftest import REPO
+
+SPEC = {"shown_comments": 4}
+TINY_KUAICOMT = ["data=kuaicomt", "data.replica.n_users=300", "data.replica.n_videos=200",
+                 "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+
+
+def brute_list_mle(logits: list[float], scores: list[float]) -> float:
+    """-log Plackett-Luce probability of the order that sorts `scores` descending (stable)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    total = 0.0
+    for position, item in enumerate(order):
+        rest = [logits[j] for j in order[position:]]
+        total += math.log(sum(math.exp(v) for v in rest)) - logits[item]
+    return total
+
+
+def test_list_mle_matches_the_plackett_luce_definition():
+    torch.manual_seed(0)
+    logits, scores = torch.randn(3, 4), torch.rand(3, 4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    expected = [brute_list_mle(logits[0].tolist(), scores[0].tolist()),
+                brute_list_mle(logits[1, :2].tolist(), scores[1, :2].tolist())]  # 1-item lists do not count
+    assert list_mle(logits, scores, mask).item() == pytest.approx(sum(expected) / 2, rel=1e-5)
+    # the best possible logits (ordered like the scores, far apart) give a loss near zero
+    ordered = scores[:1] * 100
+    assert list_mle(ordered, scores[:1], mask[:1]).item() < 1e-3
+
+
+def test_wlr_decoding_is_odds_times_companion_negative_probability():
+    head = WLRStaytimeHead(SPEC, weight=1.0, companion_weight=1.0)
+    z, zc = torch.tensor([0.0, math.log(3.0)]), torch.tensor([0.0, 0.0])
+    prediction, score = head.decode({"staytime_logit": z, "companion_logit": zc})
+    assert prediction.tolist() == pytest.approx([1.0 * 0.5, 3.0 * 0.5], rel=1e-4)
+    assert torch.equal(score, zc)
+    batch = {"label_long_view": torch.tensor([1.0, 0.0]), "label_staytime": torch.tensor([20.0, 0.5])}
+    terms = head.loss({"staytime_logit": z, "companion_logit": zc}, batch)
+    # weights max(staytime, 1) = 20 and 1: BCE(logit 0, label 1) = log 2, BCE(logit log 3, label 0) = log 4
+    assert terms["wlr"].item() == pytest.approx((20 * math.log(2) + math.log(4)) / 2, rel=1e-5)
+    assert terms["wlr_companion"].item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_value_regression_predicts_expm1_of_its_output():
+    head = ValueRegressionHead(SPEC, weight=1.0)
+    prediction, _ = head.decode({"staytime_logit": torch.log1p(torch.tensor([0.0, 9.0]))})
+    assert prediction.tolist() == pytest.approx([0.0, 9.0], rel=1e-5)
+
+
+def test_comment_ranking_metrics_and_losses():
+    head = CommentRankingHead(SPEC, user_specific_weight=1.0, user_agnostic_weight=1.0)
+    user = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    kept = {"user": user, "agnostic": user.clone(), "clicked": torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]]),
+            "score": torch.tensor([[4.0, 3, 2, 1], [4.0, 3, 2, 1]]),
+            "mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)}
+    values = head.metrics(kept)
+    # list 1 ranks its positive first, list 2 ranks it last of 3
+    assert values["mrr/comment_user"] == pytest.approx((1 + 1 / 3) / 2)
+    assert values["ndcg@1/comment_user"] == pytest.approx(0.5)
+    assert 0 < values["ndcg@3/comment_agnostic"] < 1
+    batch = {"comments_mask": kept["mask"], "label_clicked": kept["clicked"], "label_comment_score": kept["score"]}
+    terms = head.loss({"comment_user_logits": user, "comment_agnostic_logits": user}, batch)
+    assert set(terms) == {"comment_user_bce", "comment_agnostic_listmle"}
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
+
+
+def run_cli(tmp_path, *overrides):
+    command = [sys.executable, "-m", "recbench", f"paths.datasets={tmp_path / 'datasets'}",
+               f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("model,task", [("lcu", None), ("dcn", "staytime"), ("dcn", "staytime_vr")])
+def test_staytime_models_run_end_to_end_on_the_replica(tmp_path, model, task):
+    record = run_cli(tmp_path, f"model={model}", *([f"task={task}"] if task else []), *TINY_KUAICOMT)
+    test = record["metrics"]["test"]
+    assert record["status"] == "finished" and record["data"] == "kuaicomt" and record["data_source"] == "synthetic"
+    assert test["test/mae/staytime"] > 0 and 0 <= test["test/xauc/staytime"] <= 1
+    assert 0 <= test["test/auc/long_view"] <= 1
+    if model == "lcu":
+        for name, cutoff in itertools.product(("comment_user", "comment_agnostic"), (1, 3, 5)):
+            assert 0 <= test[f"test/ndcg@{cutoff}/{name}"] <= 1
+        assert record["metric_definitions"]["ndcg@k"]
+
+
+def test_a_model_for_another_dataset_is_one_clear_line(tmp_path):
+    command = [sys.executable, "-m", "recbench", "data=kuaicomt", "model=mmoe", f"paths.datasets={tmp_path}",
+               f"hydra.run.dir={tmp_path / 'run'}", "data.replica.n_users=300", "data.replica.n_videos=200"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(lines) == 1 and "does not fit data 'kuaicomt'" in lines[0]
