@@ -105,3 +105,21 @@ def test_a_model_for_another_dataset_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
     assert len(lines) == 1 and "does not fit data 'kuaicomt'" in lines[0]
+
+
+def test_text_stage_then_lcu_reads_the_embeddings(tmp_path):
+    tiny = ["data.replica.n_users=300", "data.replica.n_videos=200"]
+    command = [sys.executable, "-m", "recbench.text", "data=kuaicomt", f"paths.datasets={tmp_path / 'datasets'}",
+               f"paths.models={tmp_path / 'models'}", f"paths.experiments={tmp_path / 'experiments'}",
+               "text.examples_per_task=40", "text.lora.max_length=256", *tiny]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    embeddings = tmp_path / "models" / "text" / "kuaicomt" / "embeddings"
+    manifests = {name: json.loads((embeddings / name / "manifest.json").read_text()) for name in ("video", "comment")}
+    assert all(m["complete"] and m["dim"] > 0 for m in manifests.values())
+    stage = json.loads((tmp_path / "models" / "text" / "kuaicomt" / "text_stage.json").read_text())
+    assert stage["finetuned"] and stage["examples"] > 0
+    record = run_cli(tmp_path, "model=lcu", f"data.text_embeddings={embeddings}", *TINY_KUAICOMT)
+    assert record["status"] == "finished"
+    assert record["config"]["data"]["text_embeddings"] == str(embeddings)
+    assert record["parameters"] > 0 and 0 <= record["metrics"]["test"]["test/xauc/staytime"] <= 1

@@ -114,11 +114,11 @@ class DatasetAdapter:
         if self.source == "raw":
             raise UserInputError(
                 f"{self.raw_dir / missing[0]}: file not found (data.source=raw). Fix: put "
-                f"{', '.join(self.required_files)} in {self.raw_dir} (see datasets/{self.name}/README.md) "
+                f"{', '.join(self.required_files)} in {self.raw_dir} (see datasets/{self.name}/raw/README.md) "
                 f"or pass data.raw_dir=<folder holding them>")
         _banner(f"recbench: no real {self.name} files in {self.raw_dir} -> using the SYNTHETIC replica.\n"
                 f"Results are NOT comparable with published numbers. Put the real files there "
-                f"(datasets/{self.name}/README.md)\nor pass data.source=raw to make this an error.")
+                f"(datasets/{self.name}/raw/README.md)\nor pass data.source=raw to make this an error.")
         return "synthetic", self._ensure_replica()
 
     def _ensure_replica(self) -> Path:

@@ -245,6 +245,42 @@ class KuaiComtAdapter(DatasetAdapter):
             prepared.arrays[f"{name}_text_emb"] = table
         prepared.meta["spec"]["text_dim"] = int(matrix.shape[1])
 
+    # ------------------------------------------------------------------ text stage
+    def text_corpus(self, prepared: Prepared) -> dict[str, tuple[np.ndarray, list[str]]]:
+        """Texts to embed, keyed by raw id: video captions and comments."""
+        return {name: (prepared.frames[f"{name}_text"][raw].to_numpy(), prepared.frames[f"{name}_text"]["text"].to_list())
+                for name, raw in (("video", "video_id"), ("comment", "comment_id"))}
+
+    def text_tasks(self, prepared: Prepared, per_task: int, seed: int) -> list[tuple[str, str]]:
+        """The LCU stage-1 tasks as (prompt, answer) pairs built from TRAINING impressions only:
+        staytime bucket, top comment among the shown ones, and which shown comments this user
+        engaged with. The user is described by the captions of their previous opened videos."""
+        a, rng = prepared.arrays, np.random.default_rng(seed)
+        rows = a["train_ep"]
+        pick = np.sort(rng.choice(len(rows), size=min(per_task, len(rows)), replace=False))
+        caption = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
+        comment = dict(zip(prepared.frames["comment_text"]["comment"], prepared.frames["comment_text"]["text"]))
+        videos, users = a["sample_video"][rows], a["sample_group"][rows]
+        edges = np.quantile(a["train_label_staytime"], [1 / 3, 2 / 3])
+        buckets = ("短", "中", "长")  # short / medium / long stay
+        examples = []
+        for i in pick:
+            earlier = np.flatnonzero(users[:i] == users[i])[-3:]  # the user's last opened videos
+            history = "；".join(caption.get(int(v), "") for v in videos[earlier]) or "无"
+            slots = np.flatnonzero(a["shown"][videos[i]] > 0)
+            slots = slots[rng.permutation(len(slots))]  # listed in random order: rank is the answer
+            shown = [int(c) for c in a["shown"][videos[i]][slots]]
+            listing = "\n".join(f"{k + 1}. {comment[c]}" for k, c in enumerate(shown))
+            head = f"用户最近看过：{history}\n当前视频：{caption.get(int(videos[i]), '')}\n评论：\n{listing}\n"
+            stay = buckets[int(np.searchsorted(edges, a["train_label_staytime"][i]))]
+            examples.append((head + "问：用户在评论区停留多久？答：", stay))
+            if shown:
+                top = int(np.argmax(a["comment_score"][shown])) + 1
+                examples.append((head + "问：哪条评论最热门？答：", str(top)))
+                clicked = [str(k + 1) for k, hit in enumerate(a["train_label_clicked"][i][slots]) if hit > 0]
+                examples.append((head + "问：用户会和哪些评论互动？答：", ",".join(clicked) or "无"))
+        return examples
+
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str,
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
