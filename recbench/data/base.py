@@ -177,3 +177,39 @@ def _load(target: Path) -> Prepared:
         arrays = {key: archive[key] for key in archive.files}
     frames = {path.stem: pl.read_parquet(path) for path in sorted(target.glob("*.parquet"))}
     return Prepared(arrays=arrays, meta=json.loads((target / "meta.json").read_text()), frames=frames)
+
+
+def write_csv_folder(out_dir: Path, tables: dict[str, pl.DataFrame]) -> list[Path]:
+    """Write `{file name: table}` as CSV files into `out_dir` atomically; return their paths.
+
+    The files go into a temporary folder beside `out_dir`, which is then renamed into place (an
+    older `out_dir` is replaced), so a reader never sees a half-written replica."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        for name, table in tables.items():
+            table.write_csv(tmp / name)
+        _swap_into_place(tmp, out_dir, list(tables))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / name for name in tables]
+
+
+def _swap_into_place(tmp: Path, out_dir: Path, names: list[str]) -> None:
+    """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        # a concurrent writer put a folder there first; same config -> same bytes, so keep theirs
+        if not all((out_dir / name).is_file() for name in names):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -86,14 +86,13 @@ affinities, video/comment topics, per-impression relevance, seen comments), for 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from recbench.data.base import write_csv_folder
 
 USER_VIDEO_FILE = "user_video_inter.csv"
 USER_COMMENT_FILE = "user_comment_inter.csv"
@@ -971,38 +970,9 @@ def _comment_view_table(imps: _Impressions, comments: _Comments, views: _Views, 
 def write_kuaicomt_replica(out_dir: Path, config: KuaiComtReplicaConfig) -> list[Path]:
     """Write the five replica files into `out_dir` atomically; return their final paths.
 
-    The files are written into a temporary folder beside `out_dir`, which is then renamed into place
-    (an existing `out_dir` is replaced). Output is byte-for-byte deterministic for a given config."""
-    out_dir = Path(out_dir)
+    Output is byte-for-byte deterministic for a given config."""
     replica = simulate_kuaicomt_replica(config)
     tables = {USER_VIDEO_FILE: replica.user_video_inter, USER_COMMENT_FILE: replica.user_comment_inter,
               USER_FEATURES_FILE: replica.user_features, VIDEO_FEATURES_FILE: replica.video_features,
               COMMENT_FEATURES_FILE: replica.comment_features}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        for name, table in tables.items():
-            table.write_csv(tmp / name)
-        _swap_into_place(tmp, out_dir, list(FILES))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out_dir / name for name in FILES]
-
-
-def _swap_into_place(tmp: Path, out_dir: Path, names: list[str]) -> None:
-    """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        # A concurrent writer put a folder there first; same config -> same bytes, so keep theirs.
-        if not all((out_dir / name).is_file() for name in names):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return write_csv_folder(Path(out_dir), tables)

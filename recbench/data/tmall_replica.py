@@ -66,14 +66,13 @@ groups, per-episode style), for tests and oracle checks.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from recbench.data.base import write_csv_folder
 
 LOG_FILE = "user_log_format1.csv"
 USER_INFO_FILE = "user_info_format1.csv"
@@ -641,36 +640,7 @@ def _episode_table(episodes: _Episodes, actions: _DeepActions, ids: _RawIds) -> 
 def write_tmall_replica(out_dir: Path, config: TmallReplicaConfig) -> list[Path]:
     """Write the replica files into `out_dir` atomically; return their final paths.
 
-    The files are written into a temporary folder beside `out_dir`, which is then renamed into place
-    (an existing `out_dir` is replaced). Output is byte-for-byte deterministic for a given config."""
-    out_dir = Path(out_dir)
+    Output is byte-for-byte deterministic for a given config."""
     replica = simulate_tmall_replica(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    names = [LOG_FILE] + ([USER_INFO_FILE] if config.write_user_info else [])
-    try:
-        os.chmod(tmp, 0o755)
-        replica.log.write_csv(tmp / LOG_FILE)
-        if config.write_user_info:
-            replica.user_info.write_csv(tmp / USER_INFO_FILE)
-        _swap_into_place(tmp, out_dir, names)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out_dir / name for name in names]
-
-
-def _swap_into_place(tmp: Path, out_dir: Path, names: list[str]) -> None:
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        # A concurrent writer put a folder there first; same config -> same bytes, so keep theirs.
-        if not all((out_dir / name).is_file() for name in names):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    tables = {LOG_FILE: replica.log} | ({USER_INFO_FILE: replica.user_info} if config.write_user_info else {})
+    return write_csv_folder(Path(out_dir), tables)
