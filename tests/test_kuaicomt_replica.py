@@ -29,6 +29,7 @@ from recbench.data.kuaicomt_replica import (
     simulate_kuaicomt_replica,
     write_kuaicomt_replica,
 )
+from recbench.metrics import auc  # exact, tested against sklearn in test_metrics.py
 
 SMALL = KuaiComtReplicaConfig(n_users=300, n_videos=300, seed=0)
 DEFAULT = KuaiComtReplicaConfig()
@@ -72,14 +73,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra = pl.Series(np.asarray(a, dtype=np.float64)).rank("average").to_numpy()
     rb = pl.Series(np.asarray(b, dtype=np.float64)).rank("average").to_numpy()
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    label = np.asarray(label, dtype=bool)
-    ranks = pl.Series(np.asarray(score, dtype=np.float64)).rank("average").to_numpy()
-    n1 = label.sum()
-    n0 = len(label) - n1
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from recbench.data.tmall_replica import (
     simulate_tmall_replica,
     write_tmall_replica,
 )
+from recbench.metrics import auc  # exact, tested against sklearn in test_metrics.py
 
 SMALL = TmallReplicaConfig(n_users=300, n_items=3000, episodes_per_user=20.0, seed=0)
 DEFAULT = TmallReplicaConfig()
@@ -62,14 +63,6 @@ def with_history(ep: pl.DataFrame) -> pl.DataFrame:
            .join(u.select("user_id", "start", "u_n", "u_b"), on=["user_id", "start"]))
     return out.with_columns((pl.col("u_n") - pl.col("h_n")).alias("o_n"),
                             (pl.col("u_b") - pl.col("h_b")).alias("o_b"))
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    label = np.asarray(label, dtype=bool)
-    ranks = pl.Series(np.asarray(score, dtype=np.float64)).rank("average").to_numpy()
-    n1 = label.sum()
-    n0 = len(label) - n1
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 @pytest.fixture(scope="module")
