@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from recbench.tasks.staytime import CommentRankingHead, ValueRegressionHead, WLRStaytimeHead, list_mle
+from recbench.tasks.staytime import CommentRankingHead, D2QHead, ValueRegressionHead, WLRStaytimeHead, list_mle
 from tests.conftest import REPO
 
 SPEC = {"shown_comments": 4}
@@ -44,7 +44,7 @@ def test_list_mle_matches_the_plackett_luce_definition():
 def test_wlr_decoding_is_odds_times_companion_negative_probability():
     head = WLRStaytimeHead(SPEC, weight=1.0, companion_weight=1.0)
     z, zc = torch.tensor([0.0, math.log(3.0)]), torch.tensor([0.0, 0.0])
-    prediction, score = head.decode({"staytime_logit": z, "companion_logit": zc})
+    prediction, score = head.decode({"staytime_logit": z, "companion_logit": zc}, {})
     assert prediction.tolist() == pytest.approx([1.0 * 0.5, 3.0 * 0.5], rel=1e-4)
     assert torch.equal(score, zc)
     batch = {"label_long_view": torch.tensor([1.0, 0.0]), "label_staytime": torch.tensor([20.0, 0.5])}
@@ -56,8 +56,19 @@ def test_wlr_decoding_is_odds_times_companion_negative_probability():
 
 def test_value_regression_predicts_expm1_of_its_output():
     head = ValueRegressionHead(SPEC, weight=1.0)
-    prediction, _ = head.decode({"staytime_logit": torch.log1p(torch.tensor([0.0, 9.0]))})
+    prediction, _ = head.decode({"staytime_logit": torch.log1p(torch.tensor([0.0, 9.0]))}, {})
     assert prediction.tolist() == pytest.approx([0.0, 9.0], rel=1e-5)
+
+
+def test_d2q_percentile_round_trip_per_duration_bucket():
+    table = [[0.0] * 5, [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 10.0, 20.0, 30.0, 40.0]]  # 5 levels per bucket
+    head = D2QHead({"staytime_quantiles": table}, weight=1.0)
+    staytime, bucket = torch.tensor([2.0, 20.0]), torch.tensor([1, 2])
+    assert head.percentile(staytime, bucket).tolist() == pytest.approx([0.5, 0.5])  # same rank, other scale
+    seconds, _ = head.decode({"staytime_logit": torch.logit(torch.tensor([0.5, 0.625]))}, {"duration_bucket": bucket})
+    assert seconds.tolist() == pytest.approx([2.0, 25.0], rel=1e-5)
+    terms = head.loss({"staytime_logit": torch.zeros(2)}, {"label_staytime": staytime, "duration_bucket": bucket})
+    assert terms["d2q_mse"].item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_comment_ranking_metrics_and_losses():
@@ -85,7 +96,8 @@ def run_cli(tmp_path, *overrides):
     return json.loads((tmp_path / "run" / "results.json").read_text())
 
 
-@pytest.mark.parametrize("model,task", [("lcu", None), ("dcn", "staytime"), ("dcn", "staytime_vr")])
+@pytest.mark.parametrize("model,task", [("lcu", None), ("dcn", "staytime"), ("dcn", "staytime_vr"),
+                                        ("dcn", "staytime_d2q")])
 def test_staytime_models_run_end_to_end_on_the_replica(tmp_path, model, task):
     record = run_cli(tmp_path, f"model={model}", *([f"task={task}"] if task else []), *TINY_KUAICOMT)
     test = record["metrics"]["test"]

@@ -101,7 +101,10 @@ class KuaiComtAdapter(DatasetAdapter):
         threshold = float(impressions.filter(pl.col("split") == 0)["staytime"]
                           .quantile(self.long_view_quantile, "linear"))
         arrays = self._arrays(impressions, shown, clicked, comments, threshold)
-        meta = {"spec": self._spec(impressions, comments), "long_view_threshold_s": threshold,
+        spec = self._spec(impressions, comments)
+        spec["staytime_quantiles"] = duration_quantiles(impressions.filter(pl.col("split") == 0),
+                                                        spec["cardinalities"]["duration_bucket"])
+        meta = {"spec": spec, "long_view_threshold_s": threshold,
                 "splits": {s: int((impressions["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
                 "stats": {"impressions": tables["impressions"].height, "samples": impressions.height,
                           "users": int(impressions["user_id"].n_unique()), "videos": videos.height,
@@ -302,6 +305,17 @@ def vocabulary(values: pl.Series) -> pl.DataFrame:
     """Map each distinct non-null training value to `index` 2, 3, ... (0 padding, 1 unseen)."""
     distinct = values.drop_nulls().unique().sort()
     return pl.DataFrame({values.name: distinct, "index": np.arange(2, len(distinct) + 2, dtype=np.int64)})
+
+
+def duration_quantiles(train: pl.DataFrame, buckets: int, levels: int = 101) -> list[list[float]]:
+    """Per duration bucket (row = bucket index), the 0..100th percentiles of training staytime.
+    D2Q regresses a sample's percentile within its bucket; empty buckets use all of training."""
+    grid = np.linspace(0, 1, levels)
+    overall = np.quantile(train["staytime"].to_numpy(), grid)
+    table = np.tile(overall, (buckets, 1))
+    for bucket, group in train.group_by("duration_bucket"):
+        table[int(bucket[0])] = np.quantile(group["staytime"].to_numpy(), grid)
+    return table.round(6).tolist()
 
 
 def comment_scores(comments: pl.DataFrame) -> np.ndarray:

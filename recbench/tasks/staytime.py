@@ -43,11 +43,11 @@ STAYTIME_DEFINITIONS = {
 
 class _StaytimeHead(TaskHead):
     def collect(self, outputs, batch):
-        prediction, score = self.decode(outputs)
+        prediction, score = self.decode(outputs, batch)
         return {"pred": prediction.detach().float(), "score": score.detach().float(),
                 "staytime": batch["label_staytime"], "long_view": batch["label_long_view"], "group": batch["group"]}
 
-    def decode(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(staytime in seconds, long-view ranking score)."""
         raise NotImplementedError
 
@@ -77,7 +77,7 @@ class WLRStaytimeHead(_StaytimeHead):
         companion = F.binary_cross_entropy_with_logits(outputs["companion_logit"], label)
         return {"wlr": self.weight * main, "wlr_companion": self.companion_weight * companion}
 
-    def decode(self, outputs):
+    def decode(self, outputs, batch):
         p = torch.sigmoid(outputs["staytime_logit"])
         negative = 1 - torch.sigmoid(outputs["companion_logit"])
         return p / (1 - p + 1e-6) * negative, outputs["companion_logit"]
@@ -94,9 +94,39 @@ class ValueRegressionHead(_StaytimeHead):
         target = torch.log1p(batch["label_staytime"])
         return {"vr_mse": self.weight * F.mse_loss(outputs["staytime_logit"], target)}
 
-    def decode(self, outputs):
+    def decode(self, outputs, batch):
         value = outputs["staytime_logit"]
         return torch.expm1(value.clamp(min=0)), value
+
+
+class D2QHead(_StaytimeHead):
+    """D2Q (duration-deconfounded quantile): regress the percentile of the staytime among training
+    samples of the same duration bucket (removes the duration bias), decode it back to seconds
+    through that bucket's percentile table (`spec["staytime_quantiles"]`)."""
+
+    def __init__(self, spec: dict[str, Any], weight: float) -> None:
+        super().__init__(spec)
+        self.weight = weight
+        self.register_buffer("table", torch.tensor(spec["staytime_quantiles"], dtype=torch.float32),
+                             persistent=False)
+
+    def percentile(self, staytime: torch.Tensor, bucket: torch.Tensor) -> torch.Tensor:
+        rows = self.table[bucket]
+        position = torch.searchsorted(rows, staytime.unsqueeze(1).contiguous()).squeeze(1)
+        return (position.float() / (rows.shape[1] - 1)).clamp(0, 1)
+
+    def loss(self, outputs, batch):
+        target = self.percentile(batch["label_staytime"], batch["duration_bucket"])
+        return {"d2q_mse": self.weight * F.mse_loss(torch.sigmoid(outputs["staytime_logit"]), target)}
+
+    def decode(self, outputs, batch):
+        q = torch.sigmoid(outputs["staytime_logit"])
+        rows = self.table[batch["duration_bucket"]]
+        position = q * (rows.shape[1] - 1)  # linear interpolation inside the percentile table
+        low = position.floor().long().clamp(max=rows.shape[1] - 2)
+        frac = position - low
+        below, above = torch.gather(rows, 1, low[:, None]), torch.gather(rows, 1, (low + 1)[:, None])
+        return (below.squeeze(1) * (1 - frac) + above.squeeze(1) * frac), q
 
 
 def list_mle(logits: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
