@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +78,19 @@ def test_documented_layout_builds_opened_impressions_with_labels(tmp_path):
     assert arrays["train_label_long_view"].tolist() == [0.0, 0.0, 1.0]
     tables = {k: torch.from_numpy(v) for k, v in arrays.items()}
     batch = adapter(tmp_path / "raw", tmp_path).assemble(tables, "train", torch.arange(3))
-    # shown comments of video 101: its comments by likes, descending (9000..9004), one empty slot
+    # shown comments of video 101: its 5 comments (9000..9004, indices 2..6) in some slot order, one empty slot
+    shown = batch["comments"][2]
+    assert sorted(shown.tolist()) == [0, 2, 3, 4, 5, 6] and shown[5] == 0
     assert batch["comments_mask"][2].tolist() == [True] * 5 + [False]
     assert batch["comments"][0].tolist() == [0] * 6  # video 103 has no comments
-    # the day-5 impression liked comment 9001 (second most liked)
-    assert batch["label_clicked"][2].tolist() == [0, 1, 0, 0, 0, 0]
-    scores = batch["label_comment_score"][2][:5]
-    assert torch.all(scores > 0)
+    # the day-5 impression liked comment 9001 (index 3), wherever its slot is
+    assert batch["label_clicked"][2].tolist() == (shown == 3).float().tolist()
+    # the user-agnostic score log1p(likes) + log1p(replies) travels with its comment, whatever the slot
+    scores = dict(zip(shown.tolist(), batch["label_comment_score"][2].tolist()))
+    assert scores == pytest.approx({i + 2: math.log1p(10 - i) + math.log1p(i % 3) for i in range(5)} | {0: 0.0})
     valid = adapter(tmp_path / "raw", tmp_path).assemble(tables, "valid", torch.arange(1))
-    assert valid["label_clicked"][0].tolist() == [0, 0, 0, 0, 1, 0]  # reply to 9004 on day 23
+    assert valid["label_clicked"][0].tolist() == (valid["comments"][0] == 6).float().tolist()  # reply to 9004
+    assert valid["label_clicked"][0].sum() == 1
     # texts for the text stage, keyed by the same indices the batches use
     captions = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
     assert captions[int(batch["video"][2])] == "猫咪日常 #宠物"

@@ -11,13 +11,14 @@ code and in user_comment_inter.csv), comma- or tab-separated files.
 
 Preprocessing (config keys, all part of the cache fingerprint):
  1. Impressions of videos lasting `min_duration_s`..`max_duration_s` (the authors' filter: 5..400).
-    An impression whose comment_stay_time > 0 OPENED the comment section; with `only_opened` (the
-    default) the samples are the opened impressions, i.e. comment-section impressions.
+    An impression whose comment_stay_time > 0 OPENED the comment section. By default every
+    impression is a sample (staytime 0 when not opened: the zero-inflated target WLR is made for);
+    with `only_opened` the samples are the opened impressions only.
  2. Split by local date (Asia/Shanghai) of the impression: [train_start, valid_start) train,
     [valid_start, test_start) validation, [test_start, test_end) test; the defaults are the
     authors' dates and the replica covers the same period.
- 3. Shown comments: the `shown_comments` (6) most-liked comments of the video, in that order
-    (ties by comment id). Only comment interactions are logged, not comment impressions, so this is
+ 3. Shown comments: the `shown_comments` (6) most-liked comments of the video (ties by comment
+    id), in a fixed pseudo-random slot order so that the slot does not reveal the popularity rank. Only comment interactions are logged, not comment impressions, so this is
     the set every user sees first. Choosing it from the user's own interactions instead would leak
     the user-specific label into which comments are shown.
  4. Labels: staytime in seconds; `long_view` = staytime above the `long_view_quantile` of the
@@ -180,9 +181,12 @@ class KuaiComtAdapter(DatasetAdapter):
 
     def _shown(self, comments: pl.DataFrame, n_videos: int) -> np.ndarray:
         """[n_videos + 2, K] comment indices shown for each video (0 = no comment in that slot)."""
-        ranked = (comments.sort(["video", "comment_like_cnt", "comment_id"], descending=[False, True, False])
-                  .with_columns(slot=pl.int_range(pl.len()).over("video"))
-                  .filter(pl.col("slot") < self.shown_comments))
+        # the K most-liked comments of each video, placed in the K slots in a fixed pseudo-random order:
+        # if slots followed the like order, position alone would give away the popularity label
+        top = (comments.sort(["video", "comment_like_cnt", "comment_id"], descending=[False, True, False])
+               .filter(pl.int_range(pl.len()).over("video") < self.shown_comments))
+        ranked = (top.with_columns(key=pl.col("comment_id").hash(seed=7)).sort("video", "key")
+                  .with_columns(slot=pl.int_range(pl.len()).over("video")))
         shown = np.zeros((n_videos, self.shown_comments), np.int64)
         shown[ranked["video"].to_numpy(), ranked["slot"].to_numpy()] = ranked["comment"].to_numpy()
         return shown
