@@ -57,7 +57,7 @@ TIMEZONE = "Asia/Shanghai"
 
 class KuaiComtAdapter(DatasetAdapter):
     name = "kuaicomt"
-    version = "1"
+    version = "2"  # 2: shown comments in pseudo-random slot order
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
