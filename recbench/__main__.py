@@ -78,6 +78,13 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.data.get("text_embeddings") == "auto":  # the adapter's texts through the text stage first
+        from omegaconf import open_dict
+
+        from recbench.text.__main__ import auto_text_embeddings
+
+        with open_dict(cfg.data):
+            cfg.data.text_embeddings = str(auto_text_embeddings(cfg))
     datamodule = RecDataModule(instantiate(cfg.data), seed=cfg.seed, **cfg.loader)
     prepared = datamodule.prepare()
     spec = prepared.meta["spec"]

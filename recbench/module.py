@@ -56,6 +56,8 @@ class RecModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         outputs = self.net(batch)
         terms = {name: value for head in self.heads.values() for name, value in head.loss(outputs, batch).items()}
+        # a net may add its own weighted training terms (e.g. a contrastive alignment) as `aux_loss/<name>`
+        terms.update({key.split("/", 1)[1]: value for key, value in outputs.items() if key.startswith("aux_loss/")})
         loss = torch.stack(list(terms.values())).sum()
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]

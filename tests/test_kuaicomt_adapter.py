@@ -108,6 +108,22 @@ def test_alias_tab_layout_gives_identical_arrays(tmp_path):
         np.testing.assert_array_equal(documented.arrays[key], aliased.arrays[key], err_msg=key)
 
 
+def test_comment_history_holds_only_earlier_engagements(tmp_path):
+    raw = write_files(tmp_path / "raw")
+    kuaicomt = adapter(raw, tmp_path, comment_history=2)
+    prepared = kuaicomt.prepare()
+    tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
+    history = lambda split, n: kuaicomt.assemble(tables, split, torch.arange(n))["comment_history"].tolist()  # noqa: E731
+    # training impressions come before every engagement: empty histories
+    assert history("train", 3) == [[0, 0]] * 3
+    # the day-23 impression's own reply (5 s after it starts) is its label, never its history
+    assert history("valid", 1) == [[0, 0]]
+    # day 28 (user 12): the day-23 reply to 9004 (index 6), not the later reply to 9003;
+    # day 29 (user 11): the day-5 like of 9001 (index 3); newest last, left-padded
+    assert history("test", 2) == [[0, 6], [0, 3]]
+    assert prepared.meta["spec"]["comment_history"] == 2
+
+
 def test_all_impressions_when_not_only_opened(tmp_path):
     prepared = adapter(write_files(tmp_path / "raw"), tmp_path, only_opened=False).prepare()
     assert prepared.meta["splits"]["train"] == 4

@@ -88,9 +88,12 @@ def test_comment_ranking_metrics_and_losses():
     assert all(torch.isfinite(v) and v > 0 for v in terms.values())
 
 
+TINY_TEXT_STAGE = ["+text.examples_per_task=40", "+text.lora.max_length=256"]
+
+
 def run_cli(tmp_path, *overrides):
     command = [sys.executable, "-m", "recbench", f"paths.datasets={tmp_path / 'datasets'}",
-               f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+               f"paths.models={tmp_path / 'models'}", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / "run" / "results.json").read_text())
@@ -99,7 +102,8 @@ def run_cli(tmp_path, *overrides):
 @pytest.mark.parametrize("model,task", [("lcu", None), ("dcn", "staytime"), ("dcn", "staytime_vr"),
                                         ("dcn", "staytime_d2q")])
 def test_staytime_models_run_end_to_end_on_the_replica(tmp_path, model, task):
-    record = run_cli(tmp_path, f"model={model}", *([f"task={task}"] if task else []), *TINY_KUAICOMT)
+    extra = TINY_TEXT_STAGE if model == "lcu" else []  # LCU runs the text stage first (text_embeddings=auto)
+    record = run_cli(tmp_path, f"model={model}", *([f"task={task}"] if task else []), *TINY_KUAICOMT, *extra)
     test = record["metrics"]["test"]
     assert record["status"] == "finished" and record["data"] == "kuaicomt" and record["data_source"] == "synthetic"
     assert test["test/mae/staytime"] > 0 and 0 <= test["test/xauc/staytime"] <= 1
@@ -108,6 +112,10 @@ def test_staytime_models_run_end_to_end_on_the_replica(tmp_path, model, task):
         for name, cutoff in itertools.product(("comment_user", "comment_agnostic"), (1, 3, 5)):
             assert 0 <= test[f"test/ndcg@{cutoff}/{name}"] <= 1
         assert record["metric_definitions"]["ndcg@k"]
+        # the text stage ran once into models/text/<data>/<fingerprint>-<settings>/ and the run used it
+        stage_dirs = list((tmp_path / "models" / "text" / "kuaicomt").glob("*/text_stage.json"))
+        assert len(stage_dirs) == 1 and json.loads(stage_dirs[0].read_text())["examples"] > 0
+        assert record["config"]["data"]["text_embeddings"] == str(stage_dirs[0].parent / "embeddings")
 
 
 def test_a_model_for_another_dataset_is_one_clear_line(tmp_path):

@@ -27,6 +27,9 @@ Preprocessing (config keys, all part of the cache fingerprint):
     liked or replied to it during this impression: interactions are matched to the latest
     impression of the same user and video at or before them) and the user-agnostic score
     log1p(likes) + log1p(replies), whose order is the ListMLE target.
+ 4b. Comment history (the paper's S_{c,u}): the user's last `comment_history` liked / replied
+    comments with a timestamp strictly before the impression (so never the impression's own labels),
+    newest last, 0-padded.
  5. Id vocabularies come from the training split (0 padding, 1 unseen); texts (captions, comments)
     are kept in side tables keyed by the same indices for the text stage.
 """
@@ -57,19 +60,20 @@ TIMEZONE = "Asia/Shanghai"
 
 class KuaiComtAdapter(DatasetAdapter):
     name = "kuaicomt"
-    version = "2"  # 2: shown comments in pseudo-random slot order
+    version = "3"  # 2: shown comments in pseudo-random slot order; 3: comment history
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
                  min_duration_s: float, max_duration_s: float, only_opened: bool, train_start: str,
                  valid_start: str, test_start: str, test_end: str, shown_comments: int,
                  long_view_quantile: float, text_embeddings: str | None, replica: dict[str, Any],
-                 use_cache: bool = True) -> None:
+                 comment_history: int = 10, use_cache: bool = True) -> None:
         super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
         self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
         self.only_opened = only_opened
         self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
         self.shown_comments = shown_comments
+        self.comment_history = comment_history
         self.long_view_quantile = long_view_quantile
         self.text_embeddings = text_embeddings
         self.replica = replica
@@ -77,7 +81,8 @@ class KuaiComtAdapter(DatasetAdapter):
     def preprocess_config(self) -> dict[str, Any]:
         return {"min_duration_s": self.min_duration_s, "max_duration_s": self.max_duration_s,
                 "only_opened": self.only_opened, "dates": [d.isoformat() for d in self.dates],
-                "shown_comments": self.shown_comments, "long_view_quantile": self.long_view_quantile}
+                "shown_comments": self.shown_comments, "long_view_quantile": self.long_view_quantile,
+                "comment_history": self.comment_history}
 
     def replica_config(self) -> dict[str, Any]:
         from recbench.data.kuaicomt_replica import KuaiComtReplicaConfig
@@ -102,6 +107,7 @@ class KuaiComtAdapter(DatasetAdapter):
         threshold = float(impressions.filter(pl.col("split") == 0)["staytime"]
                           .quantile(self.long_view_quantile, "linear"))
         arrays = self._arrays(impressions, shown, clicked, comments, threshold)
+        arrays["sample_comment_history"] = self._comment_history(impressions, tables["interactions"], comments)
         spec = self._spec(impressions, comments)
         spec["staytime_quantiles"] = duration_quantiles(impressions.filter(pl.col("split") == 0),
                                                         spec["cardinalities"]["duration_bucket"])
@@ -196,10 +202,7 @@ class KuaiComtAdapter(DatasetAdapter):
         """[n_samples, K] 1 where the user liked / replied to that shown comment in that impression."""
         rows = impressions.select(pl.int_range(pl.len()).alias("row"), "user_id", "video_id", "time_ms",
                                   "video").sort("time_ms")
-        events = (interactions.filter((pl.col("is_like") > 0) | (pl.col("is_reply") > 0))
-                  .select("user_id", "video_id", "comment_id",
-                          (pl.col("time_stamp").cast(pl.Float64) * 1000.0).alias("time_ms"))
-                  .sort("time_ms"))
+        events = _engaged(interactions).sort("time_ms")
         matched = events.join_asof(rows, on="time_ms", by=["user_id", "video_id"], strategy="backward",
                                   check_sortedness=False)  # both sorted by time above
         matched = matched.drop_nulls("row")
@@ -210,6 +213,29 @@ class KuaiComtAdapter(DatasetAdapter):
             slots = shown[hit["video"].to_numpy()] == hit["comment"].to_numpy()[:, None]
             np.maximum.at(clicked, row, slots.astype(np.float32))
         return clicked
+
+    def _comment_history(self, impressions: pl.DataFrame, interactions: pl.DataFrame,
+                         comments: pl.DataFrame) -> np.ndarray:
+        """[n_samples, H] the user's last H engaged comments before each impression (0 = none)."""
+        events = (_engaged(interactions).join(comments.select("comment_id", "comment"), on="comment_id", how="inner")
+                  .join(impressions.select("user_id", "group").unique("user_id"), on="user_id", how="inner")
+                  .sort("group", "time_ms"))
+        history = np.zeros((impressions.height, self.comment_history), np.int64)
+        if not events.height or not self.comment_history:
+            return history
+        # one sorted int64 key per event and per impression, user rank * span + time: searchsorted with
+        # side="left" finds the user's events strictly earlier than the impression
+        start = int(min(events["time_ms"].min(), impressions["time_ms"].min()))
+        span = int(max(events["time_ms"].max(), impressions["time_ms"].max())) - start + 1
+        event_key = events["group"].to_numpy().astype(np.int64) * span + (events["time_ms"].to_numpy() - start).astype(np.int64)
+        user = impressions["group"].to_numpy().astype(np.int64) * span
+        end = np.searchsorted(event_key, user + (impressions["time_ms"].to_numpy() - start).astype(np.int64), side="left")
+        first = np.searchsorted(event_key, user, side="left")
+        position = end[:, None] - self.comment_history + np.arange(self.comment_history)
+        valid = position >= first[:, None]
+        ids = events["comment"].to_numpy()
+        history[valid] = ids[position[valid]]
+        return history
 
     def _arrays(self, impressions: pl.DataFrame, shown: np.ndarray, clicked: np.ndarray,
                 comments: pl.DataFrame, threshold: float) -> dict[str, np.ndarray]:
@@ -230,7 +256,8 @@ class KuaiComtAdapter(DatasetAdapter):
         cards = {f: int(impressions[f].max()) + 1 for f in (*USER_FIELDS, *VIDEO_FIELDS)}
         cards.update(hour=25, comment=int(comments["comment"].max()) + 1)
         return {"cardinalities": cards, "user_fields": list(USER_FIELDS), "item_fields": list(VIDEO_FIELDS),
-                "context_fields": ["hour"], "shown_comments": self.shown_comments, "time_unit": "seconds"}
+                "context_fields": ["hour"], "shown_comments": self.shown_comments, "time_unit": "seconds",
+                "comment_history": self.comment_history}
 
     def attach(self, prepared: Prepared) -> None:
         """Load exported text embeddings (keyed by raw video / comment id) as index-aligned tables."""
@@ -294,15 +321,24 @@ class KuaiComtAdapter(DatasetAdapter):
         sample = tables[f"{split}_ep"][rows]
         batch = {f: tables[f"sample_{f}"][sample] for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
         batch["group"] = tables["sample_group"][sample]
+        batch["comment_history"] = tables["sample_comment_history"][sample]
         comments = tables["shown"][batch["video"]]
         batch["comments"], batch["comments_mask"] = comments, comments > 0
         batch["label_comment_score"] = tables["comment_score"][comments]
         if "video_text_emb" in tables:
             batch["video_text_emb"] = tables["video_text_emb"][batch["video"]]
             batch["comment_text_emb"] = tables["comment_text_emb"][comments]
+            batch["history_text_emb"] = tables["comment_text_emb"][batch["comment_history"]]
         for key in ("staytime", "long_view", "clicked"):
             batch[f"label_{key}"] = tables[f"{split}_label_{key}"][rows]
         return batch
+
+
+def _engaged(interactions: pl.DataFrame) -> pl.DataFrame:
+    """Liked or replied comment interactions with their time in milliseconds."""
+    return (interactions.filter((pl.col("is_like") > 0) | (pl.col("is_reply") > 0))
+            .select("user_id", "video_id", "comment_id",
+                    (pl.col("time_stamp").cast(pl.Float64) * 1000.0).alias("time_ms")))
 
 
 def vocabulary(values: pl.Series) -> pl.DataFrame:

@@ -4,8 +4,11 @@
 Stage 1 (recbench/text) fine-tunes a language model on comment tasks and exports one embedding
 per video caption and per comment; the data adapter serves them as `video_text_emb` [B, D] and
 `comment_text_emb` [B, K, D]. This module is stage 2, the ranker of the authors' code:
-  tokens   one embedding per id field, the video text embedding projected to the token width, and
-           K shown-comment tokens (shared projection of their text embeddings);
+  tokens   one embedding per id field, the video text embedding projected to the token width,
+           K shown-comment tokens (shared projection of their text embeddings) and, with
+           `history_token`, one token for the user's comment history S_{c,u} (the masked mean of the
+           same comment projection over the comments the user engaged with before): the paper feeds
+           this history to its stage-1 LLM; the authors' ranker has no such input, so it is an option;
   mixing   multi-head self-attention over all tokens (AutoInt-like), with a residual;
   main     DCN tower on the flattened tokens -> staytime logit (WLR by default, see tasks/staytime.py);
   comments two MLP heads on the flattened tokens -> K user-specific and K user-agnostic logits;
@@ -30,7 +33,7 @@ class _TokenEncoder(nn.Module):
     """Field, video-text and comment tokens -> self-attention -> one flat vector."""
 
     def __init__(self, spec: dict[str, Any], dim: int, heads: int, use_text: bool, comment_id_tokens: bool,
-                 sparse: bool) -> None:
+                 history_token: bool, sparse: bool) -> None:
         super().__init__()
         self.fields = [*spec["user_fields"], *spec["item_fields"], *spec.get("context_fields", [])]
         self.embedding = FieldEmbedding(spec["cardinalities"], self.fields, dim, sparse)
@@ -40,35 +43,45 @@ class _TokenEncoder(nn.Module):
         if self.use_text:
             self.video_text = nn.Linear(spec["text_dim"], dim)
             self.comment_text = nn.Linear(spec["text_dim"], dim)
-        slots = spec["shown_comments"] if (self.use_text or comment_id_tokens) else 0
-        self.tokens = len(self.fields) + int(self.use_text) + slots
+        has_comments = self.use_text or comment_id_tokens
+        self.slots = spec["shown_comments"] if has_comments else 0
+        self.history = history_token and has_comments and spec.get("comment_history", 0) > 0
+        self.tokens = len(self.fields) + int(self.use_text) + self.slots + int(self.history)
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.out_dim = self.tokens * dim
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         fields = self.embedding(batch, self.fields)
         tokens = [fields.view(fields.shape[0], len(self.fields), -1)]
-        comments = None
         if self.use_text:
             tokens.append(self.video_text(batch["video_text_emb"]).unsqueeze(1))
-            comments = self.comment_text(batch["comment_text_emb"])
-        if self.comment_ids is not None:
-            ids = self.comment_ids(batch["comments"])
-            comments = ids if comments is None else comments + ids
-        if comments is not None:
-            tokens.append(comments * batch["comments_mask"].unsqueeze(-1))
+        if self.slots:
+            tokens.append(self._comments(batch, "comments", "comment_text_emb") * batch["comments_mask"].unsqueeze(-1))
+        if self.history:
+            history = self._comments(batch, "comment_history", "history_text_emb")
+            mask = (batch["comment_history"] > 0).unsqueeze(-1).float()
+            tokens.append(((history * mask).sum(1) / mask.sum(1).clamp(min=1)).unsqueeze(1))
         x = torch.cat(tokens, 1)
         mixed, _ = self.attention(x, x, x, need_weights=False)
         return (x + mixed).flatten(1)
+
+    def _comments(self, batch: dict[str, torch.Tensor], ids: str, text: str) -> torch.Tensor:
+        """Comment tokens: projected text embedding (+ comment-id embedding), [B, N, dim]."""
+        parts = []
+        if self.use_text:
+            parts.append(self.comment_text(batch[text]))
+        if self.comment_ids is not None:
+            parts.append(self.comment_ids(batch[ids]))
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 class LCU(nn.Module):
     def __init__(self, spec: dict[str, Any], embedding_dim: int, heads: int, cross_layers: int,
                  mlp_hidden: Sequence[int], comment_hidden: Sequence[int], dropout: float, use_text: bool,
-                 comment_id_tokens: bool, sparse_embeddings: bool) -> None:
+                 comment_id_tokens: bool, sparse_embeddings: bool, history_token: bool = True) -> None:
         super().__init__()
         make_encoder = lambda: _TokenEncoder(spec, embedding_dim, heads, use_text, comment_id_tokens,  # noqa: E731
-                                             sparse_embeddings)
+                                             history_token, sparse_embeddings)
         self.encoder, self.companion_encoder = make_encoder(), make_encoder()
         width, slots = self.encoder.out_dim, spec["shown_comments"]
         self.main = DCNTower(width, cross_layers, mlp_hidden, dropout)

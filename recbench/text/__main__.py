@@ -9,12 +9,14 @@ A rerun resumes an interrupted export. The main job reads the embeddings with
 from __future__ import annotations
 
 import json
+
 import sys
 from pathlib import Path
 from typing import Any
 
 from recbench.config import PROJECT_ROOT
 from recbench.errors import UserInputError
+from recbench.records import write_json_atomic
 
 
 def run_text_stage(cfg: Any) -> Path:
@@ -52,7 +54,38 @@ def run_text_stage(cfg: Any) -> Path:
         export_embeddings(model, tokenizer, ids, texts, out_dir / "embeddings", name,
                           batch_size=text.export.batch_size, max_length=text.export.max_length,
                           pooling=text.export.pooling)
-    (out_dir / "text_stage.json").write_text(json.dumps(stats, indent=1))
+    write_json_atomic(out_dir / "text_stage.json", stats)
+    return out_dir / "embeddings"
+
+
+def auto_text_embeddings(main_cfg: Any) -> Path:
+    """`data.text_embeddings=auto` in the main job: the embeddings of the text stage (the settings of
+    conf/text_stage.yaml, its seed included, changed by an optional `text:` block of the main
+    config, e.g. a model config's `text: {finetune: false}`) on the main job's data config, under
+    models/text/<data>/<dataset fingerprint>-<settings hash>/. The stage runs first when they are
+    not there yet. Runs with different ranker seeds share one text stage, as in the paper (one
+    fine-tuned LLM, then the ranker)."""
+    import hashlib
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf, open_dict
+
+    data_cfg = main_cfg.data.copy()
+    with open_dict(data_cfg):
+        data_cfg.text_embeddings = None
+    adapter = instantiate(data_cfg)
+    fingerprint = adapter.prepare().meta["fingerprint"]
+    # the stage's own yaml gives the defaults (read directly: Hydra is already running this job)
+    stage = OmegaConf.load(PROJECT_ROOT / "conf" / "text_stage.yaml")
+    text = OmegaConf.merge(stage.text, main_cfg.get("text") or {})
+    settings = {k: v for k, v in OmegaConf.to_container(text).items() if k != "out_dir"}
+    digest = hashlib.sha256(json.dumps([settings, stage.seed], sort_keys=True).encode()).hexdigest()[:8]
+    text.out_dir = str(Path(main_cfg.paths.models) / "text" / adapter.name / f"{fingerprint[:16]}-{digest}")
+    cfg = OmegaConf.create({"seed": stage.seed, "data": data_cfg, "paths": main_cfg.paths, "text": text})
+    out_dir = Path(cfg.text.out_dir)
+    if not (out_dir / "text_stage.json").exists():  # written last: its presence means the stage finished
+        print(f"recbench: no text embeddings for this dataset yet; running the text stage into {out_dir}")
+        run_text_stage(cfg)
     return out_dir / "embeddings"
 
 
