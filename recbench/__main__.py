@@ -64,20 +64,14 @@ def check_overrides(argv: list[str]) -> None:
                                  "prints every key); a new key needs a leading +") from None
 
 
-def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
-    """Fit, test and return the results record (heavy imports here keep `--help` fast)."""
-    import lightning as L
+def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
+    """Data, net and heads from a composed config: (datamodule, prepared data, RecModule)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from omegaconf import OmegaConf
 
-    from recbench.callbacks import TrainThroughput
     from recbench.data.datamodule import RecDataModule
     from recbench.module import RecModule
 
-    quiet_lightning()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.data.get("text_embeddings") == "auto":  # the adapter's texts through the text stage first
         from omegaconf import open_dict
 
@@ -100,6 +94,22 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),
                        sparse_optimizer=instantiate(cfg.optimizer.sparse),
                        gradient_clip=cfg.optimizer.gradient_clip)
+    return datamodule, prepared, module
+
+
+def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
+    """Fit, test and return the results record (heavy imports here keep `--help` fast)."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from omegaconf import OmegaConf
+
+    from recbench.callbacks import TrainThroughput
+
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, prepared, module = build(cfg, choices)
+    net = module.net
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
     throughput = TrainThroughput()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
@@ -119,7 +129,9 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "metrics": {"valid": best, "test": module.results.get("test", {})},
             "monitor": {"metric": monitor, "mode": mode, "best_epoch": best.get("epoch")},
             "epochs_run": trainer.current_epoch, "history": module.history,
-            "train_seconds": train_seconds, "train_samples_per_second": throughput.samples_per_second,
+            "train_seconds": train_seconds,
+            "train_samples_per_second": throughput.samples_per_second * trainer.world_size,  # all ranks
+            "world_size": trainer.world_size, "global_rank": trainer.global_rank,
             "metric_definitions": module.metric_definitions(),
             "parameters": sum(p.numel() for p in net.parameters()),
             "config": OmegaConf.to_container(cfg, resolve=True)}
@@ -171,6 +183,8 @@ def hydra_entry() -> None:
             if hydra_cfg.mode.name == "RUN":
                 sys.exit(2)
             return  # in a sweep the failure is recorded and the sweep goes on
+        if record.pop("global_rank"):
+            return  # DDP: rank 0 writes the record (every rank holds the same gathered metrics)
         write_json_atomic(run_dir / "results.json", record)
         title = (f"\nTest metrics: model={record['model']} data={record['data']} "
                  f"({record['data_source']}) seed={record['seed']}")

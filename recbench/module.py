@@ -84,6 +84,8 @@ class RecModule(L.LightningModule):
 
     def _finish(self, split: str) -> dict[str, float]:
         parts = self._kept.pop(split, [])
+        if self.trainer.world_size > 1:
+            parts = self._gather(parts)
         if not parts:
             return {}
         merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
@@ -92,6 +94,16 @@ class RecModule(L.LightningModule):
             prefix = f"{name}."
             values.update(head.metrics({k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}))
         return {f"{split}/{key}": float(value) for key, value in values.items()}
+
+    @staticmethod
+    def _gather(parts: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Every rank's kept outputs, in rank order (each rank holds one contiguous block of rows,
+        see data/datamodule.py), so grouped metrics see whole groups exactly as in one process."""
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, parts)
+        return [part for rank_parts in gathered for part in rank_parts]
 
     def validation_step(self, batch, batch_idx):
         self._keep("valid", batch)

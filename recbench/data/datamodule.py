@@ -2,6 +2,12 @@
 
 Batches are built by the adapter's vectorised `assemble(tables, split, rows)` from a tensor of row
 indices. No per-sample `__getitem__` + collate: on a 2-core box that path is ~40x slower.
+
+Distributed (DDP) runs shard the rows here, not with Lightning's DistributedSampler (the trainer
+sets `use_distributed_sampler: false`): training takes every world-th batch of one shared, seeded
+per-epoch permutation, dropping the last incomplete round so every rank runs the same number of
+steps; evaluation gives each rank one contiguous block of rows, so no row is duplicated or dropped
+and the ranks' predictions, gathered in rank order, are the single-process order (module.py).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from recbench.data.base import SPLITS, DatasetAdapter, Prepared
 from recbench.errors import UserInputError
@@ -29,6 +35,32 @@ class _SplitBatches(Dataset):
 
     def __getitem__(self, rows: list[int]) -> dict[str, torch.Tensor]:
         return self.adapter.assemble(self.tables, self.split, torch.as_tensor(rows))
+
+
+class ShardedEpochBatches(Sampler[list[int]]):
+    """Rank `rank`'s batches of a permutation seeded by (seed, epoch), shared by all ranks."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size) // self.world
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        batches = torch.randperm(self.size, generator=generator).split(self.batch_size)
+        for index in range(self.rank, len(self) * self.world, self.world):
+            yield batches[index].tolist()
+
+
+def eval_block(size: int, rank: int, world: int) -> range:
+    """Rank `rank`'s contiguous block of `size` evaluation rows."""
+    bounds = np.linspace(0, size, world + 1).round().astype(int)
+    return range(int(bounds[rank]), int(bounds[rank + 1]))
 
 
 class RecDataModule(L.LightningDataModule):
@@ -65,7 +97,12 @@ class RecDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batches = _SplitBatches(self.adapter, self.tables, split)
-        if shuffle:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if world > 1 and shuffle:
+            sampler = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)
+        elif world > 1:
+            sampler = BatchSampler(eval_block(len(batches), rank, world), self.eval_batch_size, drop_last=False)
+        elif shuffle:
             generator = torch.Generator().manual_seed(self.seed)
             order = RandomSampler(range(len(batches)), generator=generator)
             sampler = BatchSampler(order, self.batch_size, drop_last=False)
