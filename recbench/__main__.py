@@ -6,13 +6,15 @@ on a validation metric) -> test with the best checkpoint -> results.json in the 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 import time
 from pathlib import Path
 from typing import Any
 
-from recbench.errors import UserInputError
+from recbench.errors import NumericalFault, UserInputError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer")
@@ -64,6 +66,22 @@ def check_overrides(argv: list[str]) -> None:
                                  "prints every key); a new key needs a leading +") from None
 
 
+def check_config(cfg: Any) -> None:
+    """Values no run can use, caught before any data is read (one line each)."""
+    checks = [("loader.batch_size", cfg.loader.batch_size, lambda v: isinstance(v, int) and v > 0, "a positive integer"),
+              ("loader.eval_batch_size", cfg.loader.eval_batch_size, lambda v: isinstance(v, int) and v > 0,
+               "a positive integer"),
+              ("optimizer.dense.lr", cfg.optimizer.dense.lr, lambda v: v > 0, "a positive number"),
+              ("optimizer.sparse.lr", cfg.optimizer.sparse.lr, lambda v: v > 0, "a positive number"),
+              ("optimizer.gradient_clip", cfg.optimizer.gradient_clip, lambda v: v is None or v > 0,
+               "a positive number or null"),
+              ("trainer.max_epochs", cfg.trainer.max_epochs, lambda v: isinstance(v, int) and v > 0,
+               "a positive integer")]
+    for key, value, valid, expected in checks:
+        if not valid(value):
+            raise UserInputError(f"config '{key}' is {value!r}; it must be {expected}. Fix: {key}=<{expected}>")
+
+
 def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
     """Data, net and heads from a composed config: (datamodule, prepared data, RecModule)."""
     from hydra.errors import InstantiationException
@@ -107,6 +125,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     from recbench.callbacks import TrainThroughput
 
     quiet_lightning()
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, prepared, module = build(cfg, choices)
     net = module.net
@@ -177,11 +196,13 @@ def hydra_entry() -> None:
                 if isinstance(error.__cause__, UserInputError):
                     raise error.__cause__ from None
                 raise config_error(error) from None
-        except UserInputError as error:
+        except (UserInputError, NumericalFault) as error:
             write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": str(error)})
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # developers: the traceback too
+                traceback.print_exc()
             print(f"recbench: error: {error}", file=sys.stderr)
             if hydra_cfg.mode.name == "RUN":
-                sys.exit(2)
+                sys.exit(2 if isinstance(error, UserInputError) else 1)
             return  # in a sweep the failure is recorded and the sweep goes on
         if record.pop("global_rank"):
             return  # DDP: rank 0 writes the record (every rank holds the same gathered metrics)

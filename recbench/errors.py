@@ -16,3 +16,7 @@ def bad_input(file: object, problem: str, fix: str, column: str | None = None) -
     """Build the standard one-line message: where, what, how to fix."""
     where = f"{file}" + (f", column '{column}'" if column else "")
     return UserInputError(f"{where}: {problem}. Fix: {fix}")
+
+
+class NumericalFault(Exception):
+    """Training produced a NaN / inf loss; the message names the step and the last good checkpoint."""

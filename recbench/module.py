@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
@@ -59,6 +60,8 @@ class RecModule(L.LightningModule):
         # a net may add its own weighted training terms (e.g. a contrastive alignment) as `aux_loss/<name>`
         terms.update({key.split("/", 1)[1]: value for key, value in outputs.items() if key.startswith("aux_loss/")})
         loss = torch.stack(list(terms.values())).sum()
+        if not torch.isfinite(loss):
+            self._numerical_fault(terms)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
@@ -74,6 +77,18 @@ class RecModule(L.LightningModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
         return loss
+
+    def _numerical_fault(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop at the first non-finite loss: a NaN must never reach a metric or a leaderboard."""
+        from recbench.errors import NumericalFault
+
+        bad = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items() if not torch.isfinite(value))
+        saved = [Path(c.last_model_path or c.best_model_path) for c in self.trainer.checkpoint_callbacks
+                 if (c.last_model_path or c.best_model_path)]
+        where = str(saved[0]) if saved else "none saved yet"
+        raise NumericalFault(f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
+                             f"({bad}); last good checkpoint: {where}. Fix: lower optimizer.dense.lr / "
+                             "optimizer.sparse.lr or set optimizer.gradient_clip")
 
     # ------------------------------------------------------------------ evaluation
     def _keep(self, split: str, batch) -> None:

@@ -77,3 +77,24 @@ def test_misspelt_config_key_is_one_line(tmp_path, override):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("recbench: error:") and "Fix:" in lines[0], done.stderr
     assert override.split("=")[0] in lines[0]
+
+
+def test_non_finite_loss_stops_with_one_line_and_a_failed_record(tmp_path):
+    done = run_cli(tmp_path, "model=mmoe", *TINY, "optimizer.dense.lr=1e30", "optimizer.sparse.lr=1e30",
+                   "optimizer.gradient_clip=null")
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(lines) == 1 and "non-finite training loss at epoch 0, step" in lines[0] and "Fix:" in lines[0]
+    assert "Traceback" not in done.stderr
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and "non-finite" in record["error"]
+
+
+@pytest.mark.parametrize("override,key", [("loader.batch_size=0", "loader.batch_size"),
+                                          ("optimizer.dense.lr=-0.1", "optimizer.dense.lr")])
+def test_impossible_config_values_are_one_line_before_any_data_is_read(tmp_path, override, key):
+    done = run_cli(tmp_path, "model=mmoe", *TINY, override)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(lines) == 1 and f"config '{key}'" in lines[0] and "Fix:" in lines[0]
+    assert not (tmp_path / "datasets").exists()  # checked before the replica is even written
