@@ -6,6 +6,7 @@ on a validation metric) -> test with the best checkpoint -> results.json in the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -122,7 +123,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from omegaconf import OmegaConf
 
-    from recbench.callbacks import TrainThroughput
+    from recbench.callbacks import KillSwitch, ResumeCheckpoint, TrainThroughput
 
     quiet_lightning()
     check_config(cfg)
@@ -131,13 +132,22 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     net = module.net
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
     throughput = TrainThroughput()
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
-    callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput]
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                                 enable_version_counter=False)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
+                 ResumeCheckpoint(last, cfg.checkpoint.every_n_steps)]
+    if os.environ.get("RECBENCH_KILL_AT"):  # fault injection (tests, benchmarks/soak.py)
+        callbacks.append(KillSwitch(os.environ["RECBENCH_KILL_AT"]))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+                          deterministic=_deterministic(cfg.trainer))
+    resume_from = str(last) if cfg.resume and last.exists() else None
+    if resume_from:
+        print(f"recbench: resuming from {resume_from}", file=sys.stderr)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - started
     best = _best_epoch(module.history, monitor, mode)
     trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
@@ -154,6 +164,32 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "metric_definitions": module.metric_definitions(),
             "parameters": sum(p.numel() for p in net.parameters()),
             "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def _deterministic(trainer_cfg: Any) -> bool:
+    """`trainer.deterministic: null` means true on CPU (bit-reproducible runs) and false on GPU."""
+    if trainer_cfg.get("deterministic") is not None:
+        return bool(trainer_cfg.deterministic)
+    import torch
+
+    return trainer_cfg.accelerator == "cpu" or (trainer_cfg.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def resume_dir(run_dir: Path, overrides: list[str]) -> Path:
+    """The run to continue for `resume=true`: this run dir if it holds a checkpoint, else the
+    newest interrupted sibling run (a checkpoint, no finished record) made by the same overrides."""
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        return run_dir
+    wanted = sorted(o for o in overrides if not o.startswith("resume="))
+    for candidate in sorted(run_dir.parent.iterdir(), reverse=True):
+        saved = candidate / ".hydra" / "overrides.yaml"
+        if candidate == run_dir or not (candidate / "checkpoints" / "last.ckpt").exists() or not saved.exists():
+            continue
+        from omegaconf import OmegaConf
+
+        if sorted(o for o in OmegaConf.load(saved) if not o.startswith("resume=")) == wanted:
+            return candidate
+    return run_dir
 
 
 def config_error(error: Exception) -> UserInputError:
@@ -186,6 +222,12 @@ def hydra_entry() -> None:
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         choices = dict(hydra_cfg.runtime.choices)
+        if cfg.get("resume"):
+            run_dir = resume_dir(run_dir, list(hydra_cfg.overrides.task))
+            finished = run_dir / "results.json"
+            if finished.exists() and json.loads(finished.read_text()).get("status") == "finished":
+                print(f"recbench: {run_dir} already finished; nothing to resume", file=sys.stderr)
+                return
         base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
                 "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 
@@ -48,3 +50,55 @@ class TrainThroughput(L.Callback):
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else float("nan")
+
+
+class ResumeCheckpoint(L.Callback):
+    """`last.ckpt` for `resume=true`: after every validation (so each epoch) and every
+    `every_n_steps` training steps, written to a temp file and renamed (a kill mid-write leaves the
+    previous checkpoint intact). Put it after the other callbacks so their state is current."""
+
+    def __init__(self, path: Path, every_n_steps: int | None) -> None:
+        self.path, self.every_n_steps = Path(path), every_n_steps
+
+    def save(self, trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # not on an epoch's last batch: Lightning resumes such a checkpoint as a finished epoch and
+        # would skip its validation; the save after validation covers that point instead
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not last_batch:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.training:
+            self.save(trainer)
+
+
+class KillSwitch(L.Callback):
+    """Fault injection for the resume tests and the soak script: SIGKILL this process at training
+    step N (`RECBENCH_KILL_AT=step:N`, before that step's checkpoint) or at the first validation
+    batch of epoch E (`valid:E`). Only installed when the variable is set."""
+
+    def __init__(self, spec: str) -> None:
+        where, _, number = spec.partition(":")
+        self.where, self.number = where, int(number)
+
+    @staticmethod
+    def _die() -> None:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.where == "step" and trainer.global_step == self.number:
+            self._die()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.where == "valid" and trainer.state.fn == "fit" and trainer.current_epoch == self.number:
+            self._die()

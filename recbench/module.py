@@ -139,5 +139,33 @@ class RecModule(L.LightningModule):
         self.log_dict(values)
         self.results["test"] = values
 
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """History and the global random states (dropout, ...), so a resumed run continues exactly."""
+        import random
+
+        import numpy as np
+
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
+        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
+        checkpoint["recbench"] = {"history": self.history, "results": self.results,
+                                  "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state,
+                                          "python": random.getstate()}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        state = checkpoint.get("recbench")
+        if state is None or self.trainer.state.fn != "fit":  # testing a checkpoint must not rewind the run
+            return
+        self.history, self.results = state["history"], state["results"]
+        torch.set_rng_state(state["rng"]["torch"])
+        name, keys, position, has_gauss, cached = state["rng"]["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        random.setstate(state["rng"]["python"])
+
     def metric_definitions(self) -> dict[str, str]:
         return {k: v for head in self.heads.values() for k, v in head.definitions().items()}

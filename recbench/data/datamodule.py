@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from recbench.data.base import SPLITS, DatasetAdapter, Prepared
 from recbench.errors import UserInputError
@@ -38,14 +38,22 @@ class _SplitBatches(Dataset):
 
 
 class ShardedEpochBatches(Sampler[list[int]]):
-    """Rank `rank`'s batches of a permutation seeded by (seed, epoch), shared by all ranks."""
+    """Rank `rank`'s batches of a permutation seeded by (seed, epoch), shared by all ranks.
+
+    The order depends on nothing but (seed, epoch), so a resumed run can rebuild it and skip the
+    `skip` batches the interrupted run had already trained on (`resume_from`)."""
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int, world: int) -> None:
         self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
+
+    def resume_from(self, epoch: int, consumed: int) -> None:
+        """Continue epoch `epoch` after its first `consumed` batches (the next epoch if it was complete)."""
+        self.epoch, self.skip = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size) // self.world
@@ -53,7 +61,8 @@ class ShardedEpochBatches(Sampler[list[int]]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         batches = torch.randperm(self.size, generator=generator).split(self.batch_size)
-        for index in range(self.rank, len(self) * self.world, self.world):
+        skip, self.skip = self.skip, 0
+        for index in range(self.rank + skip * self.world, len(self) * self.world, self.world):
             yield batches[index].tolist()
 
 
@@ -72,6 +81,8 @@ class RecDataModule(L.LightningDataModule):
         self.seed = seed
         self.prepared: Prepared | None = None
         self.tables: dict[str, torch.Tensor] = {}
+        self.position = (0, 0)  # (epoch, training batches consumed in it): saved in checkpoints
+        self._resume: tuple[int, int] | None = None
 
     def prepare(self) -> Prepared:
         """Read or build the dataset once; returns the arrays and their metadata."""
@@ -98,17 +109,31 @@ class RecDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batches = _SplitBatches(self.adapter, self.tables, split)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if world > 1 and shuffle:
+        if shuffle:
             sampler = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)
+            if self._resume is not None:
+                sampler.resume_from(*self._resume)
+                self._resume = None
         elif world > 1:
             sampler = BatchSampler(eval_block(len(batches), rank, world), self.eval_batch_size, drop_last=False)
-        elif shuffle:
-            generator = torch.Generator().manual_seed(self.seed)
-            order = RandomSampler(range(len(batches)), generator=generator)
-            sampler = BatchSampler(order, self.batch_size, drop_last=False)
         else:
             sampler = BatchSampler(SequentialSampler(range(len(batches))), self.eval_batch_size, drop_last=False)
         return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=0)
+
+    # resume: count the batches that reach a training step (Lightning prefetches one batch ahead,
+    # so counting in the sampler would be off by one) and save the count in every checkpoint
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            epoch = self.trainer.current_epoch
+            self.position = (epoch, self.position[1] + 1 if self.position[0] == epoch else 1)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.position[0], "consumed": self.position[1]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = (state["epoch"], state["consumed"])
+        self._resume = self.position
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

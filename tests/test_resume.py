@@ -1,0 +1,49 @@
+"""Resume after SIGKILL: same command + resume=true ends with the same test metrics, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = ["model=mmoe", "data=tmall", "data.replica.n_users=150", "data.replica.n_items=1500",
+        "data.replica.episodes_per_user=15", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        "loader.batch_size=256", "checkpoint.every_n_steps=3", "early_stopping.patience=5", "logger=none"]
+
+
+def run(tmp_path, run_dir, *extra, kill=None):
+    env = {**os.environ, **({"RECBENCH_KILL_AT": kill} if kill else {})}
+    env.pop("RECBENCH_KILL_AT", None) if kill is None else None
+    command = [sys.executable, "-m", "recbench", *TINY, f"paths.datasets={tmp_path / 'datasets'}",
+               f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    done = run(tmp, tmp / "twin")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp, json.loads((tmp / "twin" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("kill", ["step:8", "valid:0"])
+def test_killed_run_resumes_to_the_same_metrics(uninterrupted, kill):
+    tmp, twin = uninterrupted
+    run_dir = tmp / kill.replace(":", "_")
+    killed = run(tmp, run_dir, kill=kill)
+    assert killed.returncode == -9  # SIGKILL
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "results.json").exists()
+    resumed = run(tmp, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["metrics"]["test"] == twin["metrics"]["test"]
+    assert [h["epoch"] for h in record["history"]] == [h["epoch"] for h in twin["history"]]
+    again = run(tmp, run_dir, "resume=true")  # a finished run is not trained again
+    assert again.returncode == 0 and "already finished" in again.stderr
