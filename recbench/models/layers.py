@@ -148,3 +148,118 @@ class DCNTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- live streaming inputs
+# Batch keys of a behaviour sequence <name>: seq_<name>_author / _category / _kind [B, L] ids and
+# seq_<name>_mask [B, L] bool; a whole row may be masked (e.g. a user without short videos).
+
+LIVE_KIND = 2  # `kind` id of a live room in a behaviour sequence (1 = short video, 0 = padding)
+
+
+def check_sequences(spec: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """The requested behaviour sequences, or KeyError naming one the data does not provide."""
+    for name in names:
+        if name not in spec.get("sequences", ()):
+            raise KeyError(f"seq_{name}")  # the CLI turns a KeyError into "model does not fit data"
+    return list(names)
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid positions of [..., L, D]; a fully masked row gives zeros (not NaN)."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(-2) / weights.sum(-2).clamp(min=1)
+
+
+class BehaviourSequenceEmbedding(nn.Module):
+    """Tokens of the behaviour sequences: author + category + kind embeddings (summed).
+
+    Short-video authors share the streamer id space and categories are shared by lives and videos,
+    so the author (category) table IS the candidate's `streamer` (`category`) field table when
+    `fields` has one: a history author and the candidate streamer then live in one space, which is
+    what target attention and the `aid` (same-author) sequence rely on.
+    """
+
+    def __init__(self, spec: dict[str, Any], fields: FieldEmbedding, dim: int, sparse: bool) -> None:
+        super().__init__()
+        cardinalities = spec["cardinalities"]
+
+        def table(field: str, space: str) -> nn.Embedding:
+            if field in fields.tables:
+                return fields.tables[field]
+            own = nn.Embedding(cardinalities[space], dim, padding_idx=0, sparse=sparse)
+            nn.init.normal_(own.weight, std=0.05)
+            with torch.no_grad():
+                own.weight[0].zero_()
+            return own
+
+        self.author = table("streamer", "author")
+        self.category = table("category", "category")
+        self.candidate_has_category = "category" in spec["item_fields"]
+        self.kind = nn.Embedding(cardinalities["kind"], dim, padding_idx=0)  # 3 rows: dense is fine
+        nn.init.normal_(self.kind.weight, std=0.05)
+
+    def forward(self, batch: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens [B, L, dim], mask [B, L]) of sequence `name`."""
+        prefix = f"seq_{name}_"
+        tokens = (self.author(batch[prefix + "author"]) + self.category(batch[prefix + "category"])
+                  + self.kind(batch[prefix + "kind"]))
+        return tokens, batch[prefix + "mask"]
+
+    def candidate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The candidate live room as a token of the same space, [B, dim]."""
+        streamer = batch["streamer"]
+        token = self.author(streamer) + self.kind.weight[LIVE_KIND]
+        if self.candidate_has_category:
+            token = token + self.category(batch["category"])
+        return token
+
+
+class LiveHistoryEncoder(nn.Module):
+    """Inputs of the live multi-task baselines: user, candidate and context fields plus DIN target
+    attention over the chosen behaviour sequences (default: only the live history `livelong`, i.e.
+    the production baseline without the cross-domain short-video sequences)."""
+
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int], sparse: bool,
+                 sequences: Sequence[str] = ("livelong",)) -> None:
+        super().__init__()
+        self.sequences = check_sequences(spec, sequences)
+        self.field_names = [*spec["user_fields"], *spec["item_fields"], *spec.get("context_fields", [])]
+        self.fields = FieldEmbedding(spec["cardinalities"], self.field_names, embedding_dim, sparse)
+        self.tokens = BehaviourSequenceEmbedding(spec, self.fields, embedding_dim, sparse)
+        self.pools = nn.ModuleDict({name: TargetAttentionPooling(embedding_dim, attention_hidden)
+                                    for name in self.sequences})
+        self.out_dim = embedding_dim * (len(self.field_names) + len(self.sequences))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.fields(batch, self.field_names)]
+        candidate = self.tokens.candidate(batch)
+        for name, pool in self.pools.items():
+            tokens, mask = self.tokens(batch, name)
+            parts.append(pool(candidate, tokens, mask))
+        return torch.cat(parts, dim=-1)
+
+
+def is_live_spec(spec: dict[str, Any]) -> bool:
+    """A live-streaming spec names ranking `tasks` and behaviour `sequences` (Tmall's has
+    `target_actions` and an action history instead)."""
+    return "tasks" in spec and "sequences" in spec
+
+
+def in_batch_infonce(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, temperature: float,
+                     group: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch InfoNCE (softmax cross-entropy) of query[i] -> key[i] over the `valid` rows, on
+    L2-normalised vectors: the other valid rows' keys are the negatives.
+
+    Off-diagonal rows with the same `group` id (same user, same streamer) are not used as negatives,
+    since they are not true negatives. Fewer than two valid rows: zero (nothing to contrast).
+    """
+    if int(valid.sum()) < 2:
+        return query.new_zeros(())
+    q, k = nn.functional.normalize(query[valid], dim=-1), nn.functional.normalize(key[valid], dim=-1)
+    logits = q @ k.T / temperature
+    if group is not None:
+        g = group[valid]
+        same = (g[:, None] == g[None, :]) & ~torch.eye(len(g), dtype=torch.bool, device=g.device)
+        logits = logits.masked_fill(same, float("-inf"))
+    return nn.functional.cross_entropy(logits, torch.arange(len(q), device=q.device))

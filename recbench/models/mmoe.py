@@ -1,6 +1,10 @@
 """MMoE (Ma et al., KDD 2018): shared experts, one softmax gate and one tower per task.
 
-Here a task is one target action; each tower predicts that action's outcome logit and delay.
+The input encoder and the outputs follow the data's spec:
+  action data (Tmall: `target_actions`): a task is one target action; each tower predicts that
+      action's outcome logit and delay -> `action_logit`, `action_time` [B, K];
+  live data (KuaiLive: `tasks`, `sequences`): a task is one ranking target (click, long view, ...);
+      fields + DIN-pooled live history (layers.LiveHistoryEncoder) -> `task_logits` [B, T].
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.models.layers import MLP, ActionHistoryEncoder, TaskTower
+from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower, is_live_spec
 
 
 class MMoE(nn.Module):
@@ -18,20 +22,23 @@ class MMoE(nn.Module):
                  num_experts: int, expert_hidden: Sequence[int], tower_hidden: Sequence[int],
                  dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.encoder = ActionHistoryEncoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
-        n_tasks = len(spec["target_actions"])
+        self.live = is_live_spec(spec)
+        encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
+        self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
+        n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])
         in_dim = self.encoder.out_dim
         self.experts = nn.ModuleList(MLP(in_dim, expert_hidden, dropout=dropout) for _ in range(num_experts))
         self.gates = nn.ModuleList(nn.Linear(in_dim, num_experts) for _ in range(n_tasks))
-        self.towers = nn.ModuleList(TaskTower(expert_hidden[-1], tower_hidden, dropout) for _ in range(n_tasks))
+        # live towers give one logit; action towers a logit and a delay
+        make_tower = ((lambda: MLP(expert_hidden[-1], tower_hidden, 1, dropout)) if self.live  # noqa: E731
+                      else (lambda: TaskTower(expert_hidden[-1], tower_hidden, dropout)))
+        self.towers = nn.ModuleList(make_tower() for _ in range(n_tasks))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = self.encoder(batch)
         experts = torch.stack([expert(features) for expert in self.experts], dim=1)  # [B, E, H]
-        logits, times = [], []
-        for gate, tower in zip(self.gates, self.towers):
-            mixed = torch.einsum("be,beh->bh", torch.softmax(gate(features), -1), experts)
-            logit, time = tower(mixed)
-            logits.append(logit)
-            times.append(time)
+        mixed = [torch.einsum("be,beh->bh", torch.softmax(gate(features), -1), experts) for gate in self.gates]
+        if self.live:
+            return {"task_logits": torch.cat([tower(x) for tower, x in zip(self.towers, mixed)], 1)}
+        logits, times = zip(*(tower(x) for tower, x in zip(self.towers, mixed)))
         return {"action_logit": torch.stack(logits, 1), "action_time": torch.stack(times, 1)}

@@ -2,7 +2,11 @@
 
 Each level has `shared_experts` experts every task may use and `task_experts` per task; a task's
 gate mixes its own experts with the shared ones, and (below the top) a shared gate mixes all
-experts to feed the next level's shared input. `num_levels=1` is CGC.
+experts to feed the next level's shared input. `num_levels=1` is CGC. `extraction_levels` and
+`extract` are the backbone alone (Moment&Cross puts it on its own inputs).
+
+The input encoder and the outputs follow the data's spec (as in mmoe.py): action data ->
+`action_logit`, `action_time` [B, K]; live data -> `task_logits` [B, T].
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.models.layers import MLP, ActionHistoryEncoder, TaskTower
+from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower, is_live_spec
 
 
 class _ExtractionLevel(nn.Module):
@@ -40,23 +44,42 @@ class _ExtractionLevel(nn.Module):
         return task_outputs, shared_output
 
 
+def extraction_levels(in_dim: int, n_tasks: int, num_levels: int, shared_experts: int, task_experts: int,
+                      expert_hidden: Sequence[int], dropout: float) -> nn.ModuleList:
+    """`num_levels` stacked extraction levels; each task's output has width expert_hidden[-1]."""
+    dims = [in_dim] + [expert_hidden[-1]] * (num_levels - 1)
+    return nn.ModuleList(
+        _ExtractionLevel(dims[i], n_tasks, shared_experts, task_experts, expert_hidden, dropout,
+                         last=i == num_levels - 1) for i in range(num_levels))
+
+
+def extract(levels: nn.ModuleList, features: torch.Tensor, n_tasks: int) -> list[torch.Tensor]:
+    """One representation per task from the shared input features."""
+    task_inputs, shared = [features] * n_tasks, features
+    for level in levels:
+        task_inputs, shared = level(task_inputs, shared)
+    return task_inputs
+
+
 class PLE(nn.Module):
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
                  tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.encoder = ActionHistoryEncoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
-        n_tasks = len(spec["target_actions"])
-        dims = [self.encoder.out_dim] + [expert_hidden[-1]] * (num_levels - 1)
-        self.levels = nn.ModuleList(
-            _ExtractionLevel(dims[i], n_tasks, shared_experts, task_experts, expert_hidden, dropout,
-                             last=i == num_levels - 1) for i in range(num_levels))
-        self.towers = nn.ModuleList(TaskTower(expert_hidden[-1], tower_hidden, dropout) for _ in range(n_tasks))
+        self.live = is_live_spec(spec)
+        encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
+        self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
+        n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])
+        self.levels = extraction_levels(self.encoder.out_dim, n_tasks, num_levels, shared_experts, task_experts,
+                                        expert_hidden, dropout)
+        # live towers give one logit; action towers a logit and a delay
+        make_tower = ((lambda: MLP(expert_hidden[-1], tower_hidden, 1, dropout)) if self.live  # noqa: E731
+                      else (lambda: TaskTower(expert_hidden[-1], tower_hidden, dropout)))
+        self.towers = nn.ModuleList(make_tower() for _ in range(n_tasks))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        features = self.encoder(batch)
-        task_inputs, shared = [features] * len(self.towers), features
-        for level in self.levels:
-            task_inputs, shared = level(task_inputs, shared)
+        task_inputs = extract(self.levels, self.encoder(batch), len(self.towers))
+        if self.live:
+            return {"task_logits": torch.cat([tower(x) for tower, x in zip(self.towers, task_inputs)], 1)}
         logits, times = zip(*(tower(x) for tower, x in zip(self.towers, task_inputs)))
         return {"action_logit": torch.stack(logits, 1), "action_time": torch.stack(times, 1)}

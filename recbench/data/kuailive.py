@@ -1,0 +1,719 @@
+"""KuaiLive (Kuaishou live streaming, 2025-05-05..25) -> live exposures with five task labels, a Moment
+(30-second) or window (5-min / 1-h) training stream and the five Cross sequences of Moment&Cross.
+
+Files (datasets/kuailive/raw/README.md says where they come from; all timestamps Unix MILLISECONDS):
+  click.csv       user_id,live_id,streamer_id,timestamp,watch_live_time   clicked exposures (watch in ms)
+  negative.csv    user_id,live_id,streamer_id,timestamp                   exposures not clicked
+  comment.csv / like.csv  user_id,live_id,streamer_id,timestamp
+  gift.csv        user_id,live_id,streamer_id,timestamp,gift_price
+  room.csv        p_date,live_id,streamer_id,live_type,start_timestamp,end_timestamp,
+                  live_content_category,live_name_id            (one row per p_date for cross-day rooms)
+  user.csv / streamer.csv  profiles (range strings such as "10-100")
+  title_embeddings.npy     [n_titles, D]: row k = the title of the k-th smallest live_name_id != -1
+Accepted variants: the names used before 2025-07-29 (author_id for streamer_id, author.csv, mapped_room.csv,
+title_embeddings_pca128.npy; the official preprocess.py still reads author_id), comma- or tab-separated.
+Optional short-video domain (KuaiLive has none; KuaiLive-M3 column names, the synthetic replica writes it):
+  photo_interaction.csv   user_id,photo_id,author_id,...,complete_play_cnt,... and `timestamp` (ms of the
+                          play) or `p_date` (yyyyMMdd daily aggregate: usable from the next local midnight)
+  photo_tag.csv           photo_id,first_level_category_name,... (the short video's category)
+Short-video authors are people in the streamer id space (streamer ids = creator ids).
+
+Preprocessing (config keys; all but `stream` are part of the cache fingerprint):
+ 1. Rooms: room.csv rows are merged per live_id (earliest start, latest end; an empty end = still live);
+    live_content_category is lower-cased and stripped.
+ 2. Every event (click, negative, comment, like, gift) is placed in a room by its [start, end) window:
+    its own live_id when that room is the event's streamer's and contains the time, else the streamer's
+    room whose window contains it (the official preneg.py mapping). An event in no window, of a
+    streamer missing from streamer.csv, or with second-unit timestamps is bad input (one line, nothing
+    cached); `unmatched_events: drop` drops window misses instead (counted in meta.stats).
+ 3. Exposures = clicks (click 1) + negatives (click 0), split by their local date (Asia/Shanghai):
+    [train_start, valid_start) train, [valid_start, test_start) valid, [test_start, test_end) test.
+ 4. Labels (tasks click, long_view, comment, like, gift): long_view = watch_live_time above
+    `long_view_seconds`; comment / like / gift = such an event matched to the exposure (the user's latest
+    click in that room at or before the event). Each positive has a time (click: the exposure, long view:
+    exposure + threshold, others: their first event) and counts only before the end of the exposure's
+    split (no label read from later days). Unclicked exposures are negative for every task.
+ 5. Training stream (both are built and cached; `stream` picks one, valid/test are the same exposures
+    with every label and mask 1 in both):
+    - moment: rows at `moment_seconds` ticks after the exposure. Each task's FIRST positive is reported
+      at its tick (label 1, only that task's mask on); at exit (end of the watch; the exposure itself
+      when not clicked) one row carries the remaining tasks' labels 0; positives of the same tick share
+      a row. Repeats are never reported (the first-only mask).
+    - window: a fast row per exposure with the labels seen within `fast_window_minutes` (every mask
+      1), and a slow row re-reporting only the positives first seen between the fast and the slow
+      window (`slow_window_minutes`) with pu_<task> = 1 (PU correction); later positives are lost.
+ 6. Features: user / streamer profile fields; context: local hour, minutes since the room started
+    (bucketed) and real-time room counters over the last `counter_minutes` strictly BEFORE the
+    exposure (shows, clicks, comment+like+gift events; log2 buckets): what the model sees of the moment.
+    live_content_emb = the room's title embedding (zeros without title); streamer_longterm_emb = the
+    mean title embedding of the streamer's rooms that started before this one.
+ 7. Sequences (all elements strictly earlier than the exposure; newest last, padded at the front):
+    short = the user's latest short videos; long = latest short videos of the candidate's category;
+    aid = latest short videos by the candidate streamer; livelong = latest clicked live rooms of the
+    candidate's category; mixed = latest long views of both kinds (a live long view counts from
+    click + threshold, when it became known; a short video's long view is a complete play).
+    "Similarity" is the dot product of one-hot category embeddings, i.e. a category hard search
+    (SIM-hard), which is exact and vectorised. Without a short-video file, short / long / aid are empty
+    (mask all False).
+ 8. Categorical indices come from the TRAINING exposures (0 padding / missing, 1 unseen); streamer and
+    category vocabularies also include the authors / categories of short videos played before
+    valid_start (one id space for both domains).
+Arrays kept beside the batch inputs: `sample_time` (exposure ms) and `item_time` (sequence element ms),
+for time-ordered training and leakage checks; gift_price is validated but the gift task is binary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.kuailive_replica import (
+    CLICK_FILE,
+    COMMENT_FILE,
+    GIFT_FILE,
+    LIKE_FILE,
+    NEGATIVE_FILE,
+    PHOTO_FILE,
+    PHOTO_TAG_FILE,
+    ROOM_FILE,
+    STREAMER_FILE,
+    TITLE_FILE,
+    USER_FILE,
+    KuaiLiveReplicaConfig,
+    write_kuailive_replica,
+)
+from recbench.data.readers import first_bad, read_table, require_non_null, sniff_header
+from recbench.errors import UserInputError, bad_input
+
+OLD_NAMES = {STREAMER_FILE: "author.csv", ROOM_FILE: "mapped_room.csv", TITLE_FILE: "title_embeddings_pca128.npy"}
+ALIASES = {"author_id": "streamer_id"}
+EVENT_COLUMNS = ("user_id", "live_id", "streamer_id", "timestamp")
+EVENT_FILES = {"click": (CLICK_FILE, ("watch_live_time",)), "negative": (NEGATIVE_FILE, ()),
+               "comment": (COMMENT_FILE, ()), "like": (LIKE_FILE, ()), "gift": (GIFT_FILE, ("gift_price",))}
+TASKS = ("click", "long_view", "comment", "like", "gift")
+SEQUENCES = ("short", "long", "aid", "livelong", "mixed")
+SHORT, LIVE = 1, 2  # sequence element kinds (0 = padding)
+USER_PROFILE = {"age": "age", "gender": "gender", "device_brand": "device_brand", "device_price": "device_price",
+                "fans_range": "fans_num", "follow_range": "follow_num", "watch_cnt_range": "accu_watch_live_cnt"}
+STREAMER_PROFILE = {"streamer_gender": "gender", "streamer_age": "age", "streamer_fans": "fans_user_num",
+                    "operation_tag": "live_operation_tag", "streamer_live_cnt": "accu_live_cnt"}
+USER_FIELDS = ("user", *USER_PROFILE)
+ITEM_FIELDS = ("live", "streamer", "live_type", "category", *STREAMER_PROFILE)
+LIVE_AGE_EDGES = (1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 360)  # minutes since the room started
+COUNTER_BUCKETS = 9  # log2 buckets of a room counter: 0, 1, 2-3, 4-7, ..., >= 128
+MS_FLOOR, MS_CEIL = 10**11, 10**14  # plausible Unix milliseconds (1973 .. 5138)
+OPEN_END = 1 << 60  # end of a room that has not ended
+MINUTE_MS, DAY_MS, LOCAL_OFFSET_MS = 60_000, 86_400_000, 8 * 3_600_000  # Asia/Shanghai is UTC+8, no DST
+
+
+class KuaiLiveAdapter(DatasetAdapter):
+    name = "kuailive"
+    version = "1"
+    required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,
+                      STREAMER_FILE, TITLE_FILE)
+    optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE)
+
+    def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str, stream: str,
+                 long_view_seconds: float, moment_seconds: float, fast_window_minutes: float,
+                 slow_window_minutes: float, counter_minutes: list[int], sequence_lengths: dict[str, int],
+                 unmatched_events: str, train_start: str, valid_start: str, test_start: str, test_end: str,
+                 replica: dict[str, Any], use_cache: bool = True) -> None:
+        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
+        if stream not in ("moment", "window"):
+            raise UserInputError(f"data.stream='{stream}' is not moment or window. Fix: pass data.stream=moment|window")
+        if unmatched_events not in ("error", "drop"):
+            raise UserInputError(f"data.unmatched_events='{unmatched_events}' is not error or drop. "
+                                 "Fix: pass data.unmatched_events=error|drop")
+        if set(sequence_lengths) != set(SEQUENCES) or min(sequence_lengths.values()) < 0:
+            raise UserInputError(f"data.sequence_lengths must give a length >= 0 for each of {', '.join(SEQUENCES)}. "
+                                 f"Fix: set data.sequence_lengths.<name> (got {dict(sequence_lengths)})")
+        if not 0 < fast_window_minutes <= slow_window_minutes or moment_seconds <= 0:
+            raise UserInputError("data.fast_window_minutes must be > 0 and <= data.slow_window_minutes, and "
+                                 "data.moment_seconds > 0. Fix: e.g. 5, 60 and 30")
+        self.stream = stream
+        self.long_view_ms = round(long_view_seconds * 1000)
+        self.moment_ms = round(moment_seconds * 1000)
+        self.fast_ms, self.slow_ms = int(fast_window_minutes * MINUTE_MS), int(slow_window_minutes * MINUTE_MS)
+        self.counter_minutes = tuple(int(m) for m in counter_minutes)
+        self.sequence_lengths = {name: int(sequence_lengths[name]) for name in SEQUENCES}
+        self.unmatched_events = unmatched_events
+        self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
+        if not self.dates[0] < self.dates[1] < self.dates[2] < self.dates[3]:
+            raise UserInputError("data.train_start < valid_start < test_start < test_end must hold. "
+                                 f"Fix: check the dates (got {', '.join(map(str, self.dates))})")
+        self.replica = replica
+        self.context_fields = ("hour", "live_age", *(f"room_{what}_{m}m" for m in self.counter_minutes
+                                                     for what in ("shows", "clicks", "engage")))
+
+    def preprocess_config(self) -> dict[str, Any]:
+        return {"long_view_ms": self.long_view_ms, "moment_ms": self.moment_ms, "fast_ms": self.fast_ms,
+                "slow_ms": self.slow_ms, "counter_minutes": list(self.counter_minutes),
+                "sequence_lengths": self.sequence_lengths, "unmatched_events": self.unmatched_events,
+                "dates": [d.isoformat() for d in self.dates]}
+
+    def replica_config(self) -> dict[str, Any]:
+        return KuaiLiveReplicaConfig(**self.replica).to_dict()
+
+    def write_replica(self, out_dir: Path) -> None:
+        write_kuailive_replica(out_dir, KuaiLiveReplicaConfig(**self.replica))
+
+    def missing_files(self, directory: Path) -> list[str]:
+        """A required file also counts as present under its pre-2025-07-29 name."""
+        return [name for name in self.required_files if find_file(directory, name) is None]
+
+    # ------------------------------------------------------------------ build
+    def build(self, raw_dir: Path) -> Prepared:
+        tables = read_all(raw_dir)
+        rooms = merge_rooms(tables["rooms"])
+        events, dropped = {}, {}
+        for kind, frame in tables["events"].items():
+            path = find_file(raw_dir, EVENT_FILES[kind][0])
+            check_streamers(frame, tables["streamers"], path)
+            events[kind], dropped[kind] = place(frame, rooms, path, self.unmatched_events == "drop")
+        exposures = self._exposures(events, rooms, raw_dir)
+        first = self._first_positive(exposures, events)
+        short = short_videos(tables.get("photos"), tables.get("photo_tags"))
+        exposures, vocab = self._index(exposures, tables, short)
+        arrays = self._features(exposures, events)
+        arrays.update(self._labels_and_streams(exposures, first))
+        arrays.update(self._embeddings(exposures, rooms, title_ids(tables["rooms"]), tables["titles"]))
+        arrays.update(self._sequences(exposures, rooms, events["click"], short, vocab))
+        meta = {"spec": self._spec(vocab, int(tables["titles"].shape[1])),
+                "splits": {s: int((exposures["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
+                "stats": self._stats(exposures, rooms, events, dropped, short, first, arrays)}
+        # polars hands out read-only views; copy those so the tensors built on them are writable
+        arrays = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
+        return Prepared(arrays=arrays, meta=meta)
+
+    @staticmethod
+    def _stats(exposures: pl.DataFrame, rooms: pl.DataFrame, events: dict[str, pl.DataFrame], dropped: dict[str, int],
+               short: pl.DataFrame | None, first: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        split = exposures["split"].to_numpy()
+        def rate(rows: np.ndarray) -> dict[str, float]:
+            return {task: round(float((first[rows, k] >= 0).mean()), 5) for k, task in enumerate(TASKS)}
+
+        return {"rooms": rooms.height, "exposures": exposures.height, "clicks": int(exposures["click"].sum()),
+                "users": int(exposures["user_id"].n_unique()), "events": {k: v.height for k, v in events.items()},
+                "dropped_outside_windows": dropped, "short_video_rows": 0 if short is None else short.height,
+                "short_per_live": 0.0 if short is None else round(short.height / exposures.height, 3),
+                "train_rows": {s: len(arrays[f"train_{s}_ep"]) for s in ("moment", "window")},
+                "positive_rate": {"train": rate(split == 0), "test": rate(split == 2)}}
+
+    def _exposures(self, events: dict[str, pl.DataFrame], rooms: pl.DataFrame, raw_dir: Path) -> pl.DataFrame:
+        """Clicks + negatives inside the configured dates, with split, room window and time of day."""
+        clicks = events["click"].select("user_id", "room", "timestamp", pl.lit(1, pl.Int8).alias("click"),
+                                        pl.col("watch_live_time").alias("watch"))
+        negatives = events["negative"].select("user_id", "room", "timestamp", pl.lit(0, pl.Int8).alias("click"),
+                                              pl.lit(0, pl.Int64).alias("watch"))
+        day = (pl.col("timestamp") + LOCAL_OFFSET_MS) // DAY_MS
+        edges = [(d - dt.date(1970, 1, 1)).days for d in self.dates]
+        split = pl.when(day >= edges[2]).then(2).when(day >= edges[1]).then(1).otherwise(0).cast(pl.Int8)
+        end_day = pl.when(day >= edges[2]).then(edges[3]).when(day >= edges[1]).then(edges[2]).otherwise(edges[1])
+        exposures = (pl.concat([clicks, negatives])
+                     .filter(day >= edges[0], day < edges[3])
+                     .join(rooms.select("room", "live_id", "streamer_id", "start",
+                                        pl.col("category").alias("category_name"),
+                                        pl.col("live_type").alias("live_type_name")), on="room", how="left")
+                     .with_columns(split=split, split_end=end_day.cast(pl.Int64) * DAY_MS - LOCAL_OFFSET_MS)
+                     .sort("timestamp", "user_id", "room", "click", descending=[False, False, False, True])
+                     .with_row_index("exposure"))
+        for index, name in enumerate(("train", "valid", "test")):
+            if not (exposures["split"] == index).any():
+                raise bad_input(raw_dir / CLICK_FILE, f"no click or negative exposure falls in the {name} dates",
+                                "check that timestamps are Unix milliseconds or change data.*_start / data.test_end")
+        return exposures
+
+    def _first_positive(self, exposures: pl.DataFrame, events: dict[str, pl.DataFrame]) -> np.ndarray:
+        """[n, 5] ms from the exposure to each task's first positive (-1: none before the split end)."""
+        n = exposures.height
+        first = np.full((n, len(TASKS)), -1, np.int64)
+        click = exposures["click"].to_numpy() == 1
+        watch = exposures["watch"].to_numpy()
+        first[click, 0] = 0
+        first[click & (watch > self.long_view_ms), 1] = self.long_view_ms
+        clicks = exposures.filter(pl.col("click") == 1).select("exposure", "user_id", "room", "timestamp",
+                                                                pl.col("timestamp").alias("click_time"), "split_end")
+        for k, kind in enumerate(("comment", "like", "gift"), start=2):
+            # each event belongs to the user's latest click in that room at or before it
+            matched = (events[kind].select("user_id", "room", "timestamp").sort("timestamp")
+                       .join_asof(clicks.sort("timestamp"), on="timestamp", by=["user_id", "room"],
+                                  strategy="backward", check_sortedness=False)
+                       .filter(pl.col("exposure").is_not_null(), pl.col("timestamp") < pl.col("split_end"))
+                       .group_by("exposure").agg((pl.col("timestamp") - pl.col("click_time")).min().alias("delay")))
+            first[matched["exposure"].to_numpy(), k] = matched["delay"].to_numpy()
+        end = exposures["split_end"].to_numpy() - exposures["timestamp"].to_numpy()
+        first[first >= end[:, None]] = -1  # a positive after the split ends is not known in that split
+        return first
+
+    # ------------------------------------------------------------------ indices and features
+    def _index(self, exposures: pl.DataFrame, tables: dict[str, Any],
+               short: pl.DataFrame | None) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+        """Join the profiles, then map every categorical field to its training vocabulary index."""
+        users = tables["users"].select("user_id", *(clean(pl.col(c)).alias(f) for f, c in USER_PROFILE.items()))
+        streamers = tables["streamers"].select("streamer_id", *(clean(pl.col(c)).alias(f)
+                                                                for f, c in STREAMER_PROFILE.items()))
+        exposures = (exposures.join(users, on="user_id", how="left", maintain_order="left")
+                     .join(streamers, on="streamer_id", how="left", maintain_order="left"))
+        train = exposures.filter(pl.col("split") == 0)
+        early = None if short is None else short.filter(pl.col("time") < train["split_end"].max())
+        raw = {"user": "user_id", "live": "live_id", "live_type": "live_type_name", **{f: f for f in USER_PROFILE},
+               **{f: f for f in STREAMER_PROFILE}}
+        vocab = {field: vocabulary(train[column]) for field, column in raw.items()}
+        # one id space for streamers and short-video authors, one category space for both domains
+        authors = [] if early is None else [early["author_id"].alias("streamer_id")]
+        categories = [] if early is None else [early["category"].alias("category_name")]
+        vocab["streamer"] = vocabulary(pl.concat([train["streamer_id"], *authors]))
+        vocab["category"] = vocabulary(pl.concat([train["category_name"], *categories]))
+        columns = {**raw, "streamer": "streamer_id", "category": "category_name"}
+        exposures = exposures.with_columns(encode(exposures[column], vocab[field]).alias(field)
+                                           for field, column in columns.items())
+        return exposures.with_columns(group=pl.col("user_id").rank("dense").cast(pl.Int64)), vocab
+
+    def _features(self, exposures: pl.DataFrame, events: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
+        """Categorical fields (int32) plus the context: hour, room age and real-time room counters."""
+        arrays = {f"sample_{f}": exposures[f].to_numpy().astype(np.int32) for f in (*USER_FIELDS, *ITEM_FIELDS)}
+        t = exposures["timestamp"].to_numpy()
+        arrays["sample_group"] = exposures["group"].to_numpy()
+        arrays["sample_time"] = t  # Unix ms; not in the batches (for time-ordered training and leakage checks)
+        arrays["sample_hour"] = (((t + LOCAL_OFFSET_MS) // 3_600_000) % 24 + 2).astype(np.int32)
+        minutes = (t - exposures["start"].to_numpy()) / MINUTE_MS
+        arrays["sample_live_age"] = (np.searchsorted(LIVE_AGE_EDGES, minutes, side="right") + 2).astype(np.int32)
+        room = exposures["room"].to_numpy()
+        shows = pl.concat([events["click"].select("room", "timestamp"), events["negative"].select("room", "timestamp")])
+        sources = {"shows": shows, "clicks": events["click"].select("room", "timestamp"),
+                   "engage": pl.concat([events[k].select("room", "timestamp") for k in ("comment", "like", "gift")])}
+        for minutes in self.counter_minutes:
+            for what, frame in sources.items():
+                count = count_before(frame["room"].to_numpy(), frame["timestamp"].to_numpy(), room, t,
+                                     minutes * MINUTE_MS)
+                bucket = np.minimum(np.floor(np.log2(count + 1.0)), COUNTER_BUCKETS - 1).astype(np.int32)
+                arrays[f"sample_room_{what}_{minutes}m"] = bucket + 2
+        return arrays
+
+    # ------------------------------------------------------------------ labels and streams
+    def _labels_and_streams(self, exposures: pl.DataFrame, first: np.ndarray) -> dict[str, np.ndarray]:
+        """valid / test: one row per exposure with every label; train: both streams' rows."""
+        split = exposures["split"].to_numpy()
+        positive = (first >= 0).astype(np.uint8)
+        arrays = {}
+        for index, name in ((1, "valid"), (2, "test")):
+            rows = np.flatnonzero(split == index)
+            arrays[f"{name}_ep"], arrays[f"{name}_label"] = rows.astype(np.int64), positive[rows]
+        train = np.flatnonzero(split == 0)
+        exit_ms = np.maximum(exposures["watch"].to_numpy()[train], first[train].max(1))
+        for stream, built in (("moment", self._moment(train, first[train], exit_ms)),
+                              ("window", self._window(train, first[train]))):
+            for key, value in zip(("ep", "label", "mask", "pu"), built):
+                arrays[f"train_{stream}_{key}"] = value
+        return arrays
+
+    def _moment(self, rows: np.ndarray, first: np.ndarray, exit_ms: np.ndarray) -> tuple[np.ndarray, ...]:
+        """30-s reports: each first positive at its tick, the remaining tasks' negatives at the exit tick."""
+        ticks = -(-np.where(first >= 0, first, exit_ms[:, None]) // self.moment_ms)  # ceil: reported after it
+        key = np.arange(len(rows))[:, None].astype(np.int64) * (int(ticks.max(initial=0)) + 1) + ticks
+        unique, row_of = np.unique(key, return_inverse=True)
+        row_of = row_of.reshape(key.shape)
+        label = np.zeros((len(unique), len(TASKS)), np.uint8)
+        mask = np.zeros_like(label)
+        task = np.broadcast_to(np.arange(len(TASKS)), key.shape)
+        label[row_of, task] = first >= 0
+        mask[row_of, task] = 1
+        exposure = rows[unique // (int(ticks.max(initial=0)) + 1)]
+        return exposure.astype(np.int64), label, mask, np.zeros_like(label)
+
+    def _window(self, rows: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, ...]:
+        """A fast-window row per exposure, then slow-window re-reports of the late positives (PU)."""
+        fast = ((first >= 0) & (first <= self.fast_ms)).astype(np.uint8)
+        late = (first > self.fast_ms) & (first <= self.slow_ms)
+        slow = np.flatnonzero(late.any(1))
+        late = late[slow].astype(np.uint8)
+        order = np.argsort(np.r_[np.arange(len(rows)), slow], kind="stable")  # each slow row after its fast row
+        ep = np.r_[rows, rows[slow]][order]
+        label = np.r_[fast, late][order]
+        mask = np.r_[np.ones_like(fast), late][order]
+        pu = np.r_[np.zeros_like(fast), late][order]
+        return ep.astype(np.int64), label, mask, pu
+
+    # ------------------------------------------------------------------ content embeddings
+    def _embeddings(self, exposures: pl.DataFrame, rooms: pl.DataFrame, ids: np.ndarray,
+                    titles: np.ndarray) -> dict[str, np.ndarray]:
+        """Title embedding of each exposure's room and the mean title of the streamer's earlier rooms.
+
+        Only the titles of exposed rooms are kept (row 0 = zeros = no title); rooms are indexed densely
+        over the exposed ones (`sample_room`, 1-based) for the long-term table."""
+        name_id = rooms["live_name_id"].fill_null(-1).to_numpy()
+        room_title = np.where(name_id >= 0, np.searchsorted(ids, name_id), -1)  # row of the .npy, -1 none
+        exposed = np.unique(exposures["room"].to_numpy())
+        used = np.unique(room_title[exposed][room_title[exposed] >= 0])
+        title_emb = np.zeros((len(used) + 1, titles.shape[1]), np.float32)
+        title_emb[1:] = titles[used]
+        exposed_title = np.where(room_title[exposed] >= 0, np.searchsorted(used, room_title[exposed]) + 1, 0)
+        sample_room = np.searchsorted(exposed, exposures["room"].to_numpy())
+        longterm = np.zeros((len(exposed) + 1, titles.shape[1]), np.float32)
+        longterm[1:] = streamer_longterm(rooms, room_title, titles, exposed)
+        return {"title_emb": title_emb, "sample_title": exposed_title[sample_room].astype(np.int32),
+                "room_longterm_emb": longterm, "sample_room": (sample_room + 1).astype(np.int32)}
+
+    # ------------------------------------------------------------------ sequences
+    def _sequences(self, exposures: pl.DataFrame, rooms: pl.DataFrame, clicks: pl.DataFrame,
+                   short: pl.DataFrame | None, vocab: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
+        """One item table (row 0 padding) + per sequence the item order and each exposure's [first, end)."""
+        users = exposures.select("user_id").unique()
+        live = (clicks.join(users, on="user_id", how="semi")
+                .join(rooms.select("room", "category"), on="room", how="left", maintain_order="left")
+                .select("user_id", pl.col("streamer_id").alias("author_id"), "category",
+                        pl.col("timestamp").alias("time"), pl.lit(LIVE, pl.Int8).alias("kind"),
+                        (pl.col("watch_live_time") > self.long_view_ms).alias("long_view"),
+                        (pl.col("timestamp") + self.long_view_ms).alias("known")))
+        parts = [live]
+        if short is not None:
+            parts.append(short.join(users, on="user_id", how="semi").select(
+                "user_id", "author_id", "category", "time", pl.lit(SHORT, pl.Int8).alias("kind"), "long_view",
+                pl.col("time").alias("known")))
+        items = pl.concat(parts).with_row_index("item", offset=1)
+        arrays = {"item_author": np.r_[0, encode(items["author_id"], vocab["streamer"]).to_numpy()].astype(np.int32),
+                  "item_category": np.r_[0, encode(items["category"], vocab["category"]).to_numpy()].astype(np.int32),
+                  "item_kind": np.r_[0, items["kind"].to_numpy()].astype(np.int8),
+                  "item_time": np.r_[0, items["time"].to_numpy()].astype(np.int64)}
+        queries = exposures.select("user_id", pl.col("category_name").alias("category"),
+                                   pl.col("streamer_id").alias("author_id"), pl.col("timestamp").alias("time"))
+        shorts, lives = items.filter(pl.col("kind") == SHORT), items.filter(pl.col("kind") == LIVE)
+        searches = {"short": (shorts, ["user_id"], "time"), "long": (shorts, ["user_id", "category"], "time"),
+                    "aid": (shorts, ["user_id", "author_id"], "time"),
+                    "livelong": (lives, ["user_id", "category"], "time"),
+                    "mixed": (items.filter("long_view"), ["user_id"], "known")}
+        for name, (pool, keys, time) in searches.items():
+            order, start, end = last_before(pool, keys, time, queries)
+            arrays[f"seq_{name}_order"] = order
+            arrays[f"sample_seq_{name}_first"], arrays[f"sample_seq_{name}_end"] = start, end
+        return arrays
+
+    def _spec(self, vocab: dict[str, pl.DataFrame], content_dim: int) -> dict[str, Any]:
+        cards = {field: frame.height + 2 for field, frame in vocab.items()}
+        cards.update(hour=26, live_age=len(LIVE_AGE_EDGES) + 3, kind=3, author=cards["streamer"],
+                     **{f: COUNTER_BUCKETS + 2 for f in self.context_fields[2:]})
+        return {"user_fields": list(USER_FIELDS), "item_fields": list(ITEM_FIELDS),
+                "context_fields": list(self.context_fields), "cardinalities": cards, "tasks": list(TASKS),
+                "content_dim": content_dim, "sequences": list(SEQUENCES),
+                "sequence_lengths": dict(self.sequence_lengths), "time_unit": "seconds",
+                "long_view_seconds": self.long_view_ms / 1000, "moment_seconds": self.moment_ms / 1000}
+
+    # ------------------------------------------------------------------ streams and batches
+    def attach(self, prepared: Prepared) -> None:
+        """Pick the training stream (both are cached) and give valid / test full masks."""
+        arrays = prepared.arrays
+        for key in ("ep", "label", "mask", "pu"):
+            arrays[f"train_{key}"] = arrays[f"train_{self.stream}_{key}"]
+        for split in ("valid", "test"):
+            arrays[f"{split}_mask"] = np.ones_like(arrays[f"{split}_label"])
+            arrays[f"{split}_pu"] = np.zeros_like(arrays[f"{split}_label"])
+        prepared.meta["spec"]["stream"] = self.stream
+        prepared.meta["stream"] = self.stream
+
+    def sequence_items(self, tables: dict[str, torch.Tensor], name: str,
+                       exposure: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] item rows (0 = padding) and validity of sequence `name` for these exposures."""
+        length = self.sequence_lengths[name]
+        start = tables[f"sample_seq_{name}_first"][exposure].long()
+        end = tables[f"sample_seq_{name}_end"][exposure].long()
+        position = end[:, None] - length + torch.arange(length)[None, :]  # oldest .. newest
+        valid = position >= start[:, None]
+        item = tables[f"seq_{name}_order"][torch.where(valid, position, 0)].long()  # position 0 -> padding item
+        return item, valid
+
+    def assemble(self, tables: dict[str, torch.Tensor], split: str,
+                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = tables
+        ep = t[f"{split}_ep"][rows]
+        batch = {f: t[f"sample_{f}"][ep].long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}
+        batch["group"] = t["sample_group"][ep]
+        for key in ("label", "mask", "pu"):
+            values = t[f"{split}_{key}"][rows].float()
+            for k, task in enumerate(TASKS):
+                batch[f"{key}_{task}"] = values[:, k]
+        batch["live_content_emb"] = t["title_emb"][t["sample_title"][ep].long()]
+        batch["streamer_longterm_emb"] = t["room_longterm_emb"][t["sample_room"][ep].long()]
+        for name in SEQUENCES:
+            item, valid = self.sequence_items(t, name, ep)
+            batch[f"seq_{name}_author"] = t["item_author"][item].long()
+            batch[f"seq_{name}_category"] = t["item_category"][item].long()
+            batch[f"seq_{name}_kind"] = t["item_kind"][item].long()
+            batch[f"seq_{name}_mask"] = valid
+        return batch
+
+
+# ---------------------------------------------------------------------- helpers (vectorised)
+def clean(column: pl.Expr) -> pl.Expr:
+    """Categorical text: stripped, lower-cased, empty -> null."""
+    text = column.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return pl.when(text == "").then(None).otherwise(text)
+
+
+def vocabulary(values: pl.Series) -> pl.DataFrame:
+    """Each distinct non-null value -> `index` 2, 3, ... in sorted order (0 padding/missing, 1 unseen)."""
+    distinct = values.drop_nulls().unique().sort()
+    return pl.DataFrame({"value": distinct, "index": np.arange(2, len(distinct) + 2, dtype=np.int64)})
+
+
+def encode(values: pl.Series, vocab: pl.DataFrame) -> pl.Series:
+    """Vocabulary index of each value: null -> 0, unseen -> 1."""
+    frame = pl.DataFrame({"value": values.cast(vocab["value"].dtype)})
+    index = frame.join(vocab, on="value", how="left", maintain_order="left")["index"]
+    return pl.Series(values.name, np.where(values.is_null().to_numpy(), 0, index.fill_null(1).to_numpy()))
+
+
+def count_before(event_room: np.ndarray, event_time: np.ndarray, room: np.ndarray, t: np.ndarray,
+                 window_ms: int) -> np.ndarray:
+    """Events of the same room with time in [t - window, t) (strictly before the exposure)."""
+    base = int(min(event_time.min(initial=t.min()), t.min())) - window_ms - 1
+    span = int(max(event_time.max(initial=t.max()), t.max())) - base + 1
+    key = np.sort(event_room.astype(np.int64) * span + (event_time - base))
+    query = room.astype(np.int64) * span + (t - base)
+    return np.searchsorted(key, query, side="left") - np.searchsorted(key, query - window_ms, side="left")
+
+
+def last_before(items: pl.DataFrame, keys: list[str], time: str,
+                queries: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items grouped by `keys`, each group in time order, and per query the [first, end) positions of
+    its group's items with time strictly before the query time.
+
+    Returns (order, first, end): order[0] = 0 is a sentinel (padding item) and order[p] (p >= 1) the item
+    row at sorted position p; a query whose key has no item gets first = end = 0."""
+    items = items.drop_nulls(keys)
+    codes = items.select(keys).unique(maintain_order=True).with_row_index("code")
+    item_code = items.join(codes, on=keys, how="left", maintain_order="left")["code"].to_numpy().astype(np.int64)
+    query_code = queries.select(keys).join(codes, on=keys, how="left", maintain_order="left")["code"]
+    item_time, query_time = items[time].to_numpy(), queries["time"].to_numpy()
+    base = int(min(item_time.min(initial=query_time.min()), query_time.min())) - 1
+    span = int(max(item_time.max(initial=query_time.max()), query_time.max())) - base + 1
+    if codes.height * span >= 1 << 62:
+        raise RuntimeError("last_before: too many keys x time span for one int64 sort key")
+    key = item_code * span + (item_time - base)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    found = query_code.is_not_null().to_numpy()
+    code = query_code.fill_null(0).to_numpy().astype(np.int64)
+    first = np.searchsorted(sorted_key, code * span, side="left") + 1
+    end = np.searchsorted(sorted_key, code * span + (query_time - base), side="left") + 1
+    first, end = np.where(found, first, 0), np.where(found, end, 0)
+    order_rows = np.r_[0, items["item"].to_numpy()[order]].astype(np.int32)
+    return order_rows, first.astype(np.int32), end.astype(np.int32)
+
+
+def streamer_longterm(rooms: pl.DataFrame, room_title: np.ndarray, titles: np.ndarray, exposed: np.ndarray,
+                      block: int = 200_000) -> np.ndarray:
+    """For each exposed room, the mean title embedding of its streamer's titled rooms that started
+    strictly before it (zeros if none).
+
+    Titled rooms of the exposed streamers are sorted by (streamer, start); a query sums a prefix of its
+    streamer's run. Prefix sums are taken per block of whole streamers (~`block` rooms) in float64, so
+    differences stay exact and memory stays bounded on the real 11.6M-room file."""
+    code, start = rooms["streamer_code"].to_numpy(), rooms["start"].to_numpy()
+    base = int(start.min()) - 1
+    span = int(start.max()) - base + 1
+    key = code * span + (start - base)
+    hist = np.flatnonzero(np.isin(code, code[exposed]) & (room_title >= 0))
+    hist = hist[np.argsort(key[hist], kind="stable")]
+    hist_key, hist_code = key[hist], code[hist]
+    first = np.searchsorted(hist_key, code[exposed] * span, side="left")  # the streamer's first titled room
+    stop = np.searchsorted(hist_key, key[exposed], side="left")  # ... and the last one started before
+    runs = np.flatnonzero(np.r_[True, hist_code[1:] != hist_code[:-1]])  # blocks end where a streamer does
+    cuts = np.unique(np.r_[runs[np.minimum(np.searchsorted(runs, np.arange(0, len(hist), block)), len(runs) - 1)]
+                           if len(runs) else [], len(hist)]).astype(np.int64)
+    out = np.zeros((len(exposed), titles.shape[1]), np.float32)
+    for lo, hi in zip(np.r_[0, cuts[:-1]], cuts):
+        q = np.flatnonzero((first >= lo) & (first < hi) & (stop > first))
+        if not len(q):
+            continue
+        cum = np.zeros((hi - lo + 1, titles.shape[1]))
+        np.cumsum(titles[room_title[hist[lo:hi]]], axis=0, dtype=np.float64, out=cum[1:])
+        out[q] = (cum[stop[q] - lo] - cum[first[q] - lo]) / (stop[q] - first[q])[:, None]
+    return out
+
+
+# ---------------------------------------------------------------------- reading + validation
+def title_ids(rooms: pl.DataFrame) -> np.ndarray:
+    """Sorted distinct live_name_id != -1 of room.csv: row k of title_embeddings.npy is id k."""
+    return np.unique(rooms.filter(pl.col("live_name_id") >= 0)["live_name_id"].to_numpy())
+
+
+def find_file(directory: Path, name: str) -> Path | None:
+    """The file under its current name, else under its pre-2025-07-29 name, else None."""
+    for candidate in (name, OLD_NAMES.get(name)):
+        if candidate and (Path(directory) / candidate).is_file():
+            return Path(directory) / candidate
+    return None
+
+
+def check_ms(path: Path, frame: pl.DataFrame, column: str) -> None:
+    """Stop on timestamps that are not Unix milliseconds (seconds are the usual mistake)."""
+    value = pl.col(column)
+    bad = value.is_not_null() & ((value < MS_FLOOR) | (value >= MS_CEIL))
+    if frame.select(bad.any()).item():
+        line, raw = first_bad(frame, bad, column)
+        unit = "Unix seconds" if int(float(raw)) < MS_FLOOR else "not Unix milliseconds"
+        raise bad_input(path, f"line {line} has {raw}, which looks like {unit}; KuaiLive timestamps are Unix "
+                        "milliseconds", "multiply second timestamps by 1000 (or re-extract the original file)", column)
+
+
+def read_events(path: Path, extra: tuple[str, ...]) -> pl.DataFrame:
+    dtypes = {c: pl.Int64 for c in EVENT_COLUMNS} | {c: pl.Float64 for c in extra}
+    frame = read_table(path, (*EVENT_COLUMNS, *extra), dtypes, aliases=ALIASES)
+    require_non_null(path, frame, (*EVENT_COLUMNS, *extra))
+    check_ms(path, frame, "timestamp")
+    for column in extra:
+        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
+        if frame.select(bad.any()).item():
+            line, raw = first_bad(frame, bad, column)
+            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
+                            "fix or drop that row", column)
+    return frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in extra).with_row_index("line", offset=2)
+
+
+def read_rooms(path: Path) -> pl.DataFrame:
+    columns = ("live_id", "streamer_id", "live_type", "start_timestamp", "end_timestamp", "live_content_category",
+               "live_name_id")
+    dtypes = {c: pl.Int64 for c in ("live_id", "streamer_id", "start_timestamp", "end_timestamp", "live_name_id")}
+    frame = read_table(path, columns, dtypes, aliases=ALIASES)
+    require_non_null(path, frame, ("live_id", "streamer_id", "start_timestamp"))
+    for column in ("start_timestamp", "end_timestamp"):
+        check_ms(path, frame, column)
+    backwards = pl.col("end_timestamp") < pl.col("start_timestamp")
+    if frame.select(backwards.any()).item():
+        line, raw = first_bad(frame, backwards, "end_timestamp")
+        raise bad_input(path, f"line {line} has end_timestamp {raw} before its start_timestamp",
+                        "fix or drop that row", "end_timestamp")
+    return frame
+
+
+def read_profiles(path: Path, key: str, columns: tuple[str, ...]) -> pl.DataFrame:
+    frame = read_table(path, (key, *columns), {key: pl.Int64}, aliases=ALIASES)
+    require_non_null(path, frame, (key,))
+    return frame.unique(key, keep="first", maintain_order=True)
+
+
+def read_titles(path: Path, rooms: pl.DataFrame, room_path: Path) -> np.ndarray:
+    """title_embeddings.npy: 2-D float, one row per distinct live_name_id != -1 of room.csv."""
+    try:
+        titles = np.load(path, mmap_mode="r", allow_pickle=False)  # only the rows in use are read
+    except (ValueError, OSError) as error:
+        raise bad_input(path, f"is not a numpy .npy array ({error})", "re-download or re-extract it")
+    if titles.ndim != 2 or not np.issubdtype(titles.dtype, np.floating):
+        raise bad_input(path, f"has shape {titles.shape} and dtype {titles.dtype}, not a 2-D float array",
+                        "re-download or re-extract it")
+    n_ids = len(title_ids(rooms))
+    if titles.shape[0] != n_ids:
+        raise bad_input(path, f"has {titles.shape[0]} rows but {room_path.name} has {n_ids} distinct live_name_id "
+                        "!= -1 (one row each, in sorted order)", "use the embeddings file of the same release")
+    return titles.astype(np.float32, copy=False)
+
+
+def read_all(raw_dir: Path) -> dict[str, Any]:
+    """Read and validate every file (ids numeric, timestamps in ms, windows ordered, titles aligned)."""
+    room_path = find_file(raw_dir, ROOM_FILE)
+    rooms = read_rooms(room_path)
+    tables: dict[str, Any] = {"rooms": rooms, "events": {}}
+    for kind, (name, extra) in EVENT_FILES.items():
+        tables["events"][kind] = read_events(raw_dir / name, extra)
+    tables["users"] = read_profiles(raw_dir / USER_FILE, "user_id", tuple(USER_PROFILE.values()))
+    tables["streamers"] = read_profiles(find_file(raw_dir, STREAMER_FILE), "streamer_id",
+                                        tuple(STREAMER_PROFILE.values()))
+    tables["titles"] = read_titles(find_file(raw_dir, TITLE_FILE), rooms, room_path)
+    if (raw_dir / PHOTO_FILE).is_file():
+        tables["photos"] = read_photos(raw_dir / PHOTO_FILE)
+        if (raw_dir / PHOTO_TAG_FILE).is_file():
+            tags = read_table(raw_dir / PHOTO_TAG_FILE, ("photo_id", "first_level_category_name"),
+                              {"photo_id": pl.Int64})
+            require_non_null(raw_dir / PHOTO_TAG_FILE, tags, ("photo_id",))
+            tables["photo_tags"] = tags.unique("photo_id", keep="first", maintain_order=True)
+    return tables
+
+
+def read_photos(path: Path) -> pl.DataFrame:
+    """photo_interaction.csv with a `timestamp` (ms) or, for daily aggregates, a `p_date` (yyyyMMdd)."""
+    header = {ALIASES.get(n, n) for n in sniff_header(path)[0]}
+    time = "timestamp" if "timestamp" in header else "p_date"
+    if time not in header:
+        raise bad_input(path, "has neither a timestamp (Unix ms) nor a p_date (yyyyMMdd) column",
+                        "add one: sequences need to know when each short video was played", "timestamp")
+    columns = ("user_id", "photo_id", "author_id", "complete_play_cnt", time)
+    dtypes = {"user_id": pl.Int64, "photo_id": pl.Int64, "author_id": pl.Int64, "complete_play_cnt": pl.Float64,
+              time: pl.Int64}
+    frame = read_table(path, columns, dtypes)
+    require_non_null(path, frame, ("user_id", "photo_id", "author_id", time))
+    if time == "timestamp":
+        check_ms(path, frame, "timestamp")
+        return frame.rename({"timestamp": "time"})
+    date = pl.col("p_date").cast(pl.String).str.to_date("%Y%m%d", strict=False)
+    if frame.select(date.is_null().any()).item():
+        line, raw = first_bad(frame, date.is_null(), "p_date")
+        raise bad_input(path, f"line {line} has p_date '{raw}', not a yyyyMMdd date", "fix or drop that row", "p_date")
+    # a daily aggregate is known at the end of its local day
+    midnight = (date.cast(pl.Int64) + 1) * DAY_MS - LOCAL_OFFSET_MS
+    return frame.with_columns(time=midnight).drop("p_date")
+
+
+def short_videos(photos: pl.DataFrame | None, tags: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Short-video rows: user, author, category (first-level tag), time, long view (a complete play)."""
+    if photos is None:
+        return None
+    if tags is not None:
+        photos = photos.join(tags.select("photo_id", clean(pl.col("first_level_category_name")).alias("category")),
+                             on="photo_id", how="left", maintain_order="left")
+    else:
+        photos = photos.with_columns(category=pl.lit(None, pl.String))
+    return photos.select("user_id", "author_id", "category", "time",
+                         (pl.col("complete_play_cnt").fill_null(0) > 0).alias("long_view"))
+
+
+def merge_rooms(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per live_id (room.csv repeats a cross-day room per p_date): earliest start, latest end."""
+    return (frame.group_by("live_id", maintain_order=True)
+             .agg(pl.col("streamer_id").first(), pl.col("start_timestamp").min().alias("start"),
+                  # an empty end means the room had not ended: open until any event
+                  pl.when(pl.col("end_timestamp").is_null().any()).then(OPEN_END)
+                  .otherwise(pl.col("end_timestamp").max()).alias("end"),
+                  clean(pl.col("live_type")).first().alias("live_type"),
+                  clean(pl.col("live_content_category")).first().alias("category"),
+                  pl.col("live_name_id").first())
+             .sort("streamer_id", "start", "live_id")
+             .with_row_index("room")
+             .with_columns(pl.col("room").cast(pl.Int64),
+                           streamer_code=pl.col("streamer_id").rank("dense").cast(pl.Int64)))
+
+
+def check_streamers(events: pl.DataFrame, streamers: pl.DataFrame, path: Path) -> None:
+    unknown = events.join(streamers.select("streamer_id"), on="streamer_id", how="anti")
+    if unknown.height:
+        row = unknown.sort("line").row(0, named=True)
+        raise bad_input(path, f"line {row['line']} has streamer_id {row['streamer_id']}, which is not in "
+                        f"{STREAMER_FILE}", f"add the streamer to {STREAMER_FILE} or drop its events", "streamer_id")
+
+
+def place(events: pl.DataFrame, rooms: pl.DataFrame, path: Path, drop: bool) -> tuple[pl.DataFrame, int]:
+    """Put each event in the room whose [start, end) window contains it (see the module docstring)."""
+    window = rooms.select("room", "live_id", "streamer_id", "start", "end")
+    own = (events.join(window.rename({"streamer_id": "own_streamer"}), on="live_id", how="left", maintain_order="left")
+           .select(pl.when((pl.col("own_streamer") == pl.col("streamer_id")) & (pl.col("start") <= pl.col("timestamp"))
+                           & (pl.col("timestamp") < pl.col("end"))).then(pl.col("room")).alias("own_room")))
+    by_time = (events.select("line", "streamer_id", "timestamp").sort("timestamp")
+               .join_asof(window.drop("live_id").sort("start"), left_on="timestamp", right_on="start",
+                          by="streamer_id", strategy="backward", check_sortedness=False)
+               .select("line", pl.when(pl.col("timestamp") < pl.col("end")).then(pl.col("room")).alias("window_room")))
+    placed = (events.with_columns(own["own_room"])
+              .join(by_time, on="line", how="left", maintain_order="left")
+              .with_columns(room=pl.coalesce("own_room", "window_room")).drop("own_room", "window_room"))
+    missing = placed.filter(pl.col("room").is_null())
+    if missing.height and not drop:
+        row = missing.row(0, named=True)
+        raise bad_input(path, f"line {row['line']}: timestamp {row['timestamp']} (live_id {row['live_id']}, streamer "
+                        f"{row['streamer_id']}) lies outside every [start_timestamp, end_timestamp) window of that "
+                        f"streamer in {ROOM_FILE}", "fix the row or the room windows, or pass "
+                        "data.unmatched_events=drop to drop such events", "timestamp")
+    return placed.filter(pl.col("room").is_not_null()).drop("live_id"), missing.height

@@ -1,0 +1,786 @@
+"""Synthetic replica of KuaiLive (live streaming) plus a short-video domain, in the official file layout.
+
+`write_kuailive_replica(out_dir, config)` writes, comma-separated UTF-8 with a header row (all
+timestamps are Unix MILLISECONDS, local days are Asia/Shanghai, the period is 2025-05-05..2025-05-25):
+
+- ``click.csv``: ``user_id,live_id,streamer_id,timestamp,watch_live_time`` (one row per clicked live
+  exposure; ``watch_live_time`` in ms, the watch ends before the room does);
+- ``comment.csv`` / ``like.csv``: ``user_id,live_id,streamer_id,timestamp``;
+- ``gift.csv``: ``user_id,live_id,streamer_id,timestamp,gift_price`` (heavy-tailed integer coins);
+- ``negative.csv``: ``user_id,live_id,streamer_id,timestamp`` (exposures that were not clicked);
+- ``room.csv``: ``p_date,live_id,streamer_id,live_type,start_timestamp,end_timestamp,
+  live_content_category,live_name_id``; a room that crosses local midnight has one row per p_date
+  (same live_id, same window, as in the real file); ``live_name_id`` is -1 for rooms without a title;
+- ``user.csv`` / ``streamer.csv``: the documented profile columns (range strings, dates, onehot_feat0..6);
+- ``title_embeddings.npy``: float32 [n_titles, 128], row k = the k-th smallest live_name_id != -1;
+- ``photo_interaction.csv``: the short-video domain in the KuaiLive-M3 column names (``user_id,photo_id,
+  author_id,show_cnt,complete_play_cnt,play_progress,like_cnt,cancel_like_cnt,direct_comment_cnt,
+  reply_comment_cnt,comment_stay_duration,follow_cnt,cancel_follow_cnt,share_cnt``) plus ``p_date`` and
+  ``timestamp`` (ms of the first play that day; M3 documents daily aggregates, the replica adds the time);
+  one row per (user, photo, p_date). Short-video authors share the streamer id space (the same people);
+- ``photo_tag.csv``: ``photo_id,first_level_category_name..fourth_level_category_name``; the first level
+  uses the same strings as ``live_content_category`` (one category space for both domains).
+
+Real id magnitudes of the remapped release: user_id < 30,000, streamer/author ids < 470,000, live_id
+< 12,000,000, photo_id < 7,000,000, live_name_id < 4,000,000 (distinct random draws).
+
+Generative model (vectorised numpy, byte-deterministic for a given config)
+--------------------------------------------------------------------------
+People. ``n_streamers`` live streamers and ``n_authors`` short-video-only creators, each with a main and
+a secondary topic (category) and a Zipf popularity; most streamers post short videos too.
+
+Rooms. Each streamer goes live on a share of the days (popular ones more often), at an evening-heavy
+hour, for a lognormal duration (median ``room_median_minutes``); a streamer's rooms never overlap. A
+room has a topic (the streamer's main one mostly), a title per (streamer, topic) (or none), a quality,
+and CONTENT THAT DRIFTS: it is cut into segments (mean ``segment_minutes``, piecewise-constant content)
+whose topic is the room's topic or, with ``drift_rate``, another one, and whose quality is the room's
+quality plus ``segment_quality_sd`` noise.
+
+Users. Each user has a hidden affinity per topic (normal, with an age/gender tilt), SHARED by both
+domains, a set of favourite creators (drawn by popularity x exp(affinity to their topic)), an activity
+level and per-behaviour propensities (gifts: a few heavy spenders).
+
+Live exposures come in sessions at diurnal times; at each exposure time the recommender picks one of
+the rooms live at that moment by popularity x exp(``interest_sharpness`` x affinity to the room's
+(title) topic) (+ favourites), and the exposure time is drawn inside the room's window.
+
+PLANTED SIGNAL
+- the moment: ``click logit = b + click_affinity_weight * affinity(user, CURRENT SEGMENT's topic)
+  + click_quality_weight * segment quality + click_fan_weight * favourite + user bias``; the same
+  segment drives watch time, comments, likes and gifts. Exposure (the recommender) ignores the segment,
+  so recent in-room clicks per show reveal the current segment: click rate varies inside a room.
+- cross-domain: short videos are chosen by the same affinities (softmax, ``rec_precision``) and from
+  favourite creators (``favourite_share``), completed more when on-interest, so the short-video
+  history (about ``short_per_live`` times the live exposures) predicts live clicks and the same-author
+  short videos predict clicks on that streamer's rooms.
+- content semantics: the title embedding = topic direction + streamer style + noise, so it tells the
+  room's topic (the streamer id alone averages over its topics).
+- delays: comment / like / gift times are uniform over the (heavy-tailed) watch, so many arrive after
+  5 minutes (the slow window) and some after an hour.
+
+Rates (overall; logit / Poisson offsets are calibrated to hit them): click ``click_rate`` of live
+exposures; per clicked exposure comment ``comment_rate``, like ``like_rate``, gift ``gift_rate``. The
+real release has about 4.0 / 3.7 / 1.5 comment / like / gift EVENTS per 100 clicks; the replica RAISES the
+per-exposure rates so that the sparse tasks have enough positives on a small replica.
+
+Default size: 1,600 users, 1,200 streamers + 2,400 authors, ~8.2K rooms, ~100K live exposures (~70K in the
+training dates), ~0.88M short-video rows; simulated in ~2-3 CPU seconds. Measured (seed 0): click rate 0.20;
+per click: long view (> 60 s) 0.39, comment 0.083, like 0.094, gift 0.032 (12.4 / 15.7 / 4.5 events per 100
+clicks); gift price median 3, max > 50x median. Signal: AUC of the user's short-video share of the room's
+category for test-period live clicks 0.64-0.66; click rate 0.23 with >= 5 earlier short videos of the
+streamer vs 0.19-0.22 with none; within-room AUC of the segment quality 0.64; room-grouped AUC of the
+room's click rate in the last 5 minutes 0.55-0.57 (0.50-0.51 when segments do not drift).
+
+`simulate_kuailive_replica(config)` returns the tables in memory plus the hidden values (segments,
+per-exposure segment topic/quality/affinity, user affinities and favourites) for tests and oracles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recbench.data.base import _swap_into_place
+
+CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE = "click.csv", "comment.csv", "like.csv", "gift.csv"
+NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE = "negative.csv", "room.csv", "user.csv", "streamer.csv"
+TITLE_FILE = "title_embeddings.npy"
+PHOTO_FILE, PHOTO_TAG_FILE = "photo_interaction.csv", "photo_tag.csv"
+CSV_FILES = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE,
+             PHOTO_FILE, PHOTO_TAG_FILE)
+FILES = (*CSV_FILES, TITLE_FILE)
+
+EVENT_COLUMNS = ("user_id", "live_id", "streamer_id", "timestamp")
+ROOM_COLUMNS = ("p_date", "live_id", "streamer_id", "live_type", "start_timestamp", "end_timestamp",
+                "live_content_category", "live_name_id")
+USER_COLUMNS = ("user_id", "age", "gender", "country", "device_brand", "device_price", "reg_timestamp", "fans_num",
+                "follow_num", "first_watch_live_timestamp", "accu_watch_live_cnt", "accu_watch_live_duration",
+                "is_live_streamer", "is_photo_author", *(f"onehot_feat{k}" for k in range(7)))
+STREAMER_COLUMNS = ("streamer_id", "gender", "age", "country", "device_brand", "device_price", "live_operation_tag",
+                    "fans_user_num", "fans_group_fans_num", "follow_user_num", "first_live_timestamp",
+                    "accu_live_cnt", "accu_live_duration", "accu_play_cnt", "accu_play_duration", "reg_timestamp",
+                    *(f"onehot_feat{k}" for k in range(7)))
+PHOTO_COLUMNS = ("user_id", "photo_id", "author_id", "show_cnt", "complete_play_cnt", "play_progress", "like_cnt",
+                 "cancel_like_cnt", "direct_comment_cnt", "reply_comment_cnt", "comment_stay_duration", "follow_cnt",
+                 "cancel_follow_cnt", "share_cnt", "p_date", "timestamp")
+PHOTO_TAG_COLUMNS = ("photo_id", "first_level_category_name", "second_level_category_name",
+                     "third_level_category_name", "fourth_level_category_name")
+
+FIRST_DAY = np.datetime64("2025-05-05")
+N_DAYS = 21
+MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
+WINDOW_START_MS = int((FIRST_DAY.astype("datetime64[ms]") - np.timedelta64(8, "h")).astype(np.int64))
+WINDOW_END_MS = WINDOW_START_MS + N_DAYS * DAY_MS
+BIN_MS = 5 * MINUTE_MS  # the recommender's time grid: rooms live in a 5-minute bin are its candidates
+TITLE_DIM = 128
+
+TOPICS = ("chat", "shop", "game", "music", "dance", "outdoor", "food", "sports", "talent", "education",
+          "beauty", "pk", "pets", "auto")
+LIVE_TYPES = (1, 2, 3, 4, 5)
+_LIVE_TYPE_PROBS = np.array([0.62, 0.18, 0.1, 0.06, 0.04])
+AGES = ("12-17", "18-23", "24-30", "31-40", "41-49", "50+", "UNKNOWN")
+_AGE_PROBS = np.array([0.05, 0.18, 0.26, 0.27, 0.14, 0.08, 0.02])
+GENDERS = ("M", "F", "UNKNOWN")
+_GENDER_PROBS = np.array([0.55, 0.43, 0.02])
+BRANDS = ("HUAWEI", "OPPO", "VIVO", "XIAOMI", "APPLE", "HONOR", "OTHERS")
+_BRAND_PROBS = np.array([0.2, 0.17, 0.17, 0.14, 0.14, 0.1, 0.08])
+DEVICE_PRICES = ("0-1000", "1000-2000", "2000-3000", "3000-5000", "5000-8000", "8000-100000")
+COUNT_RANGES = ("0-10", "10-100", "100-1000", "1000-10000", "10000-100000", "100000-1000000", "1000000-10000000")
+OPERATION_TAGS = ("Relationship", "Game", "Sell", "Talent", "Chat", "Outdoor", "UNKNOWN")
+# Relative traffic per local hour: users watch in the evening; streams mostly start 18-22h.
+_WATCH_DIURNAL = np.array([3.0, 1.8, 1.0, 0.6, 0.5, 0.6, 1.0, 1.8, 2.4, 2.6, 2.8, 3.2,
+                           4.0, 3.8, 3.0, 2.8, 3.0, 3.6, 4.6, 5.6, 6.4, 6.6, 5.8, 4.4])
+_START_DIURNAL = np.array([1.0, 0.5, 0.3, 0.2, 0.2, 0.3, 0.6, 1.0, 1.4, 1.6, 1.6, 1.6,
+                           2.0, 1.8, 1.6, 1.6, 1.8, 2.4, 3.4, 4.2, 4.2, 3.2, 2.2, 1.4])
+
+
+@dataclass(frozen=True)
+class KuaiLiveReplicaConfig:
+    """Knobs of the KuaiLive replica. Every field changes the written bytes (hash them for a cache key)."""
+
+    n_users: int = 1600
+    n_streamers: int = 1200
+    n_authors: int = 2400  # short-video-only creators (most streamers post short videos too)
+    live_exposures_per_user: float = 63.0  # mean live exposures per user (lognormal activity)
+    short_per_live: float = 9.0  # short-video exposures per live exposure (Kuaishou: ~90% vs ~10%)
+    seed: int = 0
+    n_topics: int = 12  # categories in use (<= len(TOPICS))
+    # --- people and rooms
+    streamer_zipf: float = 1.1  # Zipf exponent of streamer / author popularity
+    live_day_share: float = 0.33  # mean share of days a streamer goes live (popular ones more often)
+    room_median_minutes: float = 60.0  # median room duration (lognormal, 5 min .. 8 h)
+    room_sigma: float = 0.7
+    no_title_rate: float = 0.08  # rooms with live_name_id = -1
+    photo_author_rate: float = 0.7  # share of streamers who also post short videos
+    photos_per_author: float = 15.0  # mean short videos per creator
+    segment_minutes: float = 8.0  # mean length of a content segment inside a room
+    drift_rate: float = 0.3  # share of segments whose topic is not the room's topic
+    room_quality_sd: float = 0.5  # sd of a room's quality (on top of the streamer's)
+    segment_quality_sd: float = 0.9  # sd of a segment's quality around its room's quality
+    # --- users, sessions and the recommender
+    activity_sigma: float = 0.6  # lognormal sd of the per-user exposure volume
+    session_length: float = 6.0  # mean live exposures per session (geometric)
+    exposure_gap_s: float = 40.0  # mean seconds between exposures of a session
+    interest_sharpness: float = 1.0  # recommender weight exp(sharpness * affinity to the room topic)
+    n_favourites: float = 6.0  # mean favourite creators per user
+    rec_precision: float = 0.7  # share of short videos whose topic follows the user's interests
+    favourite_share: float = 0.15  # share of short videos from favourite creators
+    # --- live labels (the planted signal)
+    click_rate: float = 0.2
+    click_affinity_weight: float = 1.0
+    click_quality_weight: float = 0.9
+    click_fan_weight: float = 1.5
+    click_user_sd: float = 0.5  # sd of the per-user click bias
+    watch_median_s: float = 18.0  # median watch of a click (lognormal; long view = above a threshold)
+    watch_sigma: float = 1.4
+    comment_rate: float = 0.10  # share of clicks with >= 1 comment (real ~0.04 events / click, raised)
+    like_rate: float = 0.12
+    gift_rate: float = 0.04
+    gift_price_median: float = 3.0  # coins per gift event (lognormal, heavy tail)
+    gift_price_sigma: float = 1.6
+    # --- short videos
+    complete_rate: float = 0.3  # share of short-video rows with a complete play (their long view)
+    short_affinity_weight: float = 1.5  # complete-play logit per unit of affinity to the video topic
+
+    def validate(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"KuaiLiveReplicaConfig: {what}")
+
+        need(self.n_users >= 1 and self.n_streamers >= 1 and self.n_authors >= 0, "need users and streamers")
+        need(self.n_users < 30_000, "n_users must stay below 30,000 (the real user_id range)")
+        need(2 <= self.n_topics <= len(TOPICS), f"n_topics must be in 2..{len(TOPICS)}")
+        need(self.n_streamers + self.n_authors >= self.n_topics, "need at least n_topics creators")
+        need(self.live_exposures_per_user >= 1 and self.short_per_live >= 0, "volumes must be positive")
+        for name in ("live_day_share", "no_title_rate", "photo_author_rate", "drift_rate", "rec_precision",
+                     "favourite_share"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        for name in ("click_rate", "comment_rate", "like_rate", "gift_rate", "complete_rate"):
+            need(0.0 < getattr(self, name) < 1.0, f"{name} must be in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class KuaiLiveReplica:
+    """In-memory replica: the files' tables plus the hidden values."""
+
+    tables: dict[str, pl.DataFrame]  # file name -> rows exactly as written (CSV files)
+    title_embeddings: np.ndarray  # float32 [n_titles, 128], as written to title_embeddings.npy
+    topic_names: tuple[str, ...]
+    # one row per live exposure, file order of click.csv / negative.csv merged by time: user_id, live_id,
+    # streamer_id, timestamp, clicked, segment (global index), segment_topic, segment_quality, affinity
+    # (user to the segment topic), room_affinity (to the room topic), favourite, watch_ms
+    exposures: pl.DataFrame
+    segments: pl.DataFrame  # live_id, segment, start_ms, end_ms, topic, quality
+    rooms: pl.DataFrame  # live_id, streamer_id, start_ms, end_ms, topic, quality, live_name_id
+    affinity: np.ndarray  # [n_users, n_topics], row order = user_ids
+    user_ids: np.ndarray
+    favourites: pl.DataFrame  # user_id, creator_id (streamer or author id)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def _bisect(rate_of, target: float, lo: float = -40.0, hi: float = 40.0) -> float:
+    """x with rate_of(x) == target for an increasing rate_of (bisection)."""
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rate_of(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _thin(x: np.ndarray, size: int = 50_000) -> np.ndarray:
+    """A fixed strided subsample: calibrating an offset on 50K rows is as good as on millions."""
+    return x[::len(x) // size + 1]
+
+
+def _logit_offset(x: np.ndarray, target: float) -> float:
+    """b with mean(sigmoid(b + x)) == target: keeps the rate knobs meaningful whatever the weights."""
+    x = _thin(x)
+    return _bisect(lambda b: float(np.mean(_sigmoid(b + x))), target)
+
+
+def _poisson_log_rate(g: np.ndarray, target: float) -> float:
+    """log r with mean(1 - exp(-r g)) == target: the share of rows with >= 1 Poisson(r g) event."""
+    g = _thin(g)
+    return _bisect(lambda lr: float(np.mean(-np.expm1(-np.exp(lr) * g))), target, -30.0, 30.0)
+
+
+def _sample_cdf(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(weights)
+    return np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
+
+
+def _sample_within(rng: np.random.Generator, weights: np.ndarray, owner: np.ndarray, n_owners: int,
+                   want: np.ndarray) -> np.ndarray:
+    """For each owner in `want`, one of its members drawn with probability ~ `weights` (owner must own one)."""
+    order = np.argsort(owner, kind="stable")
+    cum = np.cumsum(weights[order])
+    start = np.searchsorted(owner[order], np.arange(n_owners), side="left")
+    stop = np.searchsorted(owner[order], np.arange(n_owners), side="right")
+    lo = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
+    hi = cum[np.maximum(stop - 1, 0)]
+    pos = np.searchsorted(cum, lo[want] + rng.random(len(want)) * (hi[want] - lo[want]), side="right")
+    return order[np.clip(pos, start[want], stop[want] - 1)]
+
+
+def _rank_in_segment(counts: np.ndarray) -> np.ndarray:
+    """0-based position of each element inside consecutive segments of sizes `counts`."""
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    return np.arange(counts.sum()) - np.repeat(starts, counts)
+
+
+def _distinct_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
+    return rng.choice(high - low, size=n, replace=False).astype(np.int64) + low
+
+
+def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Zipf weights in random order (rank 1 = the most popular)."""
+    return (1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent)[rng.permutation(n)]
+
+
+def _local_date(ms: np.ndarray) -> np.ndarray:
+    """YYYYMMDD (int) of the Asia/Shanghai date of Unix ms (via a table of the few days involved)."""
+    day = (ms - WINDOW_START_MS) // DAY_MS
+    first = int(day.min())
+    days = FIRST_DAY + np.arange(first, int(day.max()) + 1).astype("timedelta64[D]")
+    table = np.char.replace(np.datetime_as_string(days, unit="D"), "-", "").astype(np.int64)
+    return table[day - first]
+
+
+def _pick(rng: np.random.Generator, options: tuple, probs: np.ndarray | None, n: int) -> np.ndarray:
+    p = None if probs is None else probs / probs.sum()
+    return np.asarray(options, dtype=object)[rng.choice(len(options), size=n, p=p)].astype(str)
+
+
+def _dates(rng: np.random.Generator, n: int, first: str, last: str) -> np.ndarray:
+    lo, hi = np.datetime64(first), np.datetime64(last)
+    days = rng.integers(0, int((hi - lo).astype(int)), n)
+    return np.datetime_as_string(lo + days.astype("timedelta64[D]"), unit="D").astype(str)
+
+
+def _count_range(count: np.ndarray) -> np.ndarray:
+    """Range string ("100-1000") of the decade a count falls in (0-10 for counts below 10)."""
+    decade = np.clip(np.floor(np.log10(np.maximum(count, 1))).astype(int), 0, len(COUNT_RANGES) - 1)
+    return np.asarray(COUNT_RANGES)[decade]
+
+
+# ----------------------------------------------------------------------------------------- phases
+@dataclass(frozen=True)
+class _People:
+    """Streamers (indices < n_streamers) and short-video-only authors."""
+
+    topic: np.ndarray  # main topic
+    topic2: np.ndarray  # secondary topic
+    pop: np.ndarray  # popularity weight (Zipf), within streamers and within authors
+    quality: np.ndarray  # streamers' content quality
+    n_photos: np.ndarray  # short videos posted (0 for streamers who post none)
+    style: np.ndarray  # (P, 128) the creator's direction in the title embedding space
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Users:
+    affinity: np.ndarray  # (U, T)
+    activity: np.ndarray  # relative exposure volume, mean 1
+    click_bias: np.ndarray
+    propensity: np.ndarray  # (U, 3) comment, like, gift
+    age: np.ndarray
+    gender: np.ndarray
+    fav_key: np.ndarray  # sorted user * P + person of every favourite pair
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Rooms:
+    streamer: np.ndarray
+    start: np.ndarray  # Unix ms
+    end: np.ndarray
+    topic: np.ndarray
+    quality: np.ndarray
+    title: np.ndarray  # live_name_id or -1
+    live_type: np.ndarray
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Segments:
+    room: np.ndarray  # sorted by (room, start)
+    start: np.ndarray  # Unix ms
+    end: np.ndarray
+    topic: np.ndarray
+    quality: np.ndarray
+
+
+def _draw_people(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig) -> _People:
+    n_s, n_p, n_t = cfg.n_streamers, cfg.n_streamers + cfg.n_authors, cfg.n_topics
+    topic_pop = 1.0 / np.arange(1, n_t + 1) ** 0.6
+    topic = _sample_cdf(topic_pop, rng.random(n_p))
+    topic[:n_t] = np.arange(n_t)  # every topic has a streamer ...
+    if cfg.n_authors >= n_t:
+        topic[n_s:n_s + n_t] = np.arange(n_t)  # ... and a short-video author
+    topic2 = (topic + rng.integers(1, n_t, n_p)) % n_t
+    pop = np.r_[_zipf_weights(rng, n_s, cfg.streamer_zipf), _zipf_weights(rng, cfg.n_authors, cfg.streamer_zipf)]
+    posts = np.r_[rng.random(n_s) < cfg.photo_author_rate, np.ones(cfg.n_authors, bool)]
+    posts[:n_t] |= cfg.n_authors < n_t  # without authors, the first streamers cover every topic
+    n_photos = np.where(posts, 1 + rng.poisson(max(cfg.photos_per_author - 1.0, 0.0), n_p), 0)
+    style = rng.normal(0.0, 1.0, (n_p, TITLE_DIM)).astype(np.float32)
+    return _People(topic=topic, topic2=topic2, pop=pop, quality=rng.normal(0.0, 0.4, n_p), n_photos=n_photos,
+                   style=style, ids=_distinct_ids(rng, n_p, 1, 470_000))
+
+
+def _draw_users(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People) -> _Users:
+    n_u, n_t, n_p = cfg.n_users, cfg.n_topics, len(people.pop)
+    age = rng.choice(len(AGES), n_u, p=_AGE_PROBS / _AGE_PROBS.sum())
+    gender = rng.choice(len(GENDERS), n_u, p=_GENDER_PROBS)
+    tilt = rng.normal(0.0, 0.4, (len(AGES), n_t))[age] + rng.normal(0.0, 0.4, (len(GENDERS), n_t))[gender]
+    affinity = rng.normal(0.0, 1.0, (n_u, n_t)) + tilt
+    activity = rng.lognormal(0.0, cfg.activity_sigma, n_u)
+    # favourites: per user, 8k creators drawn by popularity, then the k best by affinity to their topic
+    # (+ Gumbel noise): popular, on-interest creators; duplicates collapse
+    k = np.minimum(1 + rng.poisson(max(cfg.n_favourites - 1.0, 0.0), n_u), n_p)
+    width = 8 * int(k.max())
+    cand = _sample_cdf(people.pop, rng.random(n_u * width)).reshape(n_u, width)
+    score = affinity[np.arange(n_u)[:, None], people.topic[cand]] + rng.gumbel(size=cand.shape)
+    ranked = np.take_along_axis(cand, np.argsort(-score, axis=1), 1)
+    chosen = np.arange(width)[None, :] < k[:, None]
+    users = np.broadcast_to(np.arange(n_u)[:, None], ranked.shape)
+    fav_key = np.unique(users[chosen].astype(np.int64) * n_p + ranked[chosen])
+    propensity = rng.normal(0.0, 1.0, (n_u, 3)) * np.array([0.8, 0.8, 1.3])  # gifts: heavy spenders
+    return _Users(affinity=affinity, activity=activity / activity.mean(),
+                  click_bias=rng.normal(0.0, cfg.click_user_sd, n_u), propensity=propensity, age=age,
+                  gender=gender, fav_key=fav_key, ids=np.sort(_distinct_ids(rng, n_u, 1, 30_000)))
+
+
+def _is_favourite(users: _Users, n_people: int, user: np.ndarray, person: np.ndarray) -> np.ndarray:
+    key = user.astype(np.int64) * n_people + person
+    pos = np.minimum(np.searchsorted(users.fav_key, key), len(users.fav_key) - 1)
+    return users.fav_key[pos] == key
+
+
+def _draw_rooms(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People) -> _Rooms:
+    """Rooms per (streamer, day); a streamer's rooms never overlap (a late room delays the next one)."""
+    n_s = cfg.n_streamers
+    activity = people.pop[:n_s] ** 0.3
+    p_live = np.clip(cfg.live_day_share * activity / activity.mean(), 0.02, 0.95)
+    live = rng.random((n_s, N_DAYS)) < p_live[:, None]
+    hour = _sample_cdf(_START_DIURNAL, rng.random((n_s, N_DAYS)).ravel()).reshape(n_s, N_DAYS)
+    start = (WINDOW_START_MS + np.arange(N_DAYS)[None, :] * DAY_MS + hour * HOUR_MS
+             + rng.integers(0, HOUR_MS, (n_s, N_DAYS)))
+    minutes = np.clip(rng.lognormal(np.log(cfg.room_median_minutes), cfg.room_sigma, (n_s, N_DAYS)), 5, 480)
+    duration = (minutes * MINUTE_MS).astype(np.int64)
+    free_from = np.full(n_s, np.iinfo(np.int64).min // 2)
+    for day in range(N_DAYS):  # 21 steps, vectorised over streamers
+        start[:, day] = np.maximum(start[:, day], free_from + 10 * MINUTE_MS)
+        free_from = np.where(live[:, day], start[:, day] + duration[:, day], free_from)
+    live &= start < WINDOW_END_MS - 10 * MINUTE_MS
+    streamer, day = np.nonzero(live)
+    start = start[streamer, day]
+    n_r = len(streamer)
+    u = rng.random(n_r)
+    topic = np.where(u < 0.7, people.topic[streamer],
+                     np.where(u < 0.9, people.topic2[streamer], rng.integers(0, cfg.n_topics, n_r)))
+    # one title per (streamer, topic); some rooms have none
+    title_code = np.unique(streamer.astype(np.int64) * cfg.n_topics + topic, return_inverse=True)[1]
+    title_ids = _distinct_ids(rng, int(title_code.max()) + 1, 0, 4_000_000)
+    title = np.where(rng.random(n_r) < cfg.no_title_rate, -1, title_ids[title_code])
+    return _Rooms(streamer=streamer, start=start, end=start + duration[streamer, day], topic=topic,
+                  quality=people.quality[streamer] + rng.normal(0.0, cfg.room_quality_sd, n_r), title=title,
+                  live_type=np.asarray(LIVE_TYPES)[rng.choice(len(LIVE_TYPES), n_r, p=_LIVE_TYPE_PROBS)],
+                  ids=_distinct_ids(rng, n_r, 1, 12_000_000))
+
+
+def _draw_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People, rooms: _Rooms) -> _Segments:
+    """Piecewise-constant content: cut points uniform inside each room (a Poisson number of them)."""
+    duration = rooms.end - rooms.start
+    n_cuts = rng.poisson(duration / (cfg.segment_minutes * MINUTE_MS))
+    cut_room = np.repeat(np.arange(len(duration)), n_cuts)
+    cut_at = rooms.start[cut_room] + (rng.random(len(cut_room)) * duration[cut_room]).astype(np.int64)
+    room = np.r_[np.arange(len(duration)), cut_room]
+    start = np.r_[rooms.start, cut_at]
+    order = np.lexsort((start, room))
+    room, start = room[order], start[order]
+    last = np.r_[room[1:] != room[:-1], True]
+    end = np.where(last, rooms.end[room], np.r_[start[1:], 0])
+    n = len(room)
+    u = rng.random(n)
+    drift = np.where(u < cfg.drift_rate * 0.5, people.topic2[rooms.streamer[room]], rng.integers(0, cfg.n_topics, n))
+    topic = np.where(u < cfg.drift_rate, drift, rooms.topic[room])
+    quality = rooms.quality[room] + rng.normal(0.0, cfg.segment_quality_sd, n)
+    return _Segments(room=room, start=start, end=end, topic=topic, quality=quality)
+
+
+def _segment_at(segments: _Segments, room: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Global index of the segment of `room` that contains time `t` (the room must contain t)."""
+    key = segments.room.astype(np.int64) * (1 << 42) + (segments.start - WINDOW_START_MS + (1 << 40))
+    query = room.astype(np.int64) * (1 << 42) + (t - WINDOW_START_MS + (1 << 40))
+    return np.searchsorted(key, query, side="right") - 1
+
+
+def _candidates(rooms: _Rooms) -> tuple[np.ndarray, np.ndarray]:
+    """[n_bins, K] rooms live in each 5-minute bin of the period (-1 padded) and their count per bin."""
+    n_bins = N_DAYS * DAY_MS // BIN_MS
+    first = np.clip((rooms.start - WINDOW_START_MS) // BIN_MS, 0, n_bins)
+    last = np.clip((rooms.end - 1 - WINDOW_START_MS) // BIN_MS, -1, n_bins - 1)
+    count = np.maximum(last - first + 1, 0)
+    room = np.repeat(np.arange(len(count)), count)
+    bins = np.repeat(first, count) + _rank_in_segment(count)
+    order = np.argsort(bins, kind="stable")
+    room, bins = room[order], bins[order]
+    per_bin = np.bincount(bins, minlength=n_bins)
+    table = np.full((n_bins, max(int(per_bin.max()), 1)), -1, np.int64)
+    table[bins, _rank_in_segment(per_bin)] = room
+    return table, per_bin
+
+
+def _draw_exposures(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
+                    rooms: _Rooms) -> dict[str, np.ndarray]:
+    """Sessions of exposures; each picks a room live at that time and a time inside the room's window."""
+    table, per_bin = _candidates(rooms)
+    n_bins = len(per_bin)
+    count = np.maximum(rng.poisson(cfg.live_exposures_per_user * users.activity), 2)
+    user = np.repeat(np.arange(cfg.n_users), count)
+    n_e = len(user)
+    new_session = np.r_[True, user[1:] != user[:-1]] | (rng.random(n_e) < 1.0 / cfg.session_length)
+    session = np.cumsum(new_session) - 1
+    hour_of_bin = (np.arange(n_bins) * BIN_MS // HOUR_MS) % 24
+    bin_weight = _WATCH_DIURNAL[hour_of_bin] * (per_bin > 0)
+    session_bin = _sample_cdf(bin_weight, rng.random(int(session[-1]) + 1))
+    gap = rng.exponential(cfg.exposure_gap_s * 1000.0, n_e)
+    offset = np.cumsum(gap) - np.cumsum(gap)[np.flatnonzero(new_session)][session]
+    bins = session_bin[session] + (offset // BIN_MS).astype(np.int64)
+    bad = (bins >= n_bins) | (per_bin[np.minimum(bins, n_bins - 1)] == 0)
+    bins = np.where(bad, session_bin[session], bins)
+    room = np.empty(n_e, np.int64)
+    log_pop = np.log(people.pop[rooms.streamer]) + 0.3 * rooms.quality
+    n_p = len(people.pop)
+    for lo in range(0, n_e, 20_000):  # chunks bound the [chunk, K] candidate matrices
+        sl = slice(lo, min(lo + 20_000, n_e))
+        cand = table[bins[sl]]
+        valid = cand >= 0
+        c = np.where(valid, cand, 0)
+        u = user[sl][:, None]
+        score = (log_pop[c] + cfg.interest_sharpness * users.affinity[u, rooms.topic[c]]
+                 + 0.5 * _is_favourite(users, n_p, u, rooms.streamer[c]) + rng.gumbel(size=c.shape))
+        room[sl] = cand[np.arange(len(c)), np.argmax(np.where(valid, score, -np.inf), axis=1)]
+    lo = np.maximum(rooms.start[room], WINDOW_START_MS + bins * BIN_MS)
+    hi = np.minimum(rooms.end[room], WINDOW_START_MS + (bins + 1) * BIN_MS)
+    t = lo + (rng.random(n_e) * (hi - lo)).astype(np.int64)
+    return {"user": user, "room": room, "t": t}
+
+
+def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
+                        rooms: _Rooms, segments: _Segments, exp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Click by the CURRENT segment, watch time, then comment / like / gift events inside the watch."""
+    user, room, t = exp["user"], exp["room"], exp["t"]
+    seg = _segment_at(segments, room, t)
+    aff = users.affinity[user, segments.topic[seg]]
+    quality = segments.quality[seg]
+    fav = _is_favourite(users, len(people.pop), user, rooms.streamer[room])
+    x = (cfg.click_affinity_weight * aff + cfg.click_quality_weight * quality + cfg.click_fan_weight * fav
+         + users.click_bias[user])
+    clicked = rng.random(len(t)) < _sigmoid(_logit_offset(x, cfg.click_rate) + x)
+    log_watch = (np.log(cfg.watch_median_s * 1000.0) + 0.4 * aff + 0.3 * quality + 0.5 * fav
+                 + rng.normal(0.0, cfg.watch_sigma, len(t)))
+    exit_at = np.minimum(t + np.exp(log_watch).astype(np.int64), rooms.end[room] - 1)
+    watch = np.where(clicked, np.maximum(exit_at - t, 0), 0)
+    events = {}
+    clicks = np.flatnonzero(clicked)
+    minutes = watch[clicks] / MINUTE_MS
+    for k, (name, rate) in enumerate((("comment", cfg.comment_rate), ("like", cfg.like_rate),
+                                      ("gift", cfg.gift_rate))):
+        g = np.exp(users.propensity[user[clicks], k] + 0.5 * aff[clicks] + 0.3 * quality[clicks]
+                   + 0.5 * fav[clicks]) * np.sqrt(minutes)
+        n = np.minimum(rng.poisson(np.exp(_poisson_log_rate(g, rate)) * g), 30)
+        owner = np.repeat(clicks, n)
+        when = t[owner] + (rng.random(len(owner)) * watch[owner]).astype(np.int64)
+        events[name] = {"exposure": owner, "t": when}
+    price = rng.lognormal(np.log(cfg.gift_price_median), cfg.gift_price_sigma, len(events["gift"]["t"]))
+    events["gift"]["price"] = np.maximum(np.rint(price), 1).astype(np.int64)
+    return {"segment": seg, "affinity": aff, "room_affinity": users.affinity[user, rooms.topic[room]],
+            "quality": quality, "favourite": fav, "clicked": clicked, "watch": watch, "events": events}
+
+
+def _draw_photos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People) -> dict[str, np.ndarray]:
+    """Each posting creator's short videos; a video's topic is the creator's main one mostly."""
+    author = np.repeat(np.arange(len(people.n_photos)), people.n_photos)
+    topic = np.where(rng.random(len(author)) < 0.8, people.topic[author], people.topic2[author])
+    return {"author": author, "topic": topic, "first": np.r_[0, np.cumsum(people.n_photos)[:-1]],
+            "ids": _distinct_ids(rng, len(author), 1, 7_000_000)}
+
+
+def _draw_short_videos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
+                       photos: dict[str, np.ndarray], live_count: np.ndarray) -> pl.DataFrame:
+    """Short-video exposures: same affinities as live, favourites, completion on interest."""
+    n_t, n_p = cfg.n_topics, len(people.pop)
+    user = np.repeat(np.arange(cfg.n_users), rng.poisson(cfg.short_per_live * live_count))
+    n = len(user)
+    day = rng.integers(0, N_DAYS, n)
+    hour = _sample_cdf(_WATCH_DIURNAL, rng.random(n))
+    t = WINDOW_START_MS + day * DAY_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, n)
+    # topic: the user's interests (softmax) or global popularity; creator by popularity inside the topic
+    pref = np.exp(users.affinity - users.affinity.max(1, keepdims=True))
+    cum = np.cumsum(pref / pref.sum(1, keepdims=True), axis=1)
+    topic = np.minimum((rng.random(n)[:, None] >= cum[user]).sum(1), n_t - 1)
+    popular = rng.random(n) >= cfg.rec_precision
+    topic[popular] = _sample_cdf(1.0 / np.arange(1, n_t + 1) ** 0.6, rng.random(int(popular.sum())))
+    posts = people.n_photos > 0
+    creators = np.flatnonzero(posts)
+    author = creators[_sample_within(rng, people.pop[creators], people.topic[creators], n_t, topic)]
+    # a share of the rows comes from the user's favourite creators (those who post)
+    fav_user, fav_person = users.fav_key // n_p, users.fav_key % n_p
+    keep = posts[fav_person]
+    fav_user, fav_person = fav_user[keep], fav_person[keep]
+    has_fav = np.bincount(fav_user, minlength=cfg.n_users) > 0
+    from_fav = np.flatnonzero((rng.random(n) < cfg.favourite_share) & has_fav[user])
+    pick = _sample_within(rng, np.ones(len(fav_user)), fav_user, cfg.n_users, user[from_fav])
+    author[from_fav] = fav_person[pick]
+    photo = photos["first"][author] + (rng.random(n) * people.n_photos[author]).astype(np.int64)
+    ptopic = photos["topic"][photo]
+    aff = users.affinity[user, ptopic]
+    fav = _is_favourite(users, n_p, user, author)
+    x = cfg.short_affinity_weight * aff + 1.0 * fav + rng.normal(0.0, 0.5, n)
+    complete = rng.random(n) < _sigmoid(_logit_offset(x, cfg.complete_rate) + x)
+    progress = np.where(complete, 1.0, np.round(np.clip(rng.beta(1.0, 2.0, n), 0.01, 0.99), 3))
+
+    def flag(rate: float, weight: float) -> np.ndarray:
+        z = weight * aff + 1.0 * fav
+        return (rng.random(n) < _sigmoid(_logit_offset(z, rate) + z)).astype(np.int64)
+
+    like, comment, reply = flag(0.04, 0.8), flag(0.01, 0.5), flag(0.003, 0.5)
+    stay = np.where((comment > 0) | (rng.random(n) < 0.05), rng.lognormal(np.log(8000.0), 1.0, n), 0.0)
+    rows = pl.DataFrame({
+        "user_id": users.ids[user], "photo_id": photos["ids"][photo], "author_id": people.ids[author],
+        "show_cnt": np.ones(n, np.int64), "complete_play_cnt": complete.astype(np.int64), "play_progress": progress,
+        "like_cnt": like, "cancel_like_cnt": like * (rng.random(n) < 0.05), "direct_comment_cnt": comment,
+        "reply_comment_cnt": reply, "comment_stay_duration": stay.astype(np.int64), "follow_cnt": flag(0.003, 0.5),
+        "cancel_follow_cnt": (rng.random(n) < 0.0005).astype(np.int64), "share_cnt": flag(0.005, 0.5),
+        "p_date": _local_date(t), "timestamp": t,
+    })
+    return _daily_aggregate(rows, user * len(photos["ids"]) + photo, day)
+
+
+def _daily_aggregate(rows: pl.DataFrame, pair: np.ndarray, day: np.ndarray) -> pl.DataFrame:
+    """One row per (user, photo, p_date), as in KuaiLive-M3: counts summed, progress averaged, time = the
+    day's first play; rows ordered by (user, time). numpy segment sums (a polars group_by is slower here)."""
+    user, t = rows["user_id"].to_numpy(), rows["timestamp"].to_numpy()
+    by_time = np.argsort((np.unique(user, return_inverse=True)[1].astype(np.int64) << 32) + (t - WINDOW_START_MS),
+                         kind="stable")
+    _, first, group = np.unique((pair * N_DAYS + day)[by_time], return_index=True, return_inverse=True)
+    out = np.argsort(first)  # groups in the order of their first play: (user, time)
+    size = np.bincount(group)
+    columns = {}
+    for name in PHOTO_COLUMNS:
+        values = rows[name].to_numpy()[by_time]
+        if name in ("user_id", "photo_id", "author_id", "p_date", "timestamp"):
+            columns[name] = values[first][out]
+        elif name == "play_progress":
+            columns[name] = np.round(np.bincount(group, weights=values) / size, 3)[out]
+        else:
+            columns[name] = np.bincount(group, weights=values)[out].astype(np.int64)
+    return pl.DataFrame(columns)
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _event_table(user_ids: np.ndarray, live_ids: np.ndarray, streamer_ids: np.ndarray, t: np.ndarray,
+                 **extra: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"user_id": user_ids, "live_id": live_ids, "streamer_id": streamer_ids, "timestamp": t,
+                         **extra}).sort("timestamp", "user_id", "live_id", maintain_order=True)
+
+
+def _room_table(rooms: _Rooms, people: _People, topic_names: np.ndarray) -> pl.DataFrame:
+    """One row per (room, local date it covers): cross-midnight rooms repeat their live_id."""
+    first_day = (rooms.start - WINDOW_START_MS) // DAY_MS
+    last_day = (rooms.end - 1 - WINDOW_START_MS) // DAY_MS
+    n_days = last_day - first_day + 1
+    room = np.repeat(np.arange(len(n_days)), n_days)
+    day = first_day[room] + _rank_in_segment(n_days)
+    return pl.DataFrame({
+        "p_date": _local_date(WINDOW_START_MS + day * DAY_MS), "live_id": rooms.ids[room],
+        "streamer_id": people.ids[rooms.streamer[room]], "live_type": rooms.live_type[room],
+        "start_timestamp": rooms.start[room], "end_timestamp": rooms.end[room],
+        "live_content_category": topic_names[rooms.topic[room]], "live_name_id": rooms.title[room],
+    }).sort("p_date", "live_id")
+
+
+def _user_table(rng: np.random.Generator, users: _Users, live_count: np.ndarray) -> pl.DataFrame:
+    n = len(users.ids)
+    watch_cnt = (live_count * rng.lognormal(3.0, 1.0, n)).astype(np.int64)
+    return pl.DataFrame({
+        "user_id": users.ids, "age": np.asarray(AGES)[users.age], "gender": np.asarray(GENDERS)[users.gender],
+        "country": np.where(rng.random(n) < 0.97, "CN", "UNKNOWN"), "device_brand": _pick(rng, BRANDS, _BRAND_PROBS, n),
+        "device_price": _pick(rng, DEVICE_PRICES, np.array([1, 3, 4, 4, 2, 1.0]), n),
+        "reg_timestamp": _dates(rng, n, "2016-01-01", "2025-04-01"),
+        "fans_num": _count_range(rng.lognormal(2.0, 1.5, n)), "follow_num": _count_range(rng.lognormal(4.0, 1.2, n)),
+        "first_watch_live_timestamp": _dates(rng, n, "2018-01-01", "2025-04-20"),
+        "accu_watch_live_cnt": _count_range(watch_cnt),
+        "accu_watch_live_duration": _count_range(watch_cnt * rng.lognormal(11.0, 1.0, n)),
+        "is_live_streamer": (rng.random(n) < 0.05).astype(np.int64),
+        "is_photo_author": (rng.random(n) < 0.3).astype(np.int64),
+        **{f"onehot_feat{k}": (rng.random(n) < 0.1 + 0.1 * k).astype(np.int64) for k in range(7)},
+    }).select(USER_COLUMNS)
+
+
+def _streamer_table(rng: np.random.Generator, people: _People, n_streamers: int) -> pl.DataFrame:
+    n = n_streamers
+    fans = people.pop[:n] / people.pop[:n].max() * 3e6 * rng.lognormal(0.0, 0.5, n)
+    lives = rng.lognormal(4.0, 1.0, n)
+    return pl.DataFrame({
+        "streamer_id": people.ids[:n], "gender": _pick(rng, GENDERS, _GENDER_PROBS, n),
+        "age": _pick(rng, AGES, _AGE_PROBS, n), "country": np.where(rng.random(n) < 0.98, "CN", "UNKNOWN"),
+        "device_brand": _pick(rng, BRANDS, _BRAND_PROBS, n),
+        "device_price": _pick(rng, DEVICE_PRICES, np.array([1, 2, 3, 4, 3, 2.0]), n),
+        "live_operation_tag": _pick(rng, OPERATION_TAGS, None, n), "fans_user_num": _count_range(fans),
+        "fans_group_fans_num": _count_range(fans * 0.05), "follow_user_num": _count_range(rng.lognormal(5.0, 1.0, n)),
+        "first_live_timestamp": _dates(rng, n, "2017-01-01", "2025-04-20"), "accu_live_cnt": _count_range(lives),
+        "accu_live_duration": _count_range(lives * 3.6e6), "accu_play_cnt": _count_range(fans * lives * 0.01),
+        "accu_play_duration": _count_range(fans * lives * 600.0),
+        "reg_timestamp": _dates(rng, n, "2015-01-01", "2025-01-01"),
+        **{f"onehot_feat{k}": (rng.random(n) < 0.15 + 0.1 * k).astype(np.int64) for k in range(7)},
+    }).select(STREAMER_COLUMNS).sort("streamer_id")
+
+
+def _photo_tag_table(photos: dict[str, np.ndarray], topic_names: np.ndarray) -> pl.DataFrame:
+    first = topic_names[photos["topic"]]
+    sub = pl.Series(photos["ids"] % 5)
+    level = pl.col("first_level_category_name") + pl.lit("_")
+    return pl.DataFrame({"photo_id": photos["ids"], "first_level_category_name": first}).with_columns(
+        second_level_category_name=level + (sub % 3).cast(pl.String),
+        third_level_category_name=level + sub.cast(pl.String),
+        fourth_level_category_name=pl.lit("UNKNOWN"),
+    ).select(PHOTO_TAG_COLUMNS).sort("photo_id")
+
+
+def _title_embeddings(rng: np.random.Generator, people: _People, rooms: _Rooms, n_topics: int) -> np.ndarray:
+    """Row k = title of the k-th smallest live_name_id: topic direction + creator style + noise."""
+    titled = rooms.title >= 0
+    title, first = np.unique(rooms.title[titled], return_index=True)
+    topic = rooms.topic[titled][first]
+    streamer = rooms.streamer[titled][first]
+    directions = rng.normal(0.0, 1.0, (n_topics, TITLE_DIM))
+    emb = 1.0 * directions[topic] + 0.5 * people.style[streamer] + 0.4 * rng.normal(0.0, 1.0, (len(title), TITLE_DIM))
+    return (emb / np.sqrt(TITLE_DIM)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ simulate
+def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
+    config.validate()
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(9)]
+    people = _draw_people(streams[0], config)
+    users = _draw_users(streams[1], config, people)
+    rooms = _draw_rooms(streams[2], config, people)
+    segments = _draw_segments(streams[3], config, people, rooms)
+    exp = _draw_exposures(streams[4], config, users, people, rooms)
+    fb = _draw_live_feedback(streams[5], config, users, people, rooms, segments, exp)
+    photos = _draw_photos(streams[6], config, people)
+    live_count = np.bincount(exp["user"], minlength=config.n_users)
+    short = _draw_short_videos(streams[6], config, users, people, photos, live_count)
+    names = np.asarray(TOPICS[:config.n_topics])
+
+    u_id, l_id, s_id = users.ids[exp["user"]], rooms.ids[exp["room"]], people.ids[rooms.streamer[exp["room"]]]
+    clicked = fb["clicked"]
+    tables = {
+        CLICK_FILE: _event_table(u_id[clicked], l_id[clicked], s_id[clicked], exp["t"][clicked],
+                                 watch_live_time=fb["watch"][clicked]),
+        NEGATIVE_FILE: _event_table(u_id[~clicked], l_id[~clicked], s_id[~clicked], exp["t"][~clicked]),
+    }
+    for name, file in (("comment", COMMENT_FILE), ("like", LIKE_FILE), ("gift", GIFT_FILE)):
+        ev = fb["events"][name]
+        extra = {"gift_price": ev["price"]} if name == "gift" else {}
+        tables[file] = _event_table(u_id[ev["exposure"]], l_id[ev["exposure"]], s_id[ev["exposure"]], ev["t"], **extra)
+    tables[ROOM_FILE] = _room_table(rooms, people, names)
+    tables[USER_FILE] = _user_table(streams[7], users, live_count)
+    tables[STREAMER_FILE] = _streamer_table(streams[7], people, config.n_streamers)
+    tables[PHOTO_FILE] = short
+    tables[PHOTO_TAG_FILE] = _photo_tag_table(photos, names)
+    titles = _title_embeddings(streams[8], people, rooms, config.n_topics)
+
+    exposures = pl.DataFrame({
+        "user_id": u_id, "live_id": l_id, "streamer_id": s_id, "timestamp": exp["t"], "clicked": clicked,
+        "segment": fb["segment"], "segment_topic": segments.topic[fb["segment"]],
+        "segment_quality": fb["quality"], "affinity": fb["affinity"], "room_affinity": fb["room_affinity"],
+        "favourite": fb["favourite"], "watch_ms": fb["watch"],
+    }).sort("timestamp", "user_id", "live_id", maintain_order=True)
+    fav_user, fav_person = np.divmod(users.fav_key, len(people.pop))
+    return KuaiLiveReplica(
+        tables={name: tables[name] for name in CSV_FILES}, title_embeddings=titles, topic_names=tuple(names),
+        exposures=exposures,
+        segments=pl.DataFrame({"live_id": rooms.ids[segments.room], "segment": np.arange(len(segments.room)),
+                               "start_ms": segments.start, "end_ms": segments.end, "topic": segments.topic,
+                               "quality": segments.quality}),
+        rooms=pl.DataFrame({"live_id": rooms.ids, "streamer_id": people.ids[rooms.streamer], "start_ms": rooms.start,
+                            "end_ms": rooms.end, "topic": rooms.topic, "quality": rooms.quality,
+                            "live_name_id": rooms.title}),
+        affinity=users.affinity, user_ids=users.ids,
+        favourites=pl.DataFrame({"user_id": users.ids[fav_user], "creator_id": people.ids[fav_person]}))
+
+
+def write_kuailive_replica(out_dir: Path, config: KuaiLiveReplicaConfig) -> list[Path]:
+    """Write the replica files into `out_dir` atomically (temp folder + rename); return their paths.
+
+    Output is byte-for-byte deterministic for a given config."""
+    replica = simulate_kuailive_replica(config)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        for name, table in replica.tables.items():
+            table.write_csv(tmp / name)
+        np.save(tmp / TITLE_FILE, replica.title_embeddings)
+        _swap_into_place(tmp, out_dir, list(FILES))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / name for name in FILES]

@@ -1,0 +1,150 @@
+"""Heads for live-streaming recommendation: multi-task ranking (with the Moment label stream's loss
+mask and the slow window's PU correction) and two-tower retrieval.
+
+Model outputs read here:
+  task_logits [B, T]   one ranking logit per task, in the order of spec["tasks"] (`MultiTaskHead`)
+  user_vector [B, H], item_vector [B, H]   retrieval embeddings; score = dot product (`RetrievalHead`)
+Batch labels: label_<task> [B] 0/1, mask_<task> [B] (1 = this row trains / is evaluated on the task),
+pu_<task> [B] (1 = a slow-window positive that cancels an earlier false negative), `group` [B] the
+user (GAUC key), `streamer` [B] the candidate's streamer id (retrieval).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recbench import metrics as M
+from recbench.tasks.base import TaskHead
+
+GAUC_WEIGHTS = ("impressions", "positives", "uniform")
+
+
+def masked_task_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, pu: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows with mask 1 of BCE, or of the PU term -[log p - log(1 - p)] on pu rows.
+
+    The PU term (Moment&Cross, slow window) is what a late positive adds on top of the BCE its
+    exposure already got as a negative: -log(1-p) - [log p - log(1-p)] = -log p, i.e. it turns the
+    false negative into a positive. Masked rows contribute neither value nor gradient.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+    correction = -(F.logsigmoid(logits) - F.logsigmoid(-logits))
+    per_row = torch.where(pu > 0.5, correction, bce)
+    per_row = torch.where(mask > 0, per_row, torch.zeros_like(per_row))  # where, not *: no NaN leaks
+    return per_row.sum() / mask.sum().clamp(min=1)
+
+
+class MultiTaskHead(TaskHead):
+    """Per-task masked BCE (+ PU correction), weighted; per-task AUC, GAUC, logloss and their means."""
+
+    def __init__(self, spec: dict[str, Any], task_weights: dict[str, float], gauc_weight: str) -> None:
+        super().__init__(spec)
+        if gauc_weight not in GAUC_WEIGHTS:
+            raise ValueError(f"gauc_weight must be one of {GAUC_WEIGHTS}, got {gauc_weight!r}")
+        self.tasks = list(spec["tasks"])
+        if set(task_weights) != set(self.tasks):
+            raise ValueError(f"task_weights must name exactly the data's tasks {self.tasks}, got "
+                             f"{sorted(task_weights)}")
+        self.task_weights = {task: float(task_weights[task]) for task in self.tasks}
+        self.gauc_weight = gauc_weight
+
+    def loss(self, outputs, batch):
+        logits = outputs["task_logits"]
+        return {f"bce_{task}": weight * masked_task_loss(logits[:, k], batch[f"label_{task}"],
+                                                          batch[f"mask_{task}"], batch[f"pu_{task}"])
+                for k, (task, weight) in enumerate(self.task_weights.items()) if weight}
+
+    def collect(self, outputs, batch):
+        stack = lambda prefix: torch.stack([batch[f"{prefix}_{t}"] for t in self.tasks], 1)  # noqa: E731
+        return {"prob": torch.sigmoid(outputs["task_logits"].detach().float()), "label": stack("label"),
+                "mask": stack("mask"), "group": batch["group"]}
+
+    def metrics(self, kept):
+        prob, label, mask, group = (kept[k].numpy() for k in ("prob", "label", "mask", "group"))
+        out: dict[str, float] = {}
+        for k, task in enumerate(self.tasks):
+            rows = mask[:, k] > 0
+            p, y, g = prob[rows, k], label[rows, k], group[rows]
+            out[f"auc/{task}"] = M.auc(p, y)
+            out[f"gauc/{task}"] = M.gauc(p, y, g, weight=self.gauc_weight)
+            out[f"logloss/{task}"] = M.logloss(p, y)
+        for name in ("auc", "gauc", "logloss"):
+            values = [out[f"{name}/{t}"] for t in self.tasks if out[f"{name}/{t}"] == out[f"{name}/{t}"]]
+            out[f"{name}/mean"] = float(np.mean(values)) if values else float("nan")  # over defined values
+        return out
+
+    def definitions(self):
+        rows = " Computed per task over the rows with mask_<task> = 1."
+        return {"auc": M.METRIC_DEFINITIONS["auc"] + rows,
+                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}." + rows,
+                "logloss": M.METRIC_DEFINITIONS["logloss"] + rows,
+                "mean": "Unweighted mean over the tasks of the per-task values (tasks where it is defined)."}
+
+
+def retrieval_ranks(user: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor,
+                    budget: int = 1 << 24) -> torch.Tensor:
+    """1-based rank of candidate `positive[i]` for query `user[i]` among all `candidates` rows, by
+    dot product; a tie counts against the positive (rank = #candidates scoring >= the positive).
+    Queries go in chunks so that one score matrix holds at most `budget` entries."""
+    chunk = max(1, budget // max(1, len(candidates)))
+    ranks = [torch.zeros(0, dtype=torch.long)]
+    for start in range(0, len(user), chunk):
+        scores = user[start:start + chunk] @ candidates.T
+        own = scores.gather(1, positive[start:start + chunk, None])
+        ranks.append((scores >= own).sum(1))
+    return torch.cat(ranks)
+
+
+class RetrievalHead(TaskHead):
+    """Evaluates a two-tower model: rank the clicked streamer among all streamers of the split.
+
+    Training is the model's own (`aux_loss/retrieval`), so this head has no loss terms.
+    """
+
+    def __init__(self, spec: dict[str, Any], cutoffs: Sequence[int], positive_task: str) -> None:
+        super().__init__(spec)
+        if positive_task not in spec["tasks"]:
+            raise ValueError(f"positive_task must be one of {list(spec['tasks'])}, got {positive_task!r}")
+        self.cutoffs = [int(k) for k in cutoffs]
+        self.positive_task = positive_task
+
+    def loss(self, outputs, batch):
+        return {}
+
+    def collect(self, outputs, batch):
+        # every row's item vector (to build the candidates), the user vector of query rows only
+        task = self.positive_task
+        query = (batch[f"label_{task}"] > 0.5) & (batch[f"mask_{task}"] > 0)
+        return {"item": outputs["item_vector"].detach().float(), "streamer": batch["streamer"],
+                "query_user": outputs["user_vector"].detach().float()[query],
+                "query_streamer": batch["streamer"][query]}
+
+    def metrics(self, kept):
+        item = kept["item"].double()
+        streamers, candidate_of_row = torch.unique(kept["streamer"], return_inverse=True)  # sorted ids
+        # a streamer's candidate vector: the mean of its item vectors over the split's rows
+        sums = torch.zeros(len(streamers), item.shape[1], dtype=item.dtype).index_add_(0, candidate_of_row, item)
+        counts = torch.bincount(candidate_of_row, minlength=len(streamers)).clamp(min=1)
+        candidates = sums / counts[:, None].to(item.dtype)
+        target = torch.searchsorted(streamers, kept["query_streamer"])  # every query row is a split row
+        ranks = retrieval_ranks(kept["query_user"].double(), target, candidates).double()
+        out: dict[str, float] = {}
+        for k in self.cutoffs:
+            hit = ranks <= k
+            gain = torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
+            out[f"recall@{k}/retrieval"] = float(hit.double().mean()) if len(ranks) else float("nan")
+            out[f"ndcg@{k}/retrieval"] = float(gain.mean()) if len(ranks) else float("nan")
+        return out
+
+    def definitions(self):
+        setup = (f"Queries: the split's rows with label_{self.positive_task} = 1 (and mask 1); candidates: every "
+                 "distinct streamer appearing in the split, each represented by the mean of its rows' item "
+                 "vectors; score = dot(user vector of the query row, candidate vector); rank = number of "
+                 "candidates scoring >= the clicked streamer (ties count against it), from 1.")
+        return {"recall@k": "Retrieval Recall@k: share of queries whose clicked streamer has rank <= k (one "
+                            "relevant item per query, so it equals HitRate@k). " + setup,
+                "ndcg@k": "Retrieval NDCG@k: mean over queries of 1/log2(rank + 1) if rank <= k else 0 (one "
+                          "relevant item, ideal DCG = 1). " + setup}
