@@ -18,7 +18,7 @@ from typing import Any
 from recbench.errors import NumericalFault, UserInputError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer")
+CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer", "experiment", "hparams_search")
 
 
 def check_choices(argv: list[str]) -> None:
@@ -140,6 +140,8 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     if os.environ.get("RECBENCH_KILL_AT"):  # fault injection (tests, benchmarks/soak.py)
         callbacks.append(KillSwitch(os.environ["RECBENCH_KILL_AT"]))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
                           deterministic=_deterministic(cfg.trainer))
     resume_from = str(last) if cfg.resume and last.exists() else None
@@ -210,6 +212,8 @@ def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[
 
 
 def hydra_entry() -> None:
+    import logging
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
@@ -218,7 +222,7 @@ def hydra_entry() -> None:
     from recbench.records import git_commit, package_versions, summary_table, write_json_atomic
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def run(cfg) -> None:
+    def run(cfg) -> float | None:
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         choices = dict(hydra_cfg.runtime.choices)
@@ -245,7 +249,17 @@ def hydra_entry() -> None:
             print(f"recbench: error: {error}", file=sys.stderr)
             if hydra_cfg.mode.name == "RUN":
                 sys.exit(2 if isinstance(error, UserInputError) else 1)
-            return  # in a sweep the failure is recorded and the sweep goes on
+            return float("nan")  # in a sweep the failure is recorded and the sweep goes on
+        except Exception as error:  # a crash (a bug, out of memory, NaN): recorded like a user error
+            message = str(error).strip().splitlines()
+            line = f"{type(error).__name__}: {message[0] if message else ''}".strip()
+            write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": line})
+            if hydra_cfg.mode.name == "RUN":
+                raise  # a single run keeps its traceback
+            logging.getLogger("recbench").error("run failed", exc_info=True)  # traceback -> <run>/__main__.log
+            print(f"recbench: error: {line} (traceback in {run_dir / '__main__.log'}); the sweep goes on",
+                  file=sys.stderr)
+            return float("nan")
         if record.pop("global_rank"):
             return  # DDP: rank 0 writes the record (every rank holds the same gathered metrics)
         write_json_atomic(run_dir / "results.json", record)
@@ -253,6 +267,9 @@ def hydra_entry() -> None:
                  f"({record['data_source']}) seed={record['seed']}")
         print(summary_table(record["metrics"]["test"], title))
         print(f"results: {run_dir / 'results.json'}")
+        # the objective of a hyper-parameter search (hparams_search=..., Optuna sweeper): the validation
+        # value of the monitored metric at the best epoch (never a test metric)
+        return float(record["metrics"]["valid"].get(cfg.task.monitor, float("nan")))
 
     run()
 

@@ -1,0 +1,345 @@
+"""The leaderboard (`python -m recbench.report`) on hand-made records: statistics against hand-computed
+values, grouping rules, bad input, the machine formats, and the html page in headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbench import report as R
+
+# t_{0.975, df} from printed tables (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
+T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631, 4: 2.77644511, 9: 2.26215716, 29: 2.04522964}
+
+
+# --- statistics --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("df", sorted(T975))
+def test_t_quantile_matches_printed_tables(df):
+    assert R.t_ppf(0.975, df) == pytest.approx(T975[df], abs=1e-6)
+    assert R.STUDENT_T.ppf(0.975, df) == pytest.approx(T975[df], abs=1e-6)
+    assert R.t_cdf(T975[df], df) == pytest.approx(0.975, abs=1e-8)
+
+
+def test_own_t_distribution_agrees_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 5, 10, 30, 200):
+        for t in (0.0, 0.3, 1.0, 2.5, 7.0, 40.0):
+            assert R.t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+        for q in (0.6, 0.9, 0.975, 0.995):
+            assert R.t_ppf(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-9)
+
+
+def test_confidence_interval_is_hand_computed():
+    values = {1: 0.70, 2: 0.72, 3: 0.74}
+    stat = R.Stat(values)
+    mean, sd = 0.72, 0.02  # sd = sqrt(((-.02)^2 + 0 + .02^2) / 2) = 0.02
+    assert stat.n == 3 and stat.mean == pytest.approx(mean, abs=1e-15) and stat.sd == pytest.approx(sd, rel=1e-12)
+    assert stat.ci95 == pytest.approx(T975[2] * sd / math.sqrt(3), rel=1e-7)  # 0.049683...
+    assert stat.ci95 == pytest.approx(0.0496828, abs=1e-6)
+    one = R.Stat({1: 0.5})
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.ci95)
+    assert R.fmt_stat(one) == "0.5000 (n=1)" and R.fmt_stat(stat) == "0.7200 ± 0.0497"
+
+
+def test_paired_t_test_is_hand_computed():
+    a = {1: 0.75, 2: 0.70, 3: 0.80, 4: 0.9}
+    b = {1: 0.70, 2: 0.68, 3: 0.74, 7: 0.1}  # seeds 4 and 7 are not paired
+    d = np.array([0.05, 0.02, 0.06])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    test = R.paired_t_test(a, b)
+    assert test.n == 3 and test.delta == pytest.approx(d.mean()) and test.t == pytest.approx(t)
+    assert t == pytest.approx(math.sqrt(13), rel=1e-12)  # mean 13/300, sd/sqrt(3) = sqrt(13)/300
+    # two-sided p at df = 2: 1 - t / sqrt(t^2 + 2) (closed form of the t cdf for 2 degrees of freedom)
+    assert test.p == pytest.approx(1 - math.sqrt(13 / 15), rel=1e-9)  # = 0.06904...
+    stats = pytest.importorskip("scipy.stats")
+    assert test.p == pytest.approx(stats.ttest_rel([0.75, 0.70, 0.80], [0.70, 0.68, 0.74]).pvalue, rel=1e-9)
+
+
+def test_paired_t_test_edge_cases():
+    assert R.paired_t_test({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6}).p == 1.0  # identical on every seed
+    constant = R.paired_t_test({1: 0.6, 2: 0.7}, {1: 0.5, 2: 0.6})
+    assert constant.p == 0.0 and constant.delta == pytest.approx(0.1)
+    assert math.isnan(R.paired_t_test({1: 0.6}, {1: 0.5}).p)  # one pair: no test
+    assert R.paired_t_test({1: 0.6}, {2: 0.5}).n == 0
+
+
+# --- records -> tables -------------------------------------------------------------------------------
+
+BASE_CONFIG = {
+    "seed": 1, "paths": {"root": "/home/u/recbench", "datasets": "/home/u/recbench/datasets",
+                         "experiments": "/home/u/recbench/experiments", "models": "/home/u/recbench/models"},
+    "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": "/x/run"},
+    "data": {"_target_": "recbench.data.tmall.TmallAdapter", "source": "auto",
+             "raw_dir": "/home/u/recbench/datasets/tmall/raw", "history_length": 20},
+    "model": {"net": {"_target_": "recbench.models.mmoe.MMoE", "embedding_dim": 16}},
+    "task": {"monitor": "valid/auc/mean", "monitor_mode": "max"},
+    "trainer": {"max_epochs": 6, "enable_progress_bar": True}, "loader": {"batch_size": 512, "eval_batch_size": 4096},
+    "benchmark": {"name": "toy", "proposed": ["a2gen"], "baselines": ["mmoe", "ple"]},
+}
+
+
+def make_record(model: str, seed: int, auc: float, valid_auc: float, *, mae: float = 0.5, source: str = "synthetic",
+                data: str = "tmall", status: str = "finished", config_changes: dict | None = None) -> dict:
+    config = copy.deepcopy(BASE_CONFIG)
+    config["seed"] = seed
+    config["model"]["net"]["_target_"] = f"recbench.models.{model}.X"
+    for dotted, value in (config_changes or {}).items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return {"status": status, "model": model, "data": data, "task": "actions", "data_source": source, "seed": seed,
+            "dataset_fingerprint": "f" * 20, "run_dir": f"/x/{model}_{seed}",
+            "metrics": {"valid": {"epoch": 1, "valid/auc/mean": valid_auc},
+                        "test": {"test/auc/mean": auc, "test/auc/cart": auc - 0.01, "test/time_mae/mean": mae}},
+            "monitor": {"metric": "valid/auc/mean", "mode": "max", "best_epoch": 1},
+            "history": [{"epoch": 0, "valid/auc/mean": valid_auc - 0.02}, {"epoch": 1, "valid/auc/mean": valid_auc}],
+            "train_seconds": 10.0 + seed, "train_samples_per_second": 1000.0 * seed, "parameters": 1234,
+            "metric_definitions": {"auc": "ROC AUC (toy)"}, "config": config}
+
+
+def write_records(root: Path, records: list[dict]) -> None:
+    for i, record in enumerate(records):
+        path = root / f"{i}_{record['model']}_seed{record['seed']}" / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+
+
+TOY = {  # model -> seed -> (test auc, valid auc)
+    "a2gen": {1: (0.75, 0.74), 2: (0.70, 0.71), 3: (0.80, 0.79)},
+    "mmoe": {1: (0.70, 0.70), 2: (0.68, 0.69), 3: (0.74, 0.73)},
+    "ple": {1: (0.72, 0.66), 2: (0.71, 0.65), 3: (0.73, 0.67)},  # best test, worse validation than mmoe
+}
+
+
+@pytest.fixture()
+def toy_runs(tmp_path) -> Path:
+    records = [make_record(m, s, a, v, mae=0.1 * s) for m, seeds in TOY.items() for s, (a, v) in seeds.items()]
+    write_records(tmp_path / "runs", records)
+    return tmp_path / "runs"
+
+
+def test_table_statistics_and_reference(toy_runs):
+    tables = R.build_tables(R.find_runs([toy_runs]))
+    assert len(tables) == 1
+    table = tables[0]
+    assert (table.data, table.data_source, table.monitor, table.primary) == ("tmall", "synthetic", "valid/auc/mean",
+                                                                           "test/auc/mean")
+    rows = {row.model: row for row in table.rows}
+    assert [row.model for row in table.rows] == ["a2gen", "ple", "mmoe"]  # best test mean first
+    assert rows["a2gen"].role == "proposed" and rows["mmoe"].role == "baseline"
+    # the reference is the best baseline by VALIDATION (mmoe), not by test (ple)
+    assert table.reference is rows["mmoe"] and rows["mmoe"].is_reference
+    for model, seeds in TOY.items():
+        stat = rows[model].metrics["test/auc/mean"]
+        values = [a for a, _ in seeds.values()]
+        assert stat.n == 3 and stat.mean == pytest.approx(np.mean(values), abs=1e-15)
+        assert stat.ci95 == pytest.approx(T975[2] * np.std(values, ddof=1) / math.sqrt(3), rel=1e-7)
+    test = rows["a2gen"].paired["test/auc/mean"]
+    assert test.n == 3 and test.delta == pytest.approx(0.13 / 3)
+    assert table.direction("test/time_mae/mean") == "min" and table.direction("test/auc/cart") == "max"
+    assert table.headline_metrics() == ["test/auc/mean", "test/time_mae/mean"]  # auc/cart: its mean is shown
+    assert table.best("test/auc/mean") == pytest.approx(0.75) and table.best("test/time_mae/mean") == pytest.approx(0.2)
+
+
+def test_config_beyond_the_seed_is_never_averaged(tmp_path):
+    records = [make_record("mmoe", s, 0.7, 0.7) for s in (1, 2)]
+    records += [make_record("mmoe", s, 0.6, 0.6, config_changes={"model.net.embedding_dim": 32}) for s in (1, 2)]
+    # non-semantic differences (paths, logger, progress bar, eval batch size, seed) keep one row
+    records.append(make_record("mmoe", 3, 0.8, 0.8, config_changes={
+        "paths.root": "/other", "trainer.enable_progress_bar": False, "loader.eval_batch_size": 1,
+        "logger._target_": "lightning.pytorch.loggers.TensorBoardLogger", "data.raw_dir": "/somewhere/else"}))
+    write_records(tmp_path, records)
+    (table,) = R.build_tables(R.find_runs([tmp_path]))
+    rows = sorted(table.rows, key=lambda row: row.label)
+    assert [len(row.runs) for row in rows] == [3, 2]
+    assert rows[0].label == "mmoe (embedding_dim=16)" and rows[1].label == "mmoe (embedding_dim=32)"
+    assert rows[0].metrics["test/auc/mean"].mean == pytest.approx((0.7 + 0.7 + 0.8) / 3)
+    assert rows[1].metrics["test/auc/mean"].mean == pytest.approx(0.6)
+
+
+def test_synthetic_and_real_data_never_share_a_table(tmp_path):
+    write_records(tmp_path, [make_record("mmoe", 1, 0.7, 0.7), make_record("mmoe", 1, 0.6, 0.6, source="raw")])
+    tables = R.build_tables(R.find_runs([tmp_path]))
+    assert sorted(t.data_source for t in tables) == ["raw", "synthetic"]
+    assert all(len(t.rows) == 1 and len(t.rows[0].runs) == 1 for t in tables)
+
+
+def test_a_rerun_of_the_same_seed_supersedes_the_older_record(tmp_path):
+    write_records(tmp_path, [make_record("mmoe", 1, 0.6, 0.6), make_record("mmoe", 1, 0.7, 0.7)])
+    old, _new = sorted(tmp_path.glob("*/results.json"))
+    os.utime(old, (1_000_000, 1_000_000))
+    (table,) = R.build_tables(R.find_runs([tmp_path]))
+    (row,) = table.rows
+    assert len(row.runs) == 1 and row.metrics["test/auc/mean"].mean == 0.7 and row.superseded[0].path == old
+
+
+def test_roles_from_the_command_line_and_without_any(tmp_path):
+    records = [make_record(m, s, a, v) for m, seeds in TOY.items() for s, (a, v) in seeds.items()]
+    for record in records:
+        del record["config"]["benchmark"]
+    write_records(tmp_path, records)
+    (table,) = R.build_tables(R.find_runs([tmp_path]))
+    assert not table.roles_declared and table.reference.model == "a2gen"  # best validation overall
+    (table,) = R.build_tables(R.find_runs([tmp_path]), baselines=["ple"])
+    assert table.reference.model == "ple" and {r.model: r.role for r in table.rows}["mmoe"] == ""
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def run_report(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`python -m recbench.report ARGS` in this process (the sweep test runs the real command)."""
+    code = R.main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_failed_and_unfinished_runs_are_listed_not_dropped(toy_runs, tmp_path, capsys):
+    failed = make_record("ple", 4, 0.0, 0.0)
+    failed = {k: failed[k] for k in ("model", "data", "task", "seed", "run_dir")}
+    failed.update(status="failed", error="KeyError: 'action_logit'")
+    write_records(toy_runs / "more", [failed])
+    running = toy_runs / "9_mmoe_seed5"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  job:\n    config_name: config\n  runtime:\n    choices:\n      model: mmoe\n      data: tmall\n")
+    (running / ".hydra" / "overrides.yaml").write_text("- model=mmoe\n- seed=5\n")
+    (toy_runs / "broken").mkdir()
+    (toy_runs / "broken" / "results.json").write_text('{"status": "fini')
+    text_stage = toy_runs / "text_run"  # another entry point's run folder: not a training run
+    (text_stage / ".hydra").mkdir(parents=True)
+    (text_stage / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  job:\n    config_name: text_stage\n  runtime:\n    choices: {}\n")
+
+    done = run_report(capsys, str(toy_runs), "--out", str(tmp_path / "out"), "--format", "md,csv,json", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert "3 runs without results" in done.stdout
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    missing = {(r["model"], r["status"]) for r in board["runs_without_results"]}
+    assert missing == {("ple", "failed"), ("mmoe", "no record"), (None, "unreadable")}
+    failed_row = next(r for r in board["runs_without_results"] if r["status"] == "failed")
+    assert failed_row["error"] == "KeyError: 'action_logit'" and failed_row["seed"] == 4
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "## Runs without results" in md and "KeyError: 'action_logit'" in md and "still running" in md
+    lines = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert {line["status"] for line in lines} == {"finished", "failed", "no record", "unreadable"}
+
+
+def test_machine_formats_carry_the_numbers(toy_runs, tmp_path, capsys):
+    done = run_report(capsys, str(toy_runs), "--out", str(tmp_path), "--format", "csv,json")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "leaderboard.md").exists() and not (tmp_path / "leaderboard.html").exists()
+    lines = [line for line in csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))
+             if line["metric"] == "test/auc/mean"]
+    by_model = {line["model"]: line for line in lines}
+    values = [a for a, _ in TOY["ple"].values()]
+    assert float(by_model["ple"]["mean"]) == pytest.approx(np.mean(values), abs=1e-15)
+    assert float(by_model["ple"]["ci95"]) == pytest.approx(T975[2] * np.std(values, ddof=1) / math.sqrt(3), rel=1e-7)
+    assert by_model["ple"]["n"] == "3" and by_model["ple"]["seeds"] == "1 2 3"
+    assert by_model["mmoe"]["p_value"] == "" and by_model["a2gen"]["reference"] == "mmoe"
+    board = json.loads((tmp_path / "leaderboard.json").read_text())
+    (table,) = board["tables"]
+    row = next(r for r in table["rows"] if r["model"] == "a2gen")
+    assert row["metrics"]["test/auc/mean"]["values"] == {"1": 0.75, "2": 0.70, "3": 0.80}
+    assert row["paired_vs_reference"]["test/auc/mean"]["n_pairs"] == 3 and table["reference"] == "mmoe"
+    assert "95% confidence interval" in board["definitions"]["mean ± CI"]
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "format"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
+    (tmp_path / "empty").mkdir()
+    args = {"empty": [str(tmp_path / "empty")], "missing": [str(tmp_path / "nope")],
+            "format": [str(tmp_path / "empty"), "--format", "pdf"]}[case]
+    done = run_report(capsys, *args)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("recbench: error:") and "Fix:" in lines[0], done.stderr
+    assert not list((tmp_path / "empty").iterdir())
+
+
+# --- the page in a browser ---------------------------------------------------------------------------
+
+
+def _find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def chromium() -> str:
+    """The Chromium binary. The test set-up installs the Debian packages when it can (root with
+    apt-get, as in CI); where it cannot, the test fails under CI and skips elsewhere, saying why."""
+    if not _find_chromium() and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], capture_output=True,
+                       env=env, timeout=1200)
+    found = _find_chromium()
+    if found:
+        return found
+    message = "Chromium not installed and not installable here (Debian: apt-get install -y chromium chromium-driver)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def headless(browser: str, url: str, *flags: str) -> list[str]:
+    """Run headless Chromium on url; return the page's console messages (from Chromium's stderr log)."""
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", *flags, url],
+                          capture_output=True, text=True, timeout=120)
+    return [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_html_renders_in_headless_chromium_without_console_errors(toy_runs, tmp_path, capsys):
+    if importlib.util.find_spec("matplotlib") is None:  # a core dependency; CI must have it
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("plots need matplotlib (pip install matplotlib)")
+    browser = chromium()
+    done = run_report(capsys, str(toy_runs), "--out", str(tmp_path / "board"))
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "board" / "leaderboard.html"
+    text = page.read_text()
+    assert "src=\"http" not in text and "href=\"http" not in text  # self-contained: nothing fetched
+    assert text.count('src="data:image/png;base64,') == 2  # bars + curves, inlined
+    assert sorted(p.name for p in (tmp_path / "board" / "leaderboard_files").iterdir()) == [
+        "tmall-synthetic-auc-mean_bars.png", "tmall-synthetic-auc-mean_curves.png"]
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "(leaderboard_files/tmall-synthetic-auc-mean_bars.png)" in md and "**0.7500 ± " in md
+
+    # the report alone: a screenshot, and no console message at all
+    artifacts = Path(os.environ.get("RECBENCH_TEST_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "leaderboard_screenshot.png"
+    console = headless(browser, page.as_uri(), f"--screenshot={shot}", "--window-size=1400,2400")
+    assert console == [], console
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+    # a wrapper page frames the report: every image decodes, the rows are there, and the console capture
+    # works (its own deliberate error is caught, so an empty console above is not a vacuous pass)
+    wrapper = tmp_path / "check.html"
+    wrapper.write_text(f"""<html><body><iframe id="f" src="{page.as_uri()}"></iframe><script>
+console.error("recbench-probe");
+document.getElementById("f").addEventListener("load", () => {{
+  const doc = document.getElementById("f").contentDocument;
+  const images = Array.from(doc.images);
+  const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const rows = doc.querySelectorAll("tbody tr").length;
+  console.log("CHECK images=" + images.length + " decoded=" + decoded + " rows=" + rows);
+}});</script></body></html>""")
+    console = headless(browser, wrapper.as_uri(), "--allow-file-access-from-files", "--dump-dom")
+    assert any("recbench-probe" in line for line in console), console
+    assert any('"CHECK images=2 decoded=2 rows=' in line for line in console), console
+    assert not [line for line in console if "leaderboard.html" in line], console  # nothing from the report
