@@ -47,3 +47,13 @@ def test_killed_run_resumes_to_the_same_metrics(uninterrupted, kill):
     assert [h["epoch"] for h in record["history"]] == [h["epoch"] for h in twin["history"]]
     again = run(tmp, run_dir, "resume=true")  # a finished run is not trained again
     assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_rerun_repeats_a_recorded_run_exactly(uninterrupted):
+    tmp, twin = uninterrupted
+    into = tmp / "twin_again"
+    done = subprocess.run([sys.executable, "-m", "recbench.rerun", str(tmp / "twin"), "--into", str(into)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "identical test metrics" in done.stdout
+    assert json.loads((into / "results.json").read_text())["metrics"]["test"] == twin["metrics"]["test"]
