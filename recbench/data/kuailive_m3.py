@@ -1,0 +1,453 @@
+"""KuaiLive-M3 (Kuaishou live streaming + short video; github.com/imgkkk574/KuaiLive-M3, data on Hugging Face
+imgkkk2004/KuaiLive-M3) -> exactly the batches of the KuaiLive adapter (same spec, keys, dtypes): live
+exposures with five task labels, the Moment / window training stream and the five Cross sequences, here
+with a real short-video domain (about 9x more short-video plays than live exposures).
+
+Layout read (file and column names from the official field catalogue `website/app/dataset-fields.ts` and
+the official loader `klm3.py`, commit 3c0a9c2; datasets/kuailive_m3/raw/README.md says where to get them):
+  live_interaction.csv   user_id,author_id,live_id,live_play_start_timestamp,play_duration (ms),send_gift_cnt,...
+                         one row per watch session = a CLICKED live exposure (every entry, also slide / auto)
+  live_show.parquet      live_id,user_id,author_id,show_timestamp   impressions not entered = NEGATIVE exposures
+  live_comment.csv       live_stream_id,user_id,author_id,content,comment_ts (Unix ms)   comment events
+  live_like.csv          user_id,live_id,like_timestamp             like events (the room gives the streamer)
+  live_room_meta.parquet live_id,author_id,start_timestamp,end_timestamp (null: not ended),live_name,...
+                         cross-day rooms have one row per date (merged per live_id as in KuaiLive)
+  author_profile.csv     author_id,gender,age_segment,fans_user_num,...  (streamers AND short-video creators)
+  photo_tag.csv          photo_id,first_level_category_name,...     the short video's category
+  photo_play.parquet     user_id,photo_id,author_id,enter_timestamp,is_complete_play   play EVENTS (preferred)
+    or photo_interaction.csv  user_id,photo_id,author_id,complete_play_cnt + p_date (daily aggregate, used
+                         from the next local midnight) or timestamp (Unix ms)
+  live_emb_128_ts/*.parquet  live_stream_id (str),segment_id,feature_128 (128 floats),timestamp (segment END, ms)
+    or live_emb_64.parquet   live_id,embedding (64 floats, one per room)
+  user_id_set.csv        user_id (optional)
+Not read: live_share, live_questionnaire, live_room_set, photo_meta / photo_emb_128 / photo_id_set; the
+comment TEXT (live_comment.content), the room titles (live_name) and photo_meta texts are left for the text
+stage (recbench/text); here only the comment times are used.
+
+Assumptions where the public docs are silent (each checked by tests/test_kuailive_m3.py):
+- Time columns typed "timestamp" in the catalogue may be Unix ms integers, datetime strings (the official
+  loader parses them with pandas; its mock writes "2024-01-01T00:00:00Z") or parquet datetimes. Strings
+  with Z / an offset are exact; naive strings and naive parquet datetimes are Asia/Shanghai local time (the
+  p_date partitions are local days). Integers must be milliseconds: seconds are an error.
+- M3 has no gift event table: a session with send_gift_cnt > 0 is a gift positive at its end (start +
+  play_duration - 1 ms: known when the user leaves). Comments and likes use their own event tables.
+- M3 has no user profile and no live category or live type: user profile fields and live_type are
+  missing (index 0); a room's category is its streamer's most played first-level short-video category
+  before valid_start (one category space for both domains, as the Cross searches need); author profiles
+  fill the streamer fields (gender, age_segment -> age, fans_user_num; operation tag / live count missing).
+  Authors missing from author_profile.csv are allowed (their fields are missing), unlike KuaiLive.
+- Content (`data.content_embeddings`): `segment` = the latest live_emb_128_ts segment of the room that
+  ENDED strictly before the exposure (causal; zeros if none yet) and, for streamer_longterm_emb, the mean
+  of each earlier room's segments; `room` = live_emb_64 of the room (the whole room: static, like a
+  title); `auto` = segment when the shards exist, else room. All segments of the exposed streamers' rooms
+  are loaded at once: fine for the replica and for samples; the full release (~88M segments) needs a
+  per-shard pass (not done).
+- A like whose live_id is not in live_room_meta, and any event outside its room's [start, end) window,
+  stops the build (one line, nothing cached) unless data.unmatched_events=drop.
+Everything after reading (placing events in rooms, labels, streams, counters, sequences, vocabularies)
+is the KuaiLive adapter's code (`KuaiLiveAdapter`, module recbench.data.kuailive), reused unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recbench.data import kuailive as kl
+from recbench.data.base import Prepared, hash_files
+from recbench.data.kuailive import (
+    STREAMER_PROFILE,
+    USER_PROFILE,
+    KuaiLiveAdapter,
+    check_ms,
+    last_before,
+    merge_rooms,
+    place,
+    read_photos,
+    short_videos,
+)
+from recbench.data.kuailive_m3_replica import (
+    AUTHOR_FILE,
+    COMMENT_FILE,
+    INTERACTION_FILE,
+    LIKE_FILE,
+    LOCAL_TZ,
+    PHOTO_FILE,
+    PHOTO_PLAY_FILE,
+    PHOTO_TAG_FILE,
+    ROOM_EMB_FILE,
+    ROOM_META_FILE,
+    SEGMENT_DIR,
+    SHOW_FILE,
+    USER_SET_FILE,
+    KuaiLiveM3ReplicaConfig,
+    write_kuailive_m3_replica,
+)
+from recbench.data.readers import first_bad, read_table, require_non_null
+from recbench.errors import UserInputError, bad_input
+
+ALIASES = {"streamer_id": "author_id", "live_stream_id": "live_id"}
+VARIANTS = {SHOW_FILE: "live_show.csv", ROOM_META_FILE: "live_room_meta.csv"}  # parquet or CSV
+CONTENT = ("auto", "segment", "room")
+
+
+class KuaiLiveM3Adapter(KuaiLiveAdapter):
+    name = "kuailive_m3"
+    version = "1"
+    required_files = (INTERACTION_FILE, SHOW_FILE, COMMENT_FILE, LIKE_FILE, ROOM_META_FILE, AUTHOR_FILE,
+                      PHOTO_TAG_FILE)
+    optional_files = (PHOTO_PLAY_FILE, PHOTO_FILE, ROOM_EMB_FILE, USER_SET_FILE)
+
+    def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str, stream: str,
+                 long_view_seconds: float, moment_seconds: float, fast_window_minutes: float,
+                 slow_window_minutes: float, counter_minutes: list[int], sequence_lengths: dict[str, int],
+                 unmatched_events: str, train_start: str, valid_start: str, test_start: str, test_end: str,
+                 replica: dict[str, Any], content_embeddings: str = "auto", use_cache: bool = True) -> None:
+        super().__init__(source, raw_dir, cache_dir, replica_dir, stream, long_view_seconds, moment_seconds,
+                         fast_window_minutes, slow_window_minutes, counter_minutes, sequence_lengths, unmatched_events,
+                         train_start, valid_start, test_start, test_end, replica, use_cache)
+        if content_embeddings not in CONTENT:
+            raise UserInputError(f"data.content_embeddings='{content_embeddings}' is not one of {', '.join(CONTENT)}. "
+                                 "Fix: pass data.content_embeddings=auto|segment|room")
+        self.content_embeddings = content_embeddings
+
+    def preprocess_config(self) -> dict[str, Any]:
+        return {**super().preprocess_config(), "content_embeddings": self.content_embeddings}
+
+    def replica_config(self) -> dict[str, Any]:
+        return KuaiLiveM3ReplicaConfig(**self.replica).to_dict()
+
+    def write_replica(self, out_dir: Path) -> None:
+        write_kuailive_m3_replica(out_dir, KuaiLiveM3ReplicaConfig(**self.replica))
+
+    def missing_files(self, directory: Path) -> list[str]:
+        missing = [name for name in self.required_files if find(directory, name) is None]
+        if find(directory, PHOTO_PLAY_FILE) is None and find(directory, PHOTO_FILE) is None:
+            missing.append(f"{PHOTO_PLAY_FILE} (or {PHOTO_FILE})")
+        if not shards(directory) and find(directory, ROOM_EMB_FILE) is None:
+            missing.append(f"{SEGMENT_DIR}/*.parquet (or {ROOM_EMB_FILE})")
+        return missing
+
+    def fingerprint(self, files_dir: Path) -> str:
+        present = [p for p in (find(files_dir, n) for n in self.required_files + self.optional_files) if p]
+        config = {"adapter": self.name, "version": self.version, "preprocess": self.preprocess_config()}
+        text = hash_files(present + shards(files_dir)) + repr(sorted(config.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    # ------------------------------------------------------------------ build
+    def build(self, raw_dir: Path) -> Prepared:
+        tables = self._read(raw_dir)
+        rooms = merge_rooms(tables["rooms"])
+        events, dropped = {}, {}
+        for kind, (frame, path) in tables["events"].items():
+            events[kind], dropped[kind] = m3_errors(place, frame, rooms, path, self.unmatched_events == "drop")
+            dropped[kind] += tables["unknown_rooms"].get(kind, 0)
+        exposures = m3_errors(self._exposures, events, rooms, raw_dir)
+        first = self._first_positive(exposures, events)
+        short = tables["short"]
+        exposures, vocab = self._index(exposures, tables, short)
+        arrays = self._features(exposures, events)
+        arrays.update(self._labels_and_streams(exposures, first))
+        content, mode, n_segments = self._content(exposures, rooms, raw_dir)
+        arrays.update(content)
+        arrays.update(self._sequences(exposures, rooms, events["click"], short, vocab))
+        stats = self._stats(exposures, rooms, events, dropped, short, first, arrays)
+        stats.update(content=mode, segments=n_segments)
+        meta = {"spec": self._spec(vocab, int(arrays["title_emb"].shape[1])),
+                "splits": {s: int((exposures["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
+                "stats": stats}
+        arrays = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
+        return Prepared(arrays=arrays, meta=meta)
+
+    def _read(self, raw_dir: Path) -> dict[str, Any]:
+        """Read + validate the M3 files into the frames the KuaiLive pipeline works on."""
+        drop = self.unmatched_events == "drop"
+        path = find(raw_dir, INTERACTION_FILE)
+        sessions = read_m3(path, ("user_id", "live_id", "author_id", "live_play_start_timestamp", "play_duration",
+                                  "send_gift_cnt"), ("user_id", "live_id", "author_id"),
+                           ("play_duration", "send_gift_cnt"), "live_play_start_timestamp")
+        clicks = sessions.select("line", "user_id", "live_id", pl.col("author_id").alias("streamer_id"), "timestamp",
+                                 pl.col("play_duration").alias("watch_live_time"))
+        gifts = sessions.filter(pl.col("send_gift_cnt") > 0).select(
+            "line", "user_id", "live_id", pl.col("author_id").alias("streamer_id"),
+            (pl.col("timestamp") + (pl.col("play_duration") - 1).clip(0)).alias("timestamp"),
+            pl.col("send_gift_cnt").alias("gift_price"))
+        show_path = find(raw_dir, SHOW_FILE)
+        shows = read_m3(show_path, ("user_id", "live_id", "author_id", "show_timestamp"),
+                        ("user_id", "live_id", "author_id"), (), "show_timestamp").rename({"author_id": "streamer_id"})
+        comment_path = find(raw_dir, COMMENT_FILE)
+        comments = read_m3(comment_path, ("user_id", "live_id", "author_id", "comment_ts"),
+                           ("user_id", "live_id", "author_id"), (), "comment_ts").rename({"author_id": "streamer_id"})
+        room_path = find(raw_dir, ROOM_META_FILE)
+        meta = read_m3(room_path, ("live_id", "author_id", "start_timestamp", "end_timestamp"), ("live_id", "author_id"),
+                       (), "start_timestamp", optional_times=("end_timestamp",))
+        backwards = pl.col("end_timestamp") < pl.col("timestamp")
+        if meta.select(backwards.any()).item():
+            line, raw = first_bad(meta, backwards, "end_timestamp")
+            raise bad_input(room_path, f"line {line} has end_timestamp {raw} before its start_timestamp",
+                            "fix or drop that row", "end_timestamp")
+        like_path = find(raw_dir, LIKE_FILE)
+        likes = read_m3(like_path, ("user_id", "live_id", "like_timestamp"), ("user_id", "live_id"), (),
+                        "like_timestamp")
+        owner = meta.group_by("live_id").agg(pl.col("author_id").first().alias("streamer_id"))
+        likes = likes.join(owner, on="live_id", how="left", maintain_order="left")
+        unknown = likes.filter(pl.col("streamer_id").is_null())
+        if unknown.height and not drop:
+            row = unknown.row(0, named=True)
+            raise bad_input(like_path, f"line {row['line']} has live_id {row['live_id']}, which is not in "
+                            f"{ROOM_META_FILE}", "drop the row or pass data.unmatched_events=drop", "live_id")
+        likes = likes.filter(pl.col("streamer_id").is_not_null())
+
+        short = self._short_videos(raw_dir)
+        # a room's category: its streamer's most played short-video category before valid_start
+        cutoff = (self.dates[1] - dt.date(1970, 1, 1)).days * kl.DAY_MS - kl.LOCAL_OFFSET_MS
+        top = (short.filter(pl.col("time") < cutoff, pl.col("category").is_not_null())
+               .group_by("author_id", "category").agg(pl.len().alias("n"))
+               .sort("author_id", "n", "category", descending=[False, True, False])
+               .unique("author_id", keep="first", maintain_order=True)
+               .select(pl.col("author_id").alias("streamer_id"), pl.col("category").alias("live_content_category")))
+        rooms = (meta.select("live_id", pl.col("author_id").alias("streamer_id"), pl.lit(None, pl.String).alias("live_type"),
+                             pl.col("timestamp").alias("start_timestamp"), "end_timestamp",
+                             pl.lit(-1, pl.Int64).alias("live_name_id"))
+                 .join(top, on="streamer_id", how="left", maintain_order="left"))
+        authors = read_table(find(raw_dir, AUTHOR_FILE), ("author_id", "gender", "age_segment", "fans_user_num"),
+                             {"author_id": pl.Int64}, aliases=ALIASES)
+        require_non_null(find(raw_dir, AUTHOR_FILE), authors, ("author_id",))
+        profile = {"gender": pl.col("gender"), "age": pl.col("age_segment"), "fans_user_num": pl.col("fans_user_num")}
+        streamers = authors.unique("author_id", keep="first", maintain_order=True).select(
+            pl.col("author_id").alias("streamer_id"),
+            *((profile.get(c, pl.lit(None, pl.String))).alias(c) for c in STREAMER_PROFILE.values()))
+        user_path = find(raw_dir, USER_SET_FILE)
+        if user_path is not None:
+            users = read_table(user_path, ("user_id",), {"user_id": pl.Int64}).drop_nulls().unique(maintain_order=True)
+        else:
+            users = clicks.select("user_id").unique(maintain_order=True)
+        users = users.with_columns(pl.lit(None, pl.String).alias(c) for c in USER_PROFILE.values())
+        events = {"click": (clicks, path), "negative": (shows, show_path), "comment": (comments, comment_path),
+                  "like": (likes, like_path), "gift": (gifts, path)}
+        return {"rooms": rooms, "events": events, "users": users, "streamers": streamers, "short": short,
+                "unknown_rooms": {"like": unknown.height}}
+
+    def _short_videos(self, raw_dir: Path) -> pl.DataFrame:
+        """Short-video plays: photo_play.parquet events if present, else the photo_interaction.csv aggregate."""
+        play = find(raw_dir, PHOTO_PLAY_FILE)
+        if play is not None:
+            photos = read_m3(play, ("user_id", "photo_id", "author_id", "enter_timestamp", "is_complete_play"),
+                             ("user_id", "photo_id", "author_id"), ("is_complete_play",), "enter_timestamp")
+            photos = photos.select("user_id", "photo_id", "author_id", pl.col("is_complete_play").alias("complete_play_cnt"),
+                                   pl.col("timestamp").alias("time"))
+        else:
+            photos = read_photos(find(raw_dir, PHOTO_FILE))
+        tag_path = raw_dir / PHOTO_TAG_FILE
+        tags = read_table(tag_path, ("photo_id", "first_level_category_name"), {"photo_id": pl.Int64})
+        require_non_null(tag_path, tags, ("photo_id",))
+        return short_videos(photos, tags.unique("photo_id", keep="first", maintain_order=True))
+
+    # ------------------------------------------------------------------ content embeddings
+    def _content(self, exposures: pl.DataFrame, rooms: pl.DataFrame,
+                 raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
+        mode = self.content_embeddings
+        if mode == "auto":
+            mode = "segment" if shards(raw_dir) else "room"
+        if mode == "segment" and not shards(raw_dir):
+            raise bad_input(raw_dir / SEGMENT_DIR, "has no parquet shards (data.content_embeddings=segment)",
+                            "put the live_emb_128_ts_part*.parquet files there or pass data.content_embeddings=room")
+        if mode == "room":
+            path = find(raw_dir, ROOM_EMB_FILE)
+            if path is None:
+                raise bad_input(raw_dir / ROOM_EMB_FILE, "file not found (data.content_embeddings=room)",
+                                f"put {ROOM_EMB_FILE} there or pass data.content_embeddings=segment")
+            frame = read_parquet(path, ("live_id", "embedding"), {"live_id": pl.Int64},
+                                 aliases={**ALIASES, "feature": "embedding"})
+            frame = frame.unique("live_id", keep="first", maintain_order=True)
+            vectors = embedding_matrix(path, frame, "embedding")
+            rows = rooms.select("live_id").join(frame.select("live_id", pl.int_range(pl.len()).alias("row")),
+                                                on="live_id", how="left", maintain_order="left")["row"]
+            named = rooms.with_columns(live_name_id=rows.fill_null(-1).cast(pl.Int64))
+            return self._embeddings(exposures, named, np.arange(len(vectors)), vectors), mode, 0
+        return self._segment_content(exposures, rooms, raw_dir)
+
+    def _segment_content(self, exposures: pl.DataFrame, rooms: pl.DataFrame,
+                         raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
+        """live_content_emb = the room's latest segment ended before the exposure; streamer_longterm_emb =
+        the mean over the streamer's earlier rooms of each room's mean segment (KuaiLive's helper)."""
+        wanted = rooms.join(exposures.select("streamer_id").unique(), on="streamer_id", how="semi").select("live_id", "room")
+        parts = []
+        for path in shards(raw_dir):
+            frame = read_parquet(path, ("live_id", "feature_128", "timestamp"), {"live_id": pl.Int64},
+                                 aliases={**ALIASES, "embedding": "feature_128", "feature": "feature_128"})
+            check_ms(path, frame, "timestamp")
+            parts.append(frame.join(wanted, on="live_id", how="inner", maintain_order="left").drop("live_id"))
+        segments = pl.concat(parts).with_row_index("item", offset=1)
+        vectors = embedding_matrix(raw_dir / SEGMENT_DIR, segments, "feature_128")
+        dim = vectors.shape[1] if len(vectors) else 128
+        # per-room mean segment -> the long-term table (rooms without segments have none)
+        room = segments["room"].to_numpy()
+        with_segments = np.unique(room)
+        sums = np.zeros((len(with_segments), dim))
+        np.add.at(sums, np.searchsorted(with_segments, room), vectors)
+        means = (sums / np.bincount(np.searchsorted(with_segments, room))[:, None]).astype(np.float32)
+        row = np.full(rooms.height, -1, np.int64)
+        row[with_segments] = np.arange(len(with_segments))
+        arrays = self._embeddings(exposures, rooms.with_columns(live_name_id=pl.Series(row)),
+                                  np.arange(len(means)), means)
+        # the latest segment that ended strictly before each exposure
+        order, start, end = last_before(segments.select("item", "room", pl.col("timestamp").alias("time")), ["room"],
+                                        "time", exposures.select("room", pl.col("timestamp").alias("time")))
+        current = np.where(end > start, order[np.maximum(end - 1, 0)], 0)
+        used = np.unique(current[current > 0])
+        table = np.zeros((len(used) + 1, dim), np.float32)
+        table[1:] = vectors[used - 1]
+        arrays["title_emb"] = table
+        arrays["sample_title"] = np.where(current > 0, np.searchsorted(used, current) + 1, 0).astype(np.int32)
+        return arrays, "segment", segments.height
+
+
+# ---------------------------------------------------------------------- reading helpers
+def find(directory: Path, name: str) -> Path | None:
+    """The file under its documented name, else its CSV / parquet variant, else None."""
+    for candidate in (name, VARIANTS.get(name)):
+        if candidate and (Path(directory) / candidate).is_file():
+            return Path(directory) / candidate
+    return None
+
+
+def shards(directory: Path) -> list[Path]:
+    folder = Path(directory) / SEGMENT_DIR
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def m3_errors(function, *args):
+    """Run a KuaiLive step; its messages name KuaiLive's files, so name the M3 files instead."""
+    try:
+        return function(*args)
+    except UserInputError as error:
+        text = str(error).replace(f"in {kl.ROOM_FILE}", f"in {ROOM_META_FILE}")
+        raise UserInputError(text.replace(f"/{kl.CLICK_FILE}", f"/{INTERACTION_FILE}")) from None
+
+
+def read_parquet(path: Path, required: tuple[str, ...], dtypes: dict[str, pl.DataType],
+                 aliases: dict[str, str] | None = None) -> pl.DataFrame:
+    """`required` columns of a parquet file (renamed through `aliases`, ids cast to `dtypes`) + `line`
+    (1-based row number)."""
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as error:  # noqa: BLE001 - any reader failure is a bad file
+        raise bad_input(path, f"is not a parquet file ({str(error).splitlines()[0]})", "re-download it")
+    names = {(aliases or {}).get(n, n): n for n in schema}
+    for column in required:
+        if column not in names:
+            raise bad_input(path, f"missing (columns are: {','.join(schema)})",
+                            f"the file needs the columns {','.join(required)}", column)
+    frame = pl.read_parquet(path, columns=[names[c] for c in required]).rename({names[c]: c for c in required})
+    if frame.height == 0:
+        raise bad_input(path, "has no rows", "re-download the file")
+    frame = frame.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+    for column, dtype in dtypes.items():
+        value = pl.col(column).cast(pl.String).str.strip_chars().cast(dtype, strict=False)
+        bad = pl.col(column).is_not_null() & value.is_null()
+        if frame.select(bad.any()).item():
+            row = frame.filter(bad).row(0, named=True)
+            raise bad_input(path, f"row {row['line']} has '{row[column]}', which is not an integer", "fix or drop that row",
+                            column)
+        frame = frame.with_columns(value.alias(column))
+    return frame
+
+
+def read_m3(path: Path, columns: tuple[str, ...], ids: tuple[str, ...], numbers: tuple[str, ...], time: str,
+            optional_times: tuple[str, ...] = ()) -> pl.DataFrame:
+    """A CSV or parquet table: ids Int64, `numbers` non-negative Int64, `time` -> `timestamp` (Unix ms),
+    `optional_times` -> Unix ms (nulls kept); a `line` column for messages."""
+    dtypes = {c: pl.Int64 for c in ids} | {c: pl.Float64 for c in numbers}
+    if path.suffix == ".parquet":
+        frame = read_parquet(path, columns, dtypes, ALIASES)
+        frame = frame.with_columns(pl.col(c).cast(pl.Float64) for c in numbers)
+    else:
+        frame = read_table(path, columns, dtypes, aliases=ALIASES).with_row_index("line", offset=2)
+        frame = frame.with_columns(pl.col("line").cast(pl.Int64))
+    require_non_null(path, frame, (*ids, *numbers, time))
+    for column in numbers:
+        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
+        if frame.select(bad.any()).item():
+            line, raw = line_of(frame, bad, column)
+            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
+                            "fix or drop that row", column)
+    frame = frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in numbers)
+    for column in (time, *optional_times):
+        frame = frame.with_columns(to_ms(path, frame, column).alias(column))
+    return frame.rename({time: "timestamp"})
+
+
+def line_of(frame: pl.DataFrame, bad: pl.Expr, column: str) -> tuple[int, str]:
+    row = frame.filter(bad).row(0, named=True)
+    return int(row["line"]), str(row[column])
+
+
+def to_ms(path: Path, frame: pl.DataFrame, column: str) -> pl.Series:
+    """Unix ms from integer ms, numeric text, datetime text or a parquet datetime (see the docstring)."""
+    values = frame[column]
+    if isinstance(values.dtype, pl.Datetime):
+        if values.dtype.time_zone is None:
+            values = values.dt.replace_time_zone(LOCAL_TZ)
+        return values.dt.epoch("ms")
+    if values.dtype == pl.String:
+        text = pl.col(column).str.strip_chars()
+        if frame.select(text.str.contains(r"^-?\d+$").or_(text.is_null()).all()).item():
+            frame = frame.with_columns(text.cast(pl.Int64))
+        else:
+            parsed = frame.select(parse_datetime(text).alias(column))[column]
+            bad = values.is_not_null() & parsed.is_null()
+            if bad.any():
+                row = frame.filter(bad).row(0, named=True)
+                line, raw = row["line"], row[column]
+                raise bad_input(path, f"line {line} has '{raw}', which is neither Unix milliseconds nor a date-time "
+                                "(yyyy-MM-dd HH:mm:ss[.SSS][Z|+hh:mm])", "fix or drop that row", column)
+            return parsed
+    elif values.dtype.is_float():
+        frame = frame.with_columns(pl.col(column).round(0).cast(pl.Int64))
+    elif not values.dtype.is_integer():
+        raise bad_input(path, f"has type {values.dtype}, not a time", "re-download the file", column)
+    bad = pl.col(column).is_not_null() & ((pl.col(column) < kl.MS_FLOOR) | (pl.col(column) >= kl.MS_CEIL))
+    if frame.select(bad.any()).item():
+        line, raw = line_of(frame, bad, column)
+        unit = "Unix seconds" if int(float(raw)) < kl.MS_FLOOR else "not Unix milliseconds"
+        raise bad_input(path, f"line {line} has {raw}, which looks like {unit}; KuaiLive-M3 times are Unix "
+                        "milliseconds or date-times", "multiply second timestamps by 1000 (or re-extract the file)",
+                        column)
+    return frame[column].cast(pl.Int64)
+
+
+def parse_datetime(text: pl.Expr) -> pl.Expr:
+    """Date-time text -> Unix ms: with Z / an offset exactly, naive as Asia/Shanghai local time."""
+    text = text.str.replace("T", " ").str.replace(r"Z$", "+00:00")
+    aware = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%z", time_unit="ms", strict=False)
+    naive = pl.coalesce(text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ms", strict=False),
+                        text.str.to_datetime("%Y-%m-%d", time_unit="ms", strict=False))
+    return (pl.when(text.str.contains(r"[+-]\d\d:?\d\d$"))
+            .then(aware.dt.convert_time_zone("UTC").dt.epoch("ms"))
+            .otherwise(naive.dt.replace_time_zone(LOCAL_TZ).dt.epoch("ms")))
+
+
+def embedding_matrix(path: Path, frame: pl.DataFrame, column: str) -> np.ndarray:
+    """[n, D] float32 from a list / array column; every row the same length, finite."""
+    values = frame[column]
+    if frame.height == 0:
+        return np.zeros((0, 128), np.float32)
+    if isinstance(values.dtype, pl.List):
+        lengths = values.list.len()
+        if values.null_count() or lengths.n_unique() != 1:
+            bad = int(np.flatnonzero((lengths != lengths.max()).fill_null(True).to_numpy())[0])
+            raise bad_input(path, f"row {frame['line'][bad] if 'line' in frame.columns else bad + 1} has an embedding of "
+                            f"length {lengths[bad]}, not {lengths.max()}", "re-download the file", column)
+        values = values.list.to_array(int(lengths[0]))
+    if not isinstance(values.dtype, pl.Array):
+        raise bad_input(path, f"has type {values.dtype}, not a list of floats", "re-download the file", column)
+    matrix = values.to_numpy().astype(np.float32)
+    if not np.isfinite(matrix).all():
+        raise bad_input(path, "has NaN or infinite embedding values", "re-download the file", column)
+    return matrix
