@@ -763,7 +763,7 @@ def plot_bars(table: Table) -> bytes:
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle(f"{table.title}: test mean ± 95% CI over seeds", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
     return _png(fig, plt)
 
 
@@ -818,7 +818,7 @@ def plot_curves(table: Table) -> bytes | None:
         plt.close(fig)
         return None
     fig.suptitle(f"{table.title}: training curves (mean over seeds, band = min..max)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
     return _png(fig, plt)
 
 
