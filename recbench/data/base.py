@@ -9,6 +9,13 @@ An adapter subclass knows one dataset's real file format. It implements:
 This base class resolves `source` (auto | raw | synthetic), hashes the input files together with
 the preprocessing config, and stores the built arrays under `cache_dir/<fingerprint>/` with an
 atomic rename, so a failed or interrupted build never leaves a cache that looks complete.
+
+Cache folder: `arrays.npz`, one `<name>.parquet` per side table and `meta.json`, written last, whose
+`_manifest` holds the size and checksum (xxh3-128 when the `xxhash` package is importable, else
+sha256) of every other file and of the metadata itself. Loading verifies the manifest first; a
+missing, truncated, altered or unreadable file is reported as one warning line on stderr and the
+folder is rebuilt and swapped in atomically. Files are not fsync'ed: after a power loss a cache may
+be damaged, and the manifest is what catches that (the cache can always be rebuilt).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +147,18 @@ class DatasetAdapter:
         return hashlib.sha256((hash_files(present) + config).encode()).hexdigest()[:20]
 
     def prepare(self) -> Prepared:
-        """Resolve the source, then load the cache or build it (atomically)."""
+        """Resolve the source, then load the cache (verified against its manifest) or build it
+        (atomically); a corrupt cache is rebuilt with a one-line warning."""
         source, files_dir = self.resolve_source()
         fingerprint = self.fingerprint(files_dir)
         target = self.cache_dir / fingerprint
-        if self.use_cache and (target / "meta.json").is_file():
-            prepared = _load(target)
-        else:
+        prepared = None
+        if self.use_cache and target.exists():
+            prepared, problem = load_verified(target)
+            if problem:
+                print(f"recbench: warning: cache {target} is corrupt ({problem}); rebuilding",
+                      file=sys.stderr, flush=True)
+        if prepared is None:
             print(f"recbench: building {self.name} arrays from {files_dir}", file=sys.stderr, flush=True)
             prepared = self.build(files_dir)
             prepared.meta.update(fingerprint=fingerprint)
@@ -155,28 +169,142 @@ class DatasetAdapter:
         return prepared
 
 
-def _save_atomic(prepared: Prepared, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+MANIFEST_KEY = "_manifest"  # inside meta.json: sizes and checksums of the cache folder's files
+STALE_TEMP_SECONDS = 3600   # a temp folder of this cache older than this is a killed writer's leftover
+
+
+def _checksum_algorithm() -> str:
     try:
+        import xxhash  # noqa: F401  (about 10x faster than sha256; comes with wandb)
+    except ImportError:
+        return "sha256"
+    return "xxh3_128"
+
+
+def file_checksum(path: Path, algorithm: str, chunk: int = 1 << 23) -> str:
+    """Checksum of a file's bytes, read in chunks (`algorithm`: xxh3_128 or sha256)."""
+    if algorithm == "xxh3_128":
+        import xxhash
+
+        digest = xxhash.xxh3_128()
+    elif algorithm == "sha256":
+        digest = hashlib.sha256()
+    else:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    """sha256 of the metadata as canonical json (stable under a json round trip)."""
+    canonical = json.dumps(json.loads(json.dumps(meta, sort_keys=True)), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    algorithm = _checksum_algorithm()
+    files = {path.name: {"size": path.stat().st_size, "checksum": file_checksum(path, algorithm)}
+             for path in sorted(folder.iterdir()) if path.name != "meta.json"}
+    return {"format": 1, "algorithm": algorithm, "files": files, "meta_sha256": _meta_checksum(meta)}
+
+
+def verify_cache(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(metadata without its manifest, None) for an intact cache folder, else (None, "<file>: <problem>")."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+    except FileNotFoundError:
+        return None, "meta.json: missing"
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, "meta.json: unreadable or truncated"
+    manifest = meta.pop(MANIFEST_KEY, None) if isinstance(meta, dict) else None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return None, "meta.json: no checksum manifest (written by an older recbench or edited)"
+    if manifest.get("meta_sha256") != _meta_checksum(meta):
+        return None, "meta.json: checksum mismatch"
+    algorithm = manifest.get("algorithm")
+    listed = manifest["files"]
+    for name, entry in sorted(listed.items()):
+        path = Path(folder) / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None, f"{name}: missing"
+        if size != entry.get("size"):
+            return None, f"{name}: {size} bytes instead of {entry.get('size')}"
+        try:
+            if file_checksum(path, algorithm) != entry.get("checksum"):
+                return None, f"{name}: checksum mismatch"
+        except (ImportError, ValueError):
+            return None, f"{name}: checksum algorithm {algorithm!r} unavailable"
+        except OSError as error:
+            return None, f"{name}: unreadable ({error.strerror or error})"
+    extra = sorted(p.name for p in Path(folder).glob("*.parquet") if p.name not in listed)
+    if extra:
+        return None, f"{extra[0]}: not in the manifest"
+    return meta, None
+
+
+def load_verified(target: Path) -> tuple[Prepared | None, str | None]:
+    """Load a cache folder after checking its manifest: (Prepared, None) or (None, "<file>: <problem>")."""
+    meta, problem = verify_cache(target)
+    if problem:
+        return None, problem
+    unreadable = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, pl.exceptions.PolarsError)
+    path = target / "arrays.npz"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        frames = {}
+        for path in sorted(target.glob("*.parquet")):
+            frames[path.stem] = pl.read_parquet(path)
+    except unreadable as error:
+        detail = str(error).strip().splitlines()
+        return None, f"{path.name}: unreadable ({type(error).__name__}{': ' + detail[0] if detail else ''})"
+    return Prepared(arrays=arrays, meta=meta, frames=frames), None
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Temp folders of this cache left by a killed writer (older than STALE_TEMP_SECONDS)."""
+    now = time.time()
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        try:
+            if leftover.is_dir() and now - leftover.stat().st_mtime > STALE_TEMP_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _save_atomic(prepared: Prepared, target: Path) -> None:
+    """Write the cache folder into a temp folder (meta.json with the manifest last), then rename it
+    into place; a corrupt folder already there is replaced, an intact one (a concurrent run
+    finished first: same fingerprint, same content) is kept."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)
         np.savez(tmp / "arrays.npz", **prepared.arrays)
         for name, frame in prepared.frames.items():
             frame.write_parquet(tmp / f"{name}.parquet")
-        (tmp / "meta.json").write_text(json.dumps(prepared.meta, indent=1, sort_keys=True))
-        if target.exists():  # a concurrent run finished first; its content is identical
+        meta = {**prepared.meta, MANIFEST_KEY: _manifest(tmp, prepared.meta)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if target.exists() and verify_cache(target)[1] is None:
             shutil.rmtree(tmp)
             return
-        os.replace(tmp, target)
+        _swap_into_place(tmp, target, [p.name for p in tmp.iterdir()])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def _load(target: Path) -> Prepared:
-    with np.load(target / "arrays.npz") as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    frames = {path.stem: pl.read_parquet(path) for path in sorted(target.glob("*.parquet"))}
-    return Prepared(arrays=arrays, meta=json.loads((target / "meta.json").read_text()), frames=frames)
+    """Load a cache folder, verified (raises ValueError naming the problem when it is corrupt)."""
+    prepared, problem = load_verified(target)
+    if problem:
+        raise ValueError(f"cache {target} is corrupt ({problem})")
+    return prepared
 
 
 def write_csv_folder(out_dir: Path, tables: dict[str, pl.DataFrame]) -> list[Path]:

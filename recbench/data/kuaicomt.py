@@ -8,6 +8,10 @@ Files (datasets/kuaicomt/raw/README.md says where they come from; the real data 
   comment_features.csv    comment text, video, like / reply counts
 Accepted variants: `photo_id` for `video_id` and `photo_type` for `video_type` (as in the authors'
 code and in user_comment_inter.csv), comma- or tab-separated files.
+Checked on reading (one line naming file, column and fix): ids numeric, present and >= 0;
+comment_stay_time a non-negative number; time_ms Unix milliseconds and time_stamp Unix seconds.
+Repeated rows: a video / comment / user id listed twice keeps its first row; exact duplicate
+impression rows are kept (each row is one impression) with a warning on stderr.
 
 Preprocessing (config keys, all part of the cache fingerprint):
  1. Impressions of videos lasting `min_duration_s`..`max_duration_s` (the authors' filter: 5..400).
@@ -45,7 +49,14 @@ import polars as pl
 import torch
 
 from recbench.data.base import DatasetAdapter, Prepared
-from recbench.data.readers import first_bad, read_table, require_non_null
+from recbench.data.readers import (
+    first_bad,
+    read_table,
+    require_epoch,
+    require_non_negative,
+    require_non_null,
+    warn_duplicates,
+)
 from recbench.errors import bad_input
 
 IMPRESSIONS, INTERACTIONS = "user_video_inter.csv", "user_comment_inter.csv"
@@ -391,13 +402,20 @@ def read_all(raw_dir: Path) -> dict[str, pl.DataFrame]:
     for key, (name, required, dtypes) in SPECS.items():
         path = raw_dir / name
         frame = read_table(path, required, dtypes, aliases=ALIASES)
-        require_non_null(path, frame, tuple(c for c, t in dtypes.items() if t == INT and c in required))
+        ids = tuple(c for c, t in dtypes.items() if t == INT and c in required)
+        require_non_null(path, frame, ids)
+        require_non_negative(path, frame, tuple(c for c in ids if c.endswith("_id")))
         tables[key] = frame
+    require_epoch(raw_dir / INTERACTIONS, tables["interactions"], "time_stamp", "s")
     path = raw_dir / IMPRESSIONS
+    require_non_null(path, tables["impressions"], ("time_ms",))
+    require_epoch(path, tables["impressions"], "time_ms", "ms")
     staytime = pl.col("comment_stay_time")
     bad = staytime.is_null() | (staytime < 0) | staytime.is_nan()
     if tables["impressions"].select(bad.any()).item():
         line, raw = first_bad(tables["impressions"], bad, "comment_stay_time")
         raise bad_input(path, f"line {line} has comment_stay_time '{raw}'; it must be a non-negative number "
                         "of milliseconds", "fix or drop that row", "comment_stay_time")
+    warn_duplicates(path, tables["impressions"], SPECS["impressions"][1],
+                    "each is kept as a separate impression (drop them first if they are logging repeats)")
     return tables

@@ -10,6 +10,10 @@ Files (datasets/kuailive/raw/README.md says where they come from; all timestamps
                   live_content_category,live_name_id            (one row per p_date for cross-day rooms)
   user.csv / streamer.csv  profiles (range strings such as "10-100")
   title_embeddings.npy     [n_titles, D]: row k = the title of the k-th smallest live_name_id != -1
+Checked on reading (one line naming file, column and fix): ids numeric, present and >= 0 (live_name_id may
+be -1: no title), timestamps Unix milliseconds, watch_live_time / gift_price non-negative numbers, each event's
+streamer in streamer.csv. Exact duplicate event rows are kept (each row is one event) with a warning on stderr;
+a profile listed twice keeps its first row.
 Accepted variants: the names used before 2025-07-29 (author_id for streamer_id, author.csv, mapped_room.csv,
 title_embeddings_pca128.npy; the official preprocess.py still reads author_id), comma- or tab-separated.
 Optional short-video domain (KuaiLive has none; KuaiLive-M3 column names, the synthetic replica writes it):
@@ -88,7 +92,14 @@ from recbench.data.kuailive_replica import (
     KuaiLiveReplicaConfig,
     write_kuailive_replica,
 )
-from recbench.data.readers import first_bad, read_table, require_non_null, sniff_header
+from recbench.data.readers import (
+    first_bad,
+    read_table,
+    require_non_negative,
+    require_non_null,
+    sniff_header,
+    warn_duplicates,
+)
 from recbench.errors import UserInputError, bad_input
 
 OLD_NAMES = {STREAMER_FILE: "author.csv", ROOM_FILE: "mapped_room.csv", TITLE_FILE: "title_embeddings_pca128.npy"}
@@ -566,6 +577,7 @@ def read_events(path: Path, extra: tuple[str, ...]) -> pl.DataFrame:
     dtypes = {c: pl.Int64 for c in EVENT_COLUMNS} | {c: pl.Float64 for c in extra}
     frame = read_table(path, (*EVENT_COLUMNS, *extra), dtypes, aliases=ALIASES)
     require_non_null(path, frame, (*EVENT_COLUMNS, *extra))
+    require_non_negative(path, frame, ("user_id", "live_id", "streamer_id"))
     check_ms(path, frame, "timestamp")
     for column in extra:
         bad = pl.col(column).is_nan() | (pl.col(column) < 0)
@@ -573,6 +585,7 @@ def read_events(path: Path, extra: tuple[str, ...]) -> pl.DataFrame:
             line, raw = first_bad(frame, bad, column)
             raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
                             "fix or drop that row", column)
+    warn_duplicates(path, frame, (*EVENT_COLUMNS, *extra), "each is kept as a separate event")
     return frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in extra).with_row_index("line", offset=2)
 
 
@@ -582,6 +595,7 @@ def read_rooms(path: Path) -> pl.DataFrame:
     dtypes = {c: pl.Int64 for c in ("live_id", "streamer_id", "start_timestamp", "end_timestamp", "live_name_id")}
     frame = read_table(path, columns, dtypes, aliases=ALIASES)
     require_non_null(path, frame, ("live_id", "streamer_id", "start_timestamp"))
+    require_non_negative(path, frame, ("live_id", "streamer_id"))
     for column in ("start_timestamp", "end_timestamp"):
         check_ms(path, frame, column)
     backwards = pl.col("end_timestamp") < pl.col("start_timestamp")
@@ -595,6 +609,7 @@ def read_rooms(path: Path) -> pl.DataFrame:
 def read_profiles(path: Path, key: str, columns: tuple[str, ...]) -> pl.DataFrame:
     frame = read_table(path, (key, *columns), {key: pl.Int64}, aliases=ALIASES)
     require_non_null(path, frame, (key,))
+    require_non_negative(path, frame, (key,))
     return frame.unique(key, keep="first", maintain_order=True)
 
 
