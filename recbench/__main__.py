@@ -83,6 +83,25 @@ def check_config(cfg: Any) -> None:
             raise UserInputError(f"config '{key}' is {value!r}; it must be {expected}. Fix: {key}=<{expected}>")
 
 
+def check_fit(cfg: Any, choices: dict[str, str]) -> None:
+    """A model or task head made for another kind of dataset (LCU on Tmall): one line, before any
+    data is read. Components compare their `data_kinds` with the adapter's."""
+    from hydra.utils import get_class
+
+    available = getattr(get_class(cfg.data._target_), "data_kinds", frozenset())
+    if not available:
+        return
+    parts = [("model", choices.get("model"), cfg.model.net._target_)]
+    parts += [("task", choices.get("task"), head._target_) for head in cfg.task.heads.values()]
+    for group, name, target in parts:
+        kinds = getattr(get_class(target), "data_kinds", None)
+        if kinds and not kinds & available:
+            raise UserInputError(f"{group} '{name}' does not fit data '{choices.get('data')}': it is made for "
+                                 f"{'/'.join(sorted(kinds))} data, this dataset has "
+                                 f"{'/'.join(sorted(available))} samples. "
+                                 "Fix: pick a model and task made for this dataset (README, 'A tour of the configs')")
+
+
 def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
     """Data, net and heads from a composed config: (datamodule, prepared data, RecModule)."""
     from hydra.errors import InstantiationException
@@ -91,6 +110,7 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
     from recbench.data.datamodule import RecDataModule
     from recbench.module import RecModule
 
+    check_fit(cfg, choices)
     if cfg.data.get("text_embeddings") == "auto":  # the adapter's texts through the text stage first
         from omegaconf import open_dict
 
@@ -98,7 +118,8 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
 
         with open_dict(cfg.data):
             cfg.data.text_embeddings = str(auto_text_embeddings(cfg))
-    datamodule = RecDataModule(instantiate(cfg.data), seed=cfg.seed, **cfg.loader)
+    adapter = instantiate(cfg.data)
+    datamodule = RecDataModule(adapter, seed=cfg.seed, **cfg.loader)
     prepared = datamodule.prepare()
     spec = prepared.meta["spec"]
     try:

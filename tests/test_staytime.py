@@ -125,6 +125,19 @@ def test_a_model_for_another_dataset_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
     assert len(lines) == 1 and "does not fit data 'kuaicomt'" in lines[0]
+    assert not tmp_path.joinpath("kuaicomt").exists()  # refused before any data is read or written
+
+
+@pytest.mark.parametrize("model,data", [("lcu", "kuailive"), ("moment_cross", "kuaicomt"), ("dcn", "kuailive")])
+def test_model_for_another_dataset_is_refused_before_any_data_is_read(tmp_path, model, data):
+    command = [sys.executable, "-m", "recbench", f"data={data}", f"model={model}", f"paths.datasets={tmp_path}",
+               f"paths.models={tmp_path / 'models'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(lines) == 1 and f"does not fit data '{data}'" in lines[0] and "Fix:" in lines[0]
+    assert not any(tmp_path.joinpath(data).iterdir()) if tmp_path.joinpath(data).exists() else True
+    assert not tmp_path.joinpath("models").exists()  # no text stage ran either
 
 
 def test_text_stage_then_lcu_reads_the_embeddings(tmp_path):

@@ -75,6 +75,9 @@ class DatasetAdapter:
     version: str = "1"  # bump when the build logic changes, so old caches are not reused
     required_files: tuple[str, ...] = ()
     optional_files: tuple[str, ...] = ()
+    # what kind of samples this dataset makes (e.g. "actions", "staytime", "comments", "live"): a model
+    # or task head declaring `data_kinds` must share one with it; empty = not declared, not checked
+    data_kinds: frozenset[str] = frozenset()
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
                  use_cache: bool = True) -> None:

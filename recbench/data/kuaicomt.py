@@ -70,6 +70,8 @@ TIMEZONE = "Asia/Shanghai"
 
 
 class KuaiComtAdapter(DatasetAdapter):
+    data_kinds = frozenset({"staytime", "comments"})  # the kinds of dataset this works on (checked before any data is read)
+
     name = "kuaicomt"
     version = "3"  # 2: shown comments in pseudo-random slot order; 3: comment history
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)

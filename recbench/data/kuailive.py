@@ -124,6 +124,8 @@ MINUTE_MS, DAY_MS, LOCAL_OFFSET_MS = 60_000, 86_400_000, 8 * 3_600_000  # Asia/S
 
 
 class KuaiLiveAdapter(DatasetAdapter):
+    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+
     name = "kuailive"
     version = "1"
     required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,

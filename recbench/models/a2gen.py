@@ -76,6 +76,8 @@ class ContextAwareAttention(nn.Module):
 
 
 class A2Gen(nn.Module):
+    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, model_dim: int, heads: int,
                  context_hidden: Sequence[int], generator: str, dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()

@@ -76,6 +76,8 @@ class _TokenEncoder(nn.Module):
 
 
 class LCU(nn.Module):
+    data_kinds = frozenset({"comments"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, heads: int, cross_layers: int,
                  mlp_hidden: Sequence[int], comment_hidden: Sequence[int], dropout: float, use_text: bool,
                  comment_id_tokens: bool, sparse_embeddings: bool, history_token: bool = True) -> None:

@@ -17,6 +17,8 @@ from recbench.models.layers import MLP, LiveHistoryEncoder
 
 
 class LiveDIN(nn.Module):
+    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, sequences: Sequence[str],
                  attention_hidden: Sequence[int], mlp_hidden: Sequence[int], dropout: float,
                  sparse_embeddings: bool) -> None:

@@ -168,6 +168,8 @@ class UserTower(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 class LLMAlignment(nn.Module):
+    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, tower_dim: int, tower_hidden: Sequence[int],
                  user_sequences: Sequence[str], use_llm: bool, fusion: str, retrieval_weight: float,
                  retrieval_temperature: float, positive_task: str, use_codes: bool, codebook_sizes: Sequence[int],

@@ -18,6 +18,8 @@ from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder
 
 
 class MMoE(nn.Module):
+    data_kinds = frozenset({"actions", "live"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_experts: int, expert_hidden: Sequence[int], tower_hidden: Sequence[int],
                  dropout: float, sparse_embeddings: bool) -> None:

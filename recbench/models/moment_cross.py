@@ -57,6 +57,8 @@ class TargetAttention(nn.Module):
 
 
 class MomentCross(nn.Module):
+    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, sequences: Sequence[str], attention_dim: int,
                  attention_heads: int, anchor: str, contrastive_weights: dict[str, float], temperature: float,
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],

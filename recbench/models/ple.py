@@ -62,6 +62,8 @@ def extract(levels: nn.ModuleList, features: torch.Tensor, n_tasks: int) -> list
 
 
 class PLE(nn.Module):
+    data_kinds = frozenset({"actions", "live"})  # the kinds of dataset this works on (checked before any data is read)
+
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
                  tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:

@@ -42,6 +42,8 @@ STAYTIME_DEFINITIONS = {
 
 
 class _StaytimeHead(TaskHead):
+    data_kinds = frozenset({"staytime"})  # the kinds of dataset this works on (checked before any data is read)
+
     def collect(self, outputs, batch):
         prediction, score = self.decode(outputs, batch)
         return {"pred": prediction.detach().float(), "score": score.detach().float(),
@@ -152,6 +154,7 @@ class CommentRankingHead(TaskHead):
     order (ListMLE on logits). The LCU code applies both losses to softmax outputs; we apply them to
     logits, where the losses are defined (documented deviation).
     """
+    data_kinds = frozenset({"comments"})  # the kinds of dataset this works on (checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], user_specific_weight: float, user_agnostic_weight: float) -> None:
         super().__init__(spec)
