@@ -96,7 +96,9 @@ class KillSwitch(L.Callback):
         os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.where == "step" and trainer.global_step == self.number:
+        # >=: Lightning's global step moves by one per optimizer step (two per batch with sparse
+        # embeddings), so an exact match could be stepped over
+        if self.where == "step" and trainer.global_step >= self.number:
             self._die()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
