@@ -38,9 +38,9 @@ import polars as pl
 import torch
 
 from recbench.data.base import DatasetAdapter, Prepared
-from recbench.data.readers import first_bad, read_table, require_non_null
+from recbench.data.readers import first_bad, has_rows, read_table, require_non_null, sniff_header
 from recbench.data.tmall_replica import TmallReplicaConfig, write_tmall_replica
-from recbench.errors import bad_input
+from recbench.errors import UserInputError, bad_input
 
 LOG_FILE = "user_log_format1.csv"
 INFO_FILE = "user_info_format1.csv"
@@ -50,10 +50,13 @@ HISTORY_ACTIONS = ("click", "cart", "purchase", "favourite")  # action_type 0..3
 TARGET_ACTIONS = ("cart", "purchase", "favourite")              # action_type 1..3
 NEVER = 1 << 30  # "first day" of an action that did not happen
 PAD, EXIT = 0, 1  # sequence tokens; target action k is token k + 2
+EPISODE_BLOCK_ROWS = 8_000_000  # log rows per aggregation block (bounds the hash state's memory)
 ITEM_FIELDS = ("item", "cat", "seller", "brand")
 
 
 class TmallAdapter(DatasetAdapter):
+    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+
     name = "tmall"
     version = "2"
     required_files = (LOG_FILE,)
@@ -85,83 +88,177 @@ class TmallAdapter(DatasetAdapter):
         write_tmall_replica(out_dir, self.replica)
 
     # ------------------------------------------------------------------ build
+    # The build works on whole columns (polars, then numpy): one hash aggregation of the log into
+    # episodes, one sort of the episodes, then run-length / lookup-table / counting operations.
+    # No step sorts or joins the 55M-row log itself, and the log is freed once its episodes exist.
     def build(self, raw_dir: Path) -> Prepared:
-        log = read_log(raw_dir / LOG_FILE)
+        path = raw_dir / LOG_FILE
+        log = read_log(path)
         n_rows = log.height
-        if self.dedupe:
-            log = log.unique(subset=list(LOG_COLUMNS[:-2]) + ["day", "action_type"], keep="first",
-                             maintain_order=True)
         info = read_user_info(raw_dir / INFO_FILE) if (raw_dir / INFO_FILE).is_file() else None
-        episodes = self._episodes(log, info)
-        if episodes.height == 0:
-            raise bad_input(raw_dir / LOG_FILE, f"no user has {self.min_user_episodes} or more item "
+        ep, distinct = self._episodes(log, info)
+        # dedupe drops later exact copies of a row: it changes no episode (the first row of an
+        # episode and the first row of each action are never a later copy), only this count
+        if self.dedupe:
+            rows_after_dedupe = distinct if distinct is not None else distinct_rows(log)
+        else:
+            rows_after_dedupe = n_rows
+        del log
+        if len(ep["user_id"]) == 0:
+            raise bad_input(path, f"no user has {self.min_user_episodes} or more item "
                             "episodes", "lower data.min_user_episodes or use a larger log")
-        episodes, cut = self._split(episodes, raw_dir / LOG_FILE)
-        episodes = self._index_ids(episodes)
-        arrays = self._arrays(episodes, cut)
-        meta = {"spec": self._spec(episodes), "splits": {s: int((episodes["split"] == i).sum())
-                                                          for i, s in enumerate(("train", "valid", "test"))},
-                "stats": {"rows": n_rows, "rows_after_dedupe": log.height, "episodes": episodes.height,
-                          "users": int(episodes["user_id"].n_unique()),
-                          "items": int(episodes["item_id"].n_unique()),
+        split, cut = self._split(ep["start_day"], path)
+        self._index_ids(ep, split)
+        spec, users, items = self._spec(ep), int(ep["group"][-1]), ep.pop("items")
+        arrays = self._arrays(ep, split, cut)
+        meta = {"spec": spec, "splits": {s: int((split == i).sum())
+                                                    for i, s in enumerate(("train", "valid", "test"))},
+                "stats": {"rows": n_rows, "rows_after_dedupe": rows_after_dedupe, "episodes": len(split),
+                          "users": users, "items": items,
                           "split_start_days": {"valid": cut[0], "test": cut[1]},
                           "positive_rate": {a: float(arrays["test_label_action"][:, k].mean())
                                             for k, a in enumerate(TARGET_ACTIONS)}}}
         return Prepared(arrays=arrays, meta=meta)
 
-    def _episodes(self, log: pl.DataFrame, info: pl.DataFrame | None) -> pl.DataFrame:
-        """One row per (user, item): start, per-action first day/position, side features."""
-        first_of = [agg for a in range(4) for agg in (
-            pl.col("day").filter(pl.col("action_type") == a).first().alias(f"day_{a}"),
-            pl.col("pos").filter(pl.col("action_type") == a).first().alias(f"pos_{a}"))]
-        episodes = (log.sort("user_id", "item_id", "day", "pos")
-                    .group_by("user_id", "item_id", maintain_order=True)
-                    .agg(pl.col("day").first().alias("start_day"), pl.col("pos").first().alias("start_pos"),
-                         pl.col("day").max().alias("last_day"), pl.col("cat_id").first(),
-                         pl.col("seller_id").first(), pl.col("brand_id").first(), *first_of)
-                    .sort("user_id", "start_day", "start_pos"))
-        counts = pl.col("item_id").count().over("user_id")
-        episodes = episodes.filter(counts >= self.min_user_episodes)
-        if info is not None:
-            episodes = episodes.join(info, on="user_id", how="left")
+    def _episodes(self, log: pl.DataFrame, info: pl.DataFrame | None) -> tuple[dict[str, Any], int | None]:
+        """One entry per (user, item), sorted by (user, start day, start position): start day, last
+        day, first day of each action type and file position of each target action, the first row's
+        cat / seller / brand, age and gender; users with fewer than `min_user_episodes` episodes
+        dropped. Also the number of distinct log rows when it comes for free (else None)."""
+        shift = max(1, log.height.bit_length())  # a row's (day, file position) as one int64: day << shift | pos
+        absent = 1 << 62  # "no row with this action" (larger than any stamp)
+        bits = _column_bits(log, ("user_id", "item_id", "cat_id", "seller_id", "brand_id"))
+        day_ok = log.select((pl.col("day").min() >= 0) & (pl.col("day").max() < 512)).item()
+        # the (user, item) key and the first row's (cat, seller, brand) packed into one int64 each
+        # when the ids allow it (one hash key, one min_by, one sort key); column by column otherwise
+        pack_key = bool(bits) and bits["user_id"] + bits["item_id"] <= 62
+        pack_side = bool(bits) and bits["cat_id"] + bits["seller_id"] + bits["brand_id"] <= 62
+        int64 = lambda c: pl.col(c).cast(pl.Int64)  # noqa: E731
+        day, action = pl.col("day"), pl.col("action_type")
+        stamp = int64("day") * (1 << shift) + int64("pos")
+        aggs = [pl.col("stamp").min().alias("start"), day.max().cast(pl.Int32).alias("last_day"),
+                pl.when(action == 0).then(day.cast(pl.Int32)).otherwise(NEVER).min().alias("day_0"),
+                *[pl.when(action == a).then(pl.col("stamp")).otherwise(absent).min().alias(f"stamp_{a}")
+                  for a in (1, 2, 3)]]
+        extra = {"stamp": stamp}
+        if pack_side:
+            extra["side"] = ((int64("cat_id") * (1 << bits["seller_id"]) + int64("seller_id")) * (1 << bits["brand_id"])
+                             + int64("brand_id").fill_null(-1) + 1)
+            aggs += [pl.col("side").min_by("stamp"), (pl.col("side").min() == pl.col("side").max()).alias("same")]
+            if day_ok:  # distinct (day, action) per episode: with a constant side, the distinct rows
+                extra["day_action"] = day.cast(pl.Int32) * 4 + action.cast(pl.Int32)
+                aggs.append(pl.col("day_action").n_unique().alias("distinct"))
         else:
-            episodes = episodes.with_columns(age_range=pl.lit(None, pl.Int64), gender=pl.lit(None, pl.Int64))
-        # age_range 0 / missing = unknown -> 0; gender 0 female, 1 male, 2 / missing unknown -> 1..3
-        return episodes.with_columns(age=pl.col("age_range").fill_null(0).clip(0, 8),
-                                     gender_idx=(pl.col("gender").fill_null(2).clip(0, 2) + 1))
+            aggs += [pl.col(c).min_by("stamp") for c in ("cat_id", "seller_id", "brand_id")]
+        keys = [(int64("user_id") * (1 << bits["item_id"]) + int64("item_id")).alias("key")] if pack_key \
+            else ["user_id", "item_id"]
+        rows = log.lazy().with_row_index("pos").with_columns(**extra)
+        # users in contiguous id ranges of ~EPISODE_BLOCK_ROWS log rows, one aggregation each: the
+        # hash state stays small, and the blocks' outputs, each sorted, concatenate in (user, start) order
+        blocks = max(1, -(-log.height // EPISODE_BLOCK_ROWS)) if pack_key else 1
+        low_user, high_user = log.select(pl.col("user_id").min(), pl.col("user_id").max().alias("h")).row(0)
+        bounds = np.unique(np.linspace(low_user, high_user + 1, blocks + 1).astype(np.int64))
+        parts: dict[str, list[np.ndarray]] = {}
+        distinct, constant = 0, True
+        for begin, end in zip(bounds[:-1], bounds[1:]) if blocks > 1 else [(None, None)]:
+            block = rows if begin is None else rows.filter(pl.col("user_id").is_between(begin, end, closed="left"))
+            frame = self._block_episodes(block.group_by(keys).agg(aggs), bits, pack_key, pack_side, day_ok, shift)
+            if frame.height == 0:
+                continue
+            if pack_side and day_ok:
+                constant = constant and bool(frame["same"].all())
+                distinct += int(frame["distinct"].sum())
+            for name, values in self._block_columns(frame).items():
+                parts.setdefault(name, []).append(values)
+            del frame
+        ep: dict[str, Any] = {}
+        for name in list(parts):
+            chunks = parts.pop(name)
+            ep[name] = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            del chunks
+        ep["age"], ep["gender_idx"] = _profile(ep["user_id"], info)
+        return ep, (distinct if pack_side and day_ok and constant else None)
 
-    def _split(self, episodes: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, tuple[int, int]]:
-        """Chronological split on whole days; returns the first day of validation and of test."""
-        days = np.sort(episodes["start_day"].to_numpy())
-        n = len(days)
+    @staticmethod
+    def _block_episodes(grouped: pl.LazyFrame, bits: dict[str, int], pack_key: bool, pack_side: bool, day_ok: bool,
+                        shift: int) -> pl.DataFrame:
+        """A block's aggregated episodes, unpacked and sorted by (user, start)."""
+        absent, scale = 1 << 62, 1 << shift
+        if pack_key:
+            item_bits = bits["item_id"]
+            grouped = grouped.with_columns(user_id=pl.col("key") // (1 << item_bits),
+                                           item_id=pl.col("key") % (1 << item_bits))
+        if pack_key and day_ok and bits["user_id"] + 9 + shift <= 62:  # start < 512 << shift
+            grouped = grouped.sort(pl.col("user_id") * (1 << (9 + shift)) + pl.col("start"))
+        else:
+            grouped = grouped.sort("user_id", "start")
+        if pack_side:
+            brand_bits, seller_bits = bits["brand_id"], bits["seller_id"]
+            brand = pl.col("side") % (1 << brand_bits)
+            grouped = grouped.with_columns(cat_id=pl.col("side") // (1 << (seller_bits + brand_bits)),
+                                           seller_id=(pl.col("side") // (1 << brand_bits)) % (1 << seller_bits),
+                                           brand_id=brand - 1, brand_valid=brand > 0)
+        else:
+            grouped = grouped.with_columns(brand_valid=pl.col("brand_id").is_not_null(),
+                                           brand_id=pl.col("brand_id").fill_null(0))
+        missing = {a: pl.col(f"stamp_{a}") == absent for a in (1, 2, 3)}
+        return grouped.with_columns(
+            start_day=(pl.col("start") // scale).cast(pl.Int32),
+            **{f"day_{a}": pl.when(missing[a]).then(NEVER).otherwise(pl.col(f"stamp_{a}") // scale).cast(pl.Int32)
+               for a in (1, 2, 3)},
+            **{f"pos_{a}": pl.when(missing[a]).then(0).otherwise(pl.col(f"stamp_{a}") % scale).cast(pl.Int64)
+               for a in (1, 2, 3)}).collect(engine="streaming")
+
+    def _block_columns(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Numpy columns of a block's sorted episodes, users with too few episodes dropped."""
+        user = frame["user_id"].to_numpy()
+        counts = np.diff(np.append(_run_starts(user), len(user)))
+        if (counts < self.min_user_episodes).any():
+            frame = frame.filter(pl.Series(np.repeat(counts >= self.min_user_episodes, counts)))
+        ep = {c: frame[c].to_numpy() for c in ("user_id", "item_id", "cat_id", "seller_id", "brand_id",
+                                               "brand_valid", "start_day", "last_day")}
+        ep["first_day"] = np.stack([frame[c].to_numpy() for c in ("day_0", "day_1", "day_2", "day_3")], 1)
+        ep["first_pos"] = np.stack([frame[c].to_numpy() for c in ("pos_1", "pos_2", "pos_3")], 1)
+        return ep
+
+    def _split(self, start_day: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """Chronological split on whole days; returns split codes (0 train, 1 valid, 2 test) and the
+        first day of validation and of test."""
+        n = len(start_day)
         n_test, n_valid = round(n * self.test_fraction), round(n * self.valid_fraction)  # whole episodes
-        test_start = int(days[min(n - 1, n - n_test)])
-        valid_start = int(days[min(n - 1, max(0, n - n_test - n_valid))])
-        if not days[0] < valid_start < test_start:
-            raise bad_input(path, f"the log spans too few days ({len(np.unique(days))}) to cut a "
+        low = int(start_day.min())
+        cumulative = np.cumsum(np.bincount(start_day - low))  # counting sort: value at sorted position i
+        at = lambda i: int(np.searchsorted(cumulative, i, side="right")) + low  # noqa: E731
+        test_start = at(min(n - 1, n - n_test))
+        valid_start = at(min(n - 1, max(0, n - n_test - n_valid)))
+        if not low < valid_start < test_start:
+            distinct = int((np.diff(np.r_[0, cumulative]) > 0).sum())
+            raise bad_input(path, f"the log spans too few days ({distinct}) to cut a "
                             "train / validation / test split by day", "use a log covering more days "
                             "or change data.valid_fraction / data.test_fraction")
-        split = (pl.when(pl.col("start_day") >= test_start).then(2)
-                 .when(pl.col("start_day") >= valid_start).then(1).otherwise(0))
-        return episodes.with_columns(split=split.cast(pl.Int8)), (valid_start, test_start)
+        split = np.where(start_day >= test_start, 2, np.where(start_day >= valid_start, 1, 0)).astype(np.int8)
+        return split, (valid_start, test_start)
 
-    def _index_ids(self, episodes: pl.DataFrame) -> pl.DataFrame:
+    def _index_ids(self, ep: dict[str, Any], split: np.ndarray) -> None:
         """Dense indices from the training split; 0 padding, 1 unseen/rare."""
         raw_columns = {"user": "user_id", "item": "item_id", "cat": "cat_id", "seller": "seller_id",
                        "brand": "brand_id"}
-        train = episodes.filter(pl.col("split") == 0)
+        train = split == 0
+        everywhere = np.ones(len(split), dtype=bool)
         for field, column in raw_columns.items():
-            vocab = (train.group_by(column).len().filter(pl.col("len") >= self.min_count)
-                     .drop_nulls(column).sort(column)
-                     .with_columns(pl.int_range(2, pl.len() + 2, dtype=pl.Int32).alias(field))
-                     .select(column, field))
-            episodes = episodes.join(vocab, on=column, how="left", maintain_order="left")
-            episodes = episodes.with_columns(pl.col(field).fill_null(1))
-        # a dense key per raw user (not vocabulary-limited) groups GAUC exactly
-        return episodes.with_columns(group=pl.col("user_id").rank("dense").cast(pl.Int64))
+            valid = ep.pop("brand_valid") if column == "brand_id" else everywhere
+            values = ep[column] if column == "user_id" else ep.pop(column)  # raw users: runs, groups
+            ep[field] = vocabulary_index(values, valid, train, self.min_count)
+            if column == "item_id":
+                ep["items"] = int(pl.Series(values).n_unique())
+        # a dense key per raw user (not vocabulary-limited) groups GAUC exactly (users are sorted)
+        user = ep["user_id"]
+        new = np.ones(len(user), dtype=bool)
+        new[1:] = user[1:] != user[:-1]
+        ep["group"] = np.cumsum(new, dtype=np.int64)
 
-    def _spec(self, episodes: pl.DataFrame) -> dict[str, Any]:
-        cards = {f: int(episodes[f].max()) + 1 for f in ("user", *ITEM_FIELDS)}
+    def _spec(self, ep: dict[str, Any]) -> dict[str, Any]:
+        cards = {f: int(ep[f].max()) + 1 for f in ("user", *ITEM_FIELDS)}
         cards.update(age=9, gender=4)
         return {"cardinalities": cards, "user_fields": ["user", "age", "gender"],
                 "item_fields": list(ITEM_FIELDS), "history_length": self.history_length,
@@ -169,50 +266,58 @@ class TmallAdapter(DatasetAdapter):
                 "sequence_length": len(TARGET_ACTIONS) + 1, "time_unit": "days",
                 "max_time": float(self.label_horizon_days)}
 
-    def _arrays(self, episodes: pl.DataFrame, cut: tuple[int, int]) -> dict[str, np.ndarray]:
-        position = pl.int_range(pl.len(), dtype=pl.Int64)
-        ordered = episodes.with_columns(ep=position).with_columns(
-            hist_end=pl.col("ep").min().over("user_id", "start_day"),
-            user_start=pl.col("ep").min().over("user_id"))
-        col = lambda name, dtype=np.int32: ordered[name].to_numpy().astype(dtype)  # noqa: E731
-        first_day = np.stack([ordered[f"day_{a}"].fill_null(NEVER).to_numpy() for a in range(4)], 1)
-        first_pos = np.stack([ordered[f"pos_{a}"].fill_null(0).to_numpy() for a in range(4)], 1)
-        arrays = {f"ep_{f}": col(f) for f in ("user", *ITEM_FIELDS, "age")}
-        arrays.update(ep_gender=col("gender_idx"), ep_group=col("group", np.int64),
-                      ep_start=col("start_day"), ep_first_day=first_day.astype(np.int32),
-                      ep_hist_end=col("hist_end", np.int64), ep_user_start=col("user_start", np.int64))
-        split = ordered["split"].to_numpy()
+    def _arrays(self, ep: dict[str, Any], split: np.ndarray, cut: tuple[int, int]) -> dict[str, np.ndarray]:
+        user, start_day = ep.pop("user_id"), ep["start_day"]
+        arrays = {f"ep_{f}": np.asarray(ep.pop(f), dtype=np.int32) for f in ("user", *ITEM_FIELDS, "age")}
+        arrays.update(ep_gender=np.asarray(ep.pop("gender_idx"), dtype=np.int32), ep_group=ep.pop("group"),
+                      ep_start=start_day, ep_first_day=ep["first_day"],
+                      ep_hist_end=_run_start_of_each(user, start_day),
+                      ep_user_start=_run_start_of_each(user))
+        del user
         ends = (cut[0], cut[1], NEVER)
         for s, name in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split == s)
             arrays[f"{name}_ep"] = rows.astype(np.int64)
-            arrays.update({f"{name}_{k}": v for k, v in self._labels(
-                ordered, rows, first_day[rows], first_pos[rows], ends[s]).items()})
+            arrays.update({f"{name}_{k}": v for k, v in self._labels(ep, rows, ends[s]).items()})
         return arrays
 
-    def _labels(self, ordered: pl.DataFrame, rows: np.ndarray, first_day: np.ndarray,
-                first_pos: np.ndarray, split_end: int) -> dict[str, np.ndarray]:
-        """Per-action outcome/delay and the ordered target sequence, censored at the split end."""
-        start = ordered["start_day"].to_numpy()[rows][:, None]
-        last_day = ordered["last_day"].to_numpy()[rows]
+    def _labels(self, ep: dict[str, Any], rows: np.ndarray, split_end: int,
+                chunk: int = 1 << 21) -> dict[str, np.ndarray]:
+        """Per-action outcome/delay and the ordered target sequence, censored at the split end
+        (computed in blocks of rows to bound the temporary memory)."""
+        k, steps = len(TARGET_ACTIONS), len(TARGET_ACTIONS) + 1
+        out = {"label_action": np.empty((len(rows), k), np.float32), "label_time": np.empty((len(rows), k), np.float32),
+               "label_seq": np.empty((len(rows), steps), np.int64),
+               "label_seq_time": np.empty((len(rows), steps), np.float32)}
+        for begin in range(0, len(rows), chunk):
+            part = rows[begin:begin + chunk]
+            block = self._label_block(ep["start_day"][part], ep["last_day"][part], ep["first_day"][part],
+                                      ep["first_pos"][part], split_end)
+            for key, value in block.items():
+                out[key][begin:begin + len(part)] = value
+        return out
+
+    def _label_block(self, start_day: np.ndarray, last_day: np.ndarray, first_day: np.ndarray,
+                     first_pos: np.ndarray, split_end: int) -> dict[str, np.ndarray]:
+        start = start_day[:, None]
         limit = np.minimum(start[:, 0] + self.label_horizon_days, split_end - 1)
-        day, pos = first_day[:, 1:], first_pos[:, 1:]  # target actions = action types 1..3
+        day, pos = first_day[:, 1:], first_pos  # target actions = action types 1..3
         happened = day <= limit[:, None]
         delay = np.where(happened, day - start, 0).astype(np.float32)
         # order the happened actions by (day, file position); absent ones sort last
         key = np.where(happened, day.astype(np.int64) * (1 << 40) + pos, np.iinfo(np.int64).max)
-        order = np.argsort(key, axis=1, kind="stable")
+        order = _stable_argsort3(key)
         n_happened = happened.sum(1)
         steps = np.arange(len(TARGET_ACTIONS) + 1)[None, :]
-        tokens = np.full((len(rows), steps.shape[1]), PAD, np.int64)
+        tokens = np.full((len(start), steps.shape[1]), PAD, np.int64)
         times = np.zeros(tokens.shape, np.float32)
         is_action = steps[:, :-1] < n_happened[:, None]
         tokens[:, :-1] = np.where(is_action, order + 2, PAD)
         times[:, :-1] = np.where(is_action, np.take_along_axis(delay, order, 1), 0)
         exit_time = np.clip(np.minimum(last_day, limit) - start[:, 0], 0, None)
         exit_time = np.maximum(exit_time, delay.max(1))
-        tokens[np.arange(len(rows)), n_happened] = EXIT
-        times[np.arange(len(rows)), n_happened] = exit_time
+        tokens[np.arange(len(start)), n_happened] = EXIT
+        times[np.arange(len(start)), n_happened] = exit_time
         return {"label_action": happened.astype(np.float32), "label_time": delay,
                 "label_seq": tokens, "label_seq_time": times}
 
@@ -246,7 +351,58 @@ class TmallAdapter(DatasetAdapter):
 
 # ---------------------------------------------------------------------- reading + validation
 def read_log(path: Path) -> pl.DataFrame:
-    """Read and validate user_log_format1.csv; adds `day` (days since 2014-01-01) and `pos`."""
+    """Read and validate user_log_format1.csv: id columns, brand_id (nullable), action_type and
+    `day` (days since 2014-01-01); a row's file position is its index in the returned frame.
+
+    First a compact streaming read (32-bit ids, time_stamp as a category: ~26 bytes a row); a file
+    it cannot take as is (an id beyond 32 bits, or any invalid value) is read again by
+    `read_log_checked`, which gives the same frame with 64-bit ids or the one-line error."""
+    frame = _read_log_compact(path)
+    return frame if frame is not None else read_log_checked(path)
+
+
+def _stamp_days(stamps: pl.DataFrame) -> pl.DataFrame:
+    """Per distinct `time_stamp` string: `bad` (not a 2014 MMDD date) and its `day`."""
+    stamp = pl.col("time_stamp").str.strip_chars()
+    date = ("2014" + stamp.str.zfill(4)).str.to_date("%Y%m%d", strict=False)
+    return stamps.with_columns(bad=stamp.is_null() | ~stamp.str.contains(r"^\d{3,4}$") | date.is_null(),
+                               day=(date - pl.date(2014, 1, 1)).dt.total_days().cast(pl.Int32))
+
+
+def _read_log_compact(path: Path) -> pl.DataFrame | None:
+    """The validated log in ~26 bytes a row, or None when the checked reader must look at it."""
+    try:
+        header, separator = sniff_header(path)
+        if any(c not in header for c in LOG_COLUMNS) or not has_rows(path):
+            return None
+    except UserInputError:
+        return None
+    typed = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64,
+                                                 "time_stamp": pl.Categorical}
+    brand, action = pl.col("brand_id"), pl.col("action_type")
+    bad = action.is_null() | ~action.is_between(0, 3) | (brand.is_not_null() & (brand != brand.round(0)))
+    query = (pl.scan_csv(path, has_header=False, skip_rows=1, new_columns=header, separator=separator,
+                         infer_schema=False, schema_overrides=typed)
+             .select(LOG_COLUMNS)
+             .with_columns(*[pl.col(c).cast(pl.Int32) for c in ID_COLUMNS], bad=bad,  # strict casts:
+                           brand_id=brand.cast(pl.Int32),                             # overflow -> None
+                           action_type=action.cast(pl.Int8, strict=False)))
+    try:
+        frame = query.collect(engine="streaming")
+    except pl.exceptions.PolarsError:
+        return None
+    if frame["bad"].any() or any(frame[c].null_count() for c in ID_COLUMNS):
+        return None
+    stamps = _stamp_days(frame.select(pl.col("time_stamp").unique().cast(pl.String)))
+    if stamps["bad"].any():
+        return None
+    day = pl.col("time_stamp").replace_strict(stamps["time_stamp"], stamps["day"].cast(pl.Int16),
+                                              return_dtype=pl.Int16)
+    return frame.with_columns(day=day).drop("time_stamp", "bad")
+
+
+def read_log_checked(path: Path) -> pl.DataFrame:
+    """`read_log` with every check done row by row: the exact line of the first bad value."""
     dtypes = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64}
     frame = read_table(path, LOG_COLUMNS, dtypes)
     require_non_null(path, frame, ID_COLUMNS)
@@ -262,17 +418,112 @@ def read_log(path: Path) -> pl.DataFrame:
         line, raw = first_bad(frame, bad_brand, "brand_id")
         raise bad_input(path, f"line {line} has brand_id '{raw}', not a whole number",
                         "fix or drop that row", "brand_id")
-    stamp = pl.col("time_stamp").str.strip_chars()
-    date = ("2014" + stamp.str.zfill(4)).str.to_date("%Y%m%d", strict=False)
-    bad_stamp = stamp.is_null() | ~stamp.str.contains(r"^\d{3,4}$") | date.is_null()
-    if frame.select(bad_stamp.any()).item():
+    # a log has a few hundred distinct stamps: parse and check those, then map every row
+    stamps = _stamp_days(frame.select(pl.col("time_stamp").unique()))
+    if stamps["bad"].any():
+        stamp = pl.col("time_stamp").str.strip_chars()
+        date = ("2014" + stamp.str.zfill(4)).str.to_date("%Y%m%d", strict=False)
+        bad_stamp = stamp.is_null() | ~stamp.str.contains(r"^\d{3,4}$") | date.is_null()
         line, raw = first_bad(frame, bad_stamp, "time_stamp")
         raise bad_input(path, f"line {line} has time_stamp '{raw}', not a 2014 date written MMDD "
                         "(e.g. 0829 or 829)", "fix or drop that row", "time_stamp")
-    day = (date - pl.date(2014, 1, 1)).dt.total_days().cast(pl.Int32)
-    return frame.with_columns(brand_id=brand.cast(pl.Int64), day=day,
-                              action_type=actions.cast(pl.Int8),
-                              pos=pl.int_range(pl.len(), dtype=pl.Int64)).drop("time_stamp")
+    return frame.with_columns(brand_id=brand.cast(pl.Int64),
+                              day=pl.col("time_stamp").replace_strict(stamps["time_stamp"], stamps["day"],
+                                                                      return_dtype=pl.Int32),
+                              action_type=actions.cast(pl.Int8)).drop("time_stamp")
+
+
+def _column_bits(frame: pl.DataFrame, columns: tuple[str, ...]) -> dict[str, int]:
+    """Bits each non-negative id column needs (a nullable one gets one more: null packs as 0);
+    {} when some id is negative."""
+    stats = frame.select(*[pl.col(c).min().alias(f"{c}:min") for c in columns],
+                         *[pl.col(c).max().alias(f"{c}:max") for c in columns]).row(0, named=True)
+    if any(stats[f"{c}:min"] is not None and stats[f"{c}:min"] < 0 for c in columns):
+        return {}
+    return {c: max(1, int(stats[f"{c}:max"] or 0).bit_length() + int(frame[c].null_count() > 0 or c == "brand_id"))
+            for c in columns}
+
+
+def distinct_rows(log: pl.DataFrame) -> int:
+    """Rows left after dropping exact duplicates (same user, item, cat, seller, brand, day, action;
+    a missing brand equals a missing brand): the number of distinct packed 128-bit row keys when
+    the ids fit (one hash of one column), else polars' multi-column unique."""
+    columns = ("user_id", "item_id", "cat_id", "seller_id", "brand_id")
+    bits = _column_bits(log, columns)
+    day_ok = log.select((pl.col("day").min() >= 0) & (pl.col("day").max() < 512)).item()
+    if not bits or not day_ok or sum(bits.values()) + 9 + 2 > 126:
+        return log.unique(subset=list(LOG_COLUMNS[:-2]) + ["day", "action_type"], keep="any").height
+    key = pl.lit(0, dtype=pl.Int128)
+    for column in columns:
+        value = pl.col(column).fill_null(-1) + 1 if column == "brand_id" else pl.col(column)
+        key = key * (1 << bits[column]) + value.cast(pl.Int128)
+    key = (key * 512 + pl.col("day").cast(pl.Int128)) * 4 + pl.col("action_type").cast(pl.Int128)
+    return int(log.select(key.n_unique()).item())
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values begins."""
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = values[1:] != values[:-1]
+    return np.flatnonzero(new)
+
+
+def _run_start_of_each(*columns: np.ndarray) -> np.ndarray:
+    """For every position, the index of the first position of its run of equal (column, ...) tuples."""
+    new = np.zeros(len(columns[0]), dtype=bool)
+    new[:1] = True
+    for values in columns:
+        new[1:] |= values[1:] != values[:-1]
+    return np.maximum.accumulate(np.where(new, np.arange(len(new)), 0)).astype(np.int64)
+
+
+def _profile(user_ids: np.ndarray, info: pl.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """Age (age_range 0..8, 0 unknown or missing) and gender index (female 1, male 2, unknown 3)."""
+    n = len(user_ids)
+    if info is None:
+        return np.zeros(n, np.int64), np.full(n, 3, np.int64)
+    ids = info["user_id"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    at = np.minimum(np.searchsorted(ids, user_ids), len(ids) - 1)
+    found = ids[at] == user_ids
+    columns = []
+    for column, unknown, high in (("age_range", 0, 8), ("gender", 2, 2)):
+        values = info[column]
+        known = ~values.is_null().to_numpy()[order][at] & found
+        columns.append(np.where(known, np.clip(values.fill_null(0).to_numpy()[order][at], 0, high), unknown))
+    return columns[0].astype(np.int64), (columns[1] + 1).astype(np.int64)
+
+
+def vocabulary_index(values: np.ndarray, valid: np.ndarray, train: np.ndarray, min_count: int) -> np.ndarray:
+    """Index of each id in the sorted vocabulary of training ids seen >= min_count times, from 2;
+    1 for every other id and for missing ones (`valid` false)."""
+    seen = values[train & valid]
+    if seen.size == 0:
+        return np.ones(len(values), np.int32)
+    if values[valid].min() >= 0 and values[valid].max() < (1 << 24):  # a lookup table over raw ids
+        counts = np.bincount(seen, minlength=int(values[valid].max()) + 1)
+        member = (counts > 0) & (counts >= min_count)
+        table = np.where(member, np.cumsum(member) + 1, 1).astype(np.int32)
+        return np.where(valid, table[np.where(valid, values, 0)], 1).astype(np.int32)
+    ids, counts = np.unique(seen, return_counts=True)
+    vocab = ids[counts >= min_count]
+    if vocab.size == 0:
+        return np.ones(len(values), np.int32)
+    at = np.minimum(np.searchsorted(vocab, values), len(vocab) - 1)
+    return np.where(valid & (vocab[at] == values), at + 2, 1).astype(np.int32)
+
+
+def _stable_argsort3(key: np.ndarray) -> np.ndarray:
+    """`np.argsort(key, axis=1, kind="stable")` for [N, 3] keys, without N tiny sorts."""
+    k0, k1, k2 = key[:, 0], key[:, 1], key[:, 2]
+    ranks = ((k1 < k0).astype(np.int64) + (k2 < k0), (k0 <= k1).astype(np.int64) + (k2 < k1),
+             (k0 <= k2).astype(np.int64) + (k1 <= k2))
+    order = np.empty(key.shape, dtype=np.intp)
+    rows = np.arange(len(key))
+    for column, rank in enumerate(ranks):
+        order[rows, rank] = column
+    return order
 
 
 def read_user_info(path: Path) -> pl.DataFrame:

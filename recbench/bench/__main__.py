@@ -1,0 +1,104 @@
+"""`python -m recbench.bench [--quick] [--only ctr|preprocess|models]`: the performance benchmark.
+
+Sections (each a module of this package; benchmarks/README.md explains the method):
+  ctr         (a) recbench vs FuxiCTR, DIN and DeepFM on the same Tmall CTR samples
+  preprocess  (b) the Tmall adapter on a full-size (54.9M-row) log: build and reload, time and memory
+  models      (c) each paper model's training samples/s and peak memory on its default dataset
+Prints one table per section and writes all figures to experiments/bench/bench.json (atomically).
+Every measured job runs in a fresh process; peak memory is the summed RSS of its process tree.
+`--quick` uses tiny sizes and skips FuxiCTR (what the smoke test runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from recbench.bench.common import REPO, JobFailed
+
+SECTIONS = ("ctr", "preprocess", "models")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m recbench.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no FuxiCTR (smoke test)")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "bench" / "bench.json",
+                        help="json with every figure (default: experiments/bench/bench.json)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="scratch folder: exported data, logs, run dirs (default: next to --out)")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch threads on both sides of the comparison (default: 2)")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="pin every measured process to the first N cores (default: no pinning; "
+                             "the preprocessing section always uses 2)")
+    parser.add_argument("--no-fuxictr", action="store_true", help="recbench side of (a) only")
+    parser.add_argument("--ctr-source", choices=("synthetic", "raw", "both"), default=None,
+                        help="(a) on the replica, the real files or both (default: both when "
+                             "datasets/tmall/raw holds the real log, else synthetic)")
+    return parser.parse_args(argv)
+
+
+def environment() -> dict:
+    from recbench.records import package_versions
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(), "versions": package_versions()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbench.bench import ctr, models, preprocess
+    from recbench.records import write_json_atomic
+
+    sections = args.only or list(SECTIONS)
+    args.out = args.out.resolve()
+    work = (args.work or args.out.parent / ("work-quick" if args.quick else "work")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    figures: dict = {"quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "environment": environment(), "sections": sections}
+    tables, failed = [], []
+    for section in sections:
+        started = time.perf_counter()
+        try:
+            if section == "ctr":
+                settings = ctr.CTRSettings.quick() if args.quick else ctr.CTRSettings()
+                real = (REPO / "datasets" / "tmall" / "raw" / "user_log_format1.csv").is_file()
+                choice = args.ctr_source or ("both" if real and not args.quick else "synthetic")
+                sources = ("synthetic", "raw") if choice == "both" else (choice,)
+                result = ctr.run(settings, work / "ctr", args.threads, not (args.quick or args.no_fuxictr), log,
+                                 cpus=args.cpus, sources=sources)
+                tables.append(ctr.report(result))
+            elif section == "preprocess":
+                result = preprocess.run(work / "preprocess", args.quick, log, cpus=args.cpus or 2,
+                                        threads=args.threads)
+                tables.append(preprocess.report(result))
+            else:
+                result = models.run(work / "models", args.quick, log, args.threads, cpus=args.cpus)
+                tables.append(models.report(result))
+        except JobFailed as error:
+            result = {"status": "failed", "error": str(error)}
+            failed.append(section)
+            log(f"bench {section}: FAILED: {error}")
+        result["section_seconds"] = time.perf_counter() - started
+        figures[section] = result
+        write_json_atomic(args.out, figures)  # partial results survive a later failure
+    figures["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_json_atomic(args.out, figures)
+    print("\n\n".join(tables))
+    print(f"\nfigures: {args.out}" + (f"  (FAILED: {', '.join(failed)})" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""DeepFM (Guo et al., IJCAI 2017, "DeepFM: A Factorization-Machine based Neural Network for CTR
+Prediction").
+
+Every categorical field (user fields, target item fields) is one FM field; each history field
+(`hist_<field>` [B, L], masked by `hist_mask`) is one more field: the masked mean of its item
+embeddings (the history shares the target field's table). The logit is the sum of
+  - the linear part: a 1-d weight per id (history: masked sum of the shared 1-d weights) + bias,
+  - the FM part: sum over field pairs of <e_i, e_j> = ((sum_i e_i)^2 - sum_i e_i^2) / 2,
+  - the deep part: a ReLU MLP over the concatenated field embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from recbench.models.din import FusedEmbedding, init_linear
+from recbench.models.layers import MLP
+
+
+class DeepFM(nn.Module):
+    """Linear + FM + MLP over shared field embeddings -> `logit` [B]."""
+    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, history_fields: Sequence[str],
+                 mlp_hidden: Sequence[int], dropout: float, embedding_init_std: float,
+                 sparse_embeddings: bool) -> None:
+        super().__init__()
+        self.fields = [*spec["user_fields"], *spec["item_fields"]]
+        self.history_fields = list(history_fields)
+        unknown = [f for f in self.history_fields if f not in spec["item_fields"]]
+        if unknown:
+            raise KeyError(f"history fields {unknown} (the history has {', '.join(spec['item_fields'])})")
+        # one fused sparse table; column `embedding_dim` of each row is that id's 1-d linear weight
+        self.embedding = FusedEmbedding(spec["cardinalities"], self.fields, embedding_dim + 1,
+                                        sparse_embeddings, embedding_init_std)
+        self.dim = embedding_dim
+        self.bias = nn.Parameter(torch.zeros(1))
+        n_fields = len(self.fields) + len(self.history_fields)
+        self.mlp = MLP(n_fields * embedding_dim, mlp_hidden, 1, dropout)
+        init_linear(self)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        found = self.embedding([(f, batch[f]) for f in self.fields]
+                               + [(f, batch[f"hist_{f}"]) for f in self.history_fields])
+        single = torch.stack(found[:len(self.fields)], 1)                  # [B, F0, D+1]
+        linear = self.bias + single[..., self.dim].sum(1, keepdim=True)     # [B, 1]
+        fields = [single[..., :self.dim]]
+        if self.history_fields:
+            mask = batch["hist_mask"].unsqueeze(-1).to(single.dtype)       # [B, L, 1]; padded ids -> zero rows
+            count = mask.sum(1).clamp(min=1.0)                              # [B, 1]
+            history = torch.stack(found[len(self.fields):], 1).sum(2)       # [B, H, D+1], sums over L
+            linear = linear + history[..., self.dim].sum(1, keepdim=True)
+            fields.append(history[..., :self.dim] / count.unsqueeze(1))     # masked means
+        emb = torch.cat(fields, 1)                                          # [B, F, D]
+        fm = 0.5 * (emb.sum(1).square() - emb.square().sum(1)).sum(-1, keepdim=True)
+        deep = self.mlp(emb.flatten(1))
+        return {"logit": (linear + fm + deep).squeeze(-1)}

@@ -1,0 +1,223 @@
+"""The benchmark (recbench/bench) and what it compares: DIN, DeepFM, the CTR head, the FuxiCTR
+export, the full-size replica writer; a smoke run of `python -m recbench.bench --quick`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import partial
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recbench.bench import ctr
+from recbench.bench.replica import shuffle_rows_fast, write_tmall_replica_blocked
+from recbench.data import tmall_replica as R
+from recbench.data.tmall import _stable_argsort3
+from recbench.models.deepfm import DeepFM
+from recbench.models.din import DIN, DINAttention, FusedEmbedding
+from recbench.models.layers import MLP
+from recbench.module import RecModule, split_parameters
+from recbench.tasks.ctr import CTRHead
+from tests.conftest import REPO
+
+
+def build(name: str, spec):
+    torch.manual_seed(0)
+    if name == "din":
+        return DIN(spec, embedding_dim=8, history_fields=["item", "cat"], attention_hidden=[16],
+                   attention_activation="dice", attention_softmax=False, mlp_hidden=[32, 16], dropout=0.0,
+                   embedding_init_std=0.05, sparse_embeddings=True)
+    return DeepFM(spec, embedding_dim=8, history_fields=["item", "cat"], mlp_hidden=[32, 16], dropout=0.0,
+                  embedding_init_std=0.05, sparse_embeddings=True)
+
+
+@pytest.mark.parametrize("name", ["din", "deepfm"])
+def test_training_steps_lower_the_loss_with_sparse_row_updates(name, tiny_datamodule, tiny_batch):
+    spec = tiny_datamodule.spec
+    net, head = build(name, spec), CTRHead(spec, "purchase", 1.0, "impressions")
+    logit = net(tiny_batch)["logit"]
+    assert logit.shape == (len(tiny_batch["group"]),) and torch.isfinite(logit).all()
+    sparse, dense = split_parameters(net)
+    assert len(sparse) == 1  # every id table in one fused sparse table
+    dense_opt, sparse_opt = torch.optim.Adam(dense, lr=1e-2), torch.optim.SparseAdam(sparse, lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = head.loss(net(tiny_batch), tiny_batch)["ctr_bce"]
+        dense_opt.zero_grad(), sparse_opt.zero_grad()
+        loss.backward()
+        grad = sparse[0].grad
+        assert grad.is_sparse and grad.coalesce()._nnz() == grad._nnz()  # one row per distinct id
+        dense_opt.step(), sparse_opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert sparse[0].detach()[0].abs().sum() == 0  # the shared padding row never moves
+
+
+def test_fused_embedding_equals_one_table_per_field():
+    cards = {"user": 5, "item": 7, "cat": 3}
+    fused = FusedEmbedding(cards, ["user", "item", "cat"], dim=4, sparse=True, init_std=1.0)
+    tables = {f: torch.nn.Embedding(c, 4, padding_idx=0) for f, c in cards.items()}
+    with torch.no_grad():
+        for f, table in tables.items():
+            rows = torch.arange(1, cards[f]) + fused.offsets[f]
+            table.weight[1:] = fused.table.weight[rows]
+    item = torch.tensor([[0, 3, 6], [1, 1, 0]])
+    user, cat = torch.tensor([1, 4]), torch.tensor([2, 0])
+    got = fused([("user", user), ("item", item), ("cat", cat)])
+    want = [tables["user"](user), tables["item"](item), tables["cat"](cat)]
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and torch.allclose(g, w)
+    sum(x.sum() * (i + 1) for i, x in enumerate(got)).backward()
+    dense = fused.table.weight.grad.to_dense()
+    sum(x.sum() * (i + 1) for i, x in enumerate(want)).backward()
+    for f, table in tables.items():
+        rows = torch.arange(1, cards[f]) + fused.offsets[f]
+        assert torch.allclose(dense[rows], table.weight.grad[1:])
+    assert dense[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_din_attention_equals_the_concatenated_form(softmax):
+    torch.manual_seed(0)
+    attention = DINAttention(6, [8, 4], "relu", softmax)
+    target, history = torch.randn(3, 6), torch.randn(3, 5, 6)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    query = target.unsqueeze(1).expand_as(history)
+    features = torch.cat([query, history, query - history, query * history], -1)
+    scores = attention.rest(attention.first(features).flatten(0, 1)).view(3, 5)
+    weights = (torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0) if softmax
+               else scores * mask)
+    want = torch.einsum("bl,bld->bd", weights, history)
+    assert torch.allclose(attention(target, history, mask), want, atol=1e-5)
+
+
+def test_ctr_head_metrics_and_label_column():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    spec = {"target_actions": ["cart", "purchase", "favourite"]}
+    head = CTRHead(spec, "purchase", 1.0, "impressions")
+    rng = np.random.default_rng(0)
+    labels = torch.tensor(rng.random((200, 3)) < 0.3, dtype=torch.float32)
+    logit = torch.tensor(rng.normal(size=200), dtype=torch.float32) + 2 * labels[:, 1]
+    batch = {"label_action": labels, "group": torch.tensor(rng.integers(0, 10, 200))}
+    loss = head.loss({"logit": logit}, batch)["ctr_bce"]
+    assert torch.isclose(loss, torch.nn.functional.binary_cross_entropy_with_logits(logit, labels[:, 1]))
+    values = head.metrics(head.collect({"logit": logit}, batch))
+    prob = torch.sigmoid(logit).numpy()
+    assert values["auc/purchase"] == pytest.approx(roc_auc_score(labels[:, 1], prob), abs=1e-9)
+    assert values["logloss/purchase"] == pytest.approx(log_loss(labels[:, 1], prob), abs=1e-6)
+    assert 0 <= values["gauc/purchase"] <= 1
+    with pytest.raises(KeyError):
+        CTRHead(spec, "click", 1.0, "impressions")
+
+
+def test_fuxictr_export_holds_the_same_rows(tiny_datamodule, tmp_path):
+    adapter, prepared = tiny_datamodule.adapter, tiny_datamodule.prepared
+    settings = ctr.CTRSettings.quick()
+    info = ctr.export_for_fuxictr(adapter, prepared, settings, tmp_path / "parquet", chunk=500)
+    tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
+    for split in ("train", "valid", "test"):
+        frame = pl.read_parquet(info["files"][split])
+        rows = torch.arange(len(tables[f"{split}_ep"]))
+        batch = adapter.assemble(tables, split, rows)
+        assert frame.height == len(rows) and frame["row"].to_list() == rows.tolist()
+        assert frame["item"].to_list() == [str(v) for v in batch["item"].tolist()]
+        np.testing.assert_array_equal(frame["label"].to_numpy(), batch["label_action"][:, 1].numpy())
+        for r in (0, len(rows) // 2, len(rows) - 1):
+            valid = batch["hist_mask"][r]
+            assert frame["hist_item"][r] == "^".join(str(v) for v in batch["hist_item"][r][valid].tolist())
+            assert frame["hist_cat"][r] == "^".join(str(v) for v in batch["hist_cat"][r][valid].tolist())
+    expids = ctr.write_fuxictr_config(settings, tmp_path / "config", "tiny", info["files"], adapter.history_length,
+                                      tmp_path / "data", tmp_path / "ckpt")
+    import yaml
+
+    models = yaml.safe_load((tmp_path / "config" / "model_config.yaml").read_text())
+    dataset = yaml.safe_load((tmp_path / "config" / "dataset_config.yaml").read_text())["tiny"]
+    din = models[expids["din"]]
+    assert din["embedding_dim"] == settings.embedding_dim and din["batch_size"] == settings.batch_size
+    assert din["dnn_hidden_units"] == list(settings.mlp_hidden) and din["reduce_lr_on_plateau"] is False
+    assert models[expids["deepfm"]]["hidden_units"] == list(settings.mlp_hidden)
+    sequences = [c for c in dataset["feature_cols"] if c["type"] == "sequence"]
+    assert [c["max_len"] for c in sequences] == [adapter.history_length] * 2
+
+
+def test_recbench_overrides_compose_for_both_models():
+    from recbench.bench.worker import compose
+
+    settings = ctr.CTRSettings.quick()
+    for model in ("din", "deepfm"):
+        cfg, choices = compose(ctr.recbench_overrides(settings, model, "synthetic", REPO / "experiments" / "x"))
+        assert choices["task"] == "ctr" and cfg.model.net.embedding_dim == settings.embedding_dim
+        assert list(cfg.model.net.mlp_hidden) == list(settings.mlp_hidden)
+        assert cfg.loader.batch_size == settings.batch_size and cfg.trainer.max_epochs == settings.epochs
+        assert cfg.task.monitor == "valid/auc/purchase"
+
+
+def test_blocked_replica_writer_matches_the_generator(tmp_path):
+    config = R.TmallReplicaConfig(n_users=120, n_items=1500, episodes_per_user=12.0, seed=2)
+    R.write_tmall_replica(tmp_path / "one", config)
+    write_tmall_replica_blocked(tmp_path / "blocked", config, users_per_block=500)  # one block
+    for name in (R.LOG_FILE, R.USER_INFO_FILE):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "blocked" / name).read_bytes()
+    many = write_tmall_replica_blocked(tmp_path / "many", config, users_per_block=50)
+    log = pl.read_csv(tmp_path / "many" / R.LOG_FILE)
+    assert many["rows"] == log.height and log["user_id"].n_unique() == config.n_users
+    blocks = 1 + (log["user_id"] != log["user_id"].shift(1)).sum()
+    assert blocks == config.n_users  # each user's rows stay contiguous
+
+
+def test_fast_row_shuffle_is_the_lexsort_order():
+    rng = np.random.default_rng(0)
+    n = 5000
+    rows = R._Rows(ep=np.arange(n), user=rng.integers(0, 40, n), day=rng.integers(0, 5, n), action=rng.integers(0, 4, n))
+    a = R._shuffle_rows(np.random.default_rng(7), 40, rows)
+    b = shuffle_rows_fast(np.random.default_rng(7), 40, rows)
+    for field in ("ep", "user", "day", "action"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_stable_three_column_argsort_matches_numpy():
+    key = np.random.default_rng(0).integers(0, 3, (3000, 3))  # many ties
+    np.testing.assert_array_equal(_stable_argsort3(key), np.argsort(key, axis=1, kind="stable"))
+
+
+def test_cli_quick_preprocess_writes_json_and_table(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "recbench.bench", "--quick", "--only", "preprocess",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    entry = figures["preprocess"]["logs"]["replica"]
+    assert entry["rows"] > 100_000 and entry["build"]["peak_tree_rss_gib"] > 0
+    assert entry["reload"]["phases"].get("read_cache", 0) > 0 and "build" not in entry["reload"]["phases"]
+    assert "(b) Tmall adapter" in done.stdout and "figures:" in done.stdout
+
+
+@pytest.mark.slow
+def test_cli_quick_all_sections(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "recbench.bench", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for model in ("din", "deepfm"):
+        rec = figures["ctr"]["datasets"]["synthetic"]["models"][model]["recbench"]
+        assert rec["samples_per_second"] > 0 and 0 <= rec["test"]["auc"] <= 1
+    assert figures["models"]["models"]["a2gen/tmall"]["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["din", "deepfm"])
+def test_cli_main_job_with_ctr_models(tmp_path, model):
+    command = [sys.executable, "-m", "recbench", f"model={model}", "data=tmall",
+               f"paths.experiments={tmp_path / 'experiments'}", f"paths.datasets={tmp_path / 'datasets'}",
+               f"hydra.run.dir={tmp_path / 'run'}", "data.replica.n_users=150", "data.replica.n_items=1500",
+               "data.replica.episodes_per_user=15", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["task"] == "ctr" and 0 <= record["metrics"]["test"]["test/auc/purchase"] <= 1
