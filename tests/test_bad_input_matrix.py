@@ -142,8 +142,6 @@ ADAPTERS = {
     "kuailive": Adapter(live.write_files, live.adapter),
 }
 
-TMALL_NEGATIVE_ID = ("negative ids pass today: tmall.py is not ours to edit; the diff in the Reliability "
-                     "notes adds require_non_negative to read_log")
 LOG, IMPRESSIONS, CLICKS, ROOMS = tmall.LOG_FILE, "user_video_inter.csv", "click.csv", "room.csv"
 CASES: dict[str, dict[str, Case]] = {
     "tmall": {
@@ -154,8 +152,7 @@ CASES: dict[str, dict[str, Case]] = {
         "nan_label": Case(LOG, set_cell("action_type", "nan", row=3), "action_type", "line 4"),
         "negative_label": Case(LOG, set_cell("action_type", "-1", row=3), "action_type", "outside 0..3"),
         "duplicated_rows": Case(LOG, duplicate_row(3), accepted="dedupe"),
-        "ids_out_of_range": Case(LOG, set_cell("user_id", "-7", row=3), "user_id", "out of range",
-                                 xfail=TMALL_NEGATIVE_ID),
+        "ids_out_of_range": Case(LOG, set_cell("user_id", "-7", row=3), "user_id", "out of range"),
         "empty_split": Case(LOG, lambda path: None, None, "no user has 100", {"min_user_episodes": 100}),
         "truncated_last_line": Case(LOG, truncate_last_line, None, "truncated"),
         "wrong_encoding": Case(LOG, utf16, None, "UTF-16"),

@@ -38,7 +38,14 @@ import polars as pl
 import torch
 
 from recbench.data.base import DatasetAdapter, Prepared
-from recbench.data.readers import first_bad, has_rows, read_table, require_non_null, sniff_header
+from recbench.data.readers import (
+    first_bad,
+    has_rows,
+    read_table,
+    require_non_negative,
+    require_non_null,
+    sniff_header,
+)
 from recbench.data.tmall_replica import TmallReplicaConfig, write_tmall_replica
 from recbench.errors import UserInputError, bad_input
 
@@ -380,7 +387,8 @@ def _read_log_compact(path: Path) -> pl.DataFrame | None:
     typed = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64,
                                                  "time_stamp": pl.Categorical}
     brand, action = pl.col("brand_id"), pl.col("action_type")
-    bad = action.is_null() | ~action.is_between(0, 3) | (brand.is_not_null() & (brand != brand.round(0)))
+    bad = (action.is_null() | ~action.is_between(0, 3) | (brand.is_not_null() & (brand != brand.round(0)))
+           | (brand < 0) | pl.any_horizontal([pl.col(c) < 0 for c in ID_COLUMNS]))  # negative ids: checked path
     query = (pl.scan_csv(path, has_header=False, skip_rows=1, new_columns=header, separator=separator,
                          infer_schema=False, schema_overrides=typed)
              .select(LOG_COLUMNS)
@@ -406,6 +414,7 @@ def read_log_checked(path: Path) -> pl.DataFrame:
     dtypes = {c: pl.Int64 for c in ID_COLUMNS} | {"brand_id": pl.Float64, "action_type": pl.Int64}
     frame = read_table(path, LOG_COLUMNS, dtypes)
     require_non_null(path, frame, ID_COLUMNS)
+    require_non_negative(path, frame, (*ID_COLUMNS, "brand_id"))
     actions = pl.col("action_type")
     bad_action = actions.is_null() | ~actions.is_between(0, 3)
     if frame.select(bad_action.any()).item():
@@ -531,5 +540,6 @@ def read_user_info(path: Path) -> pl.DataFrame:
     dtypes = {"user_id": pl.Int64, "age_range": pl.Float64, "gender": pl.Float64}
     frame = read_table(path, ("user_id", "age_range", "gender"), dtypes)
     require_non_null(path, frame, ("user_id",))
+    require_non_negative(path, frame, ("user_id",))
     return (frame.unique("user_id", keep="first", maintain_order=True)
             .with_columns(pl.col("age_range", "gender").cast(pl.Int64)))
