@@ -331,6 +331,21 @@ def test_a_sequence_the_data_lacks_is_a_key_error():
         build("moment_cross", fake_live_spec(), sequences=["livelong", "mixed"])
 
 
+@pytest.mark.parametrize("without", SEQUENCES)
+def test_each_cross_sequence_can_be_ablated(without):
+    spec = fake_live_spec()
+    net = build("moment_cross", spec, without=without)
+    assert without not in net.sequences and without not in net.esu and len(net.sequences) == len(SEQUENCES) - 1
+    # its contrastive term goes with it; without the anchor (mixed) nothing is left to align to
+    expected = set() if without == "mixed" else {"short", "long", "aid", "livelong"} - {without}
+    assert set(net.contrastive_weights) == expected
+    out = net(fake_live_batch(spec, 16))
+    assert {k.removeprefix("aux_loss/cl_") for k in out if k.startswith("aux_loss/")} == expected
+    assert torch.isfinite(out["task_logits"]).all()
+    with pytest.raises(ValueError, match="model.net.without='nope'"):
+        build("moment_cross", spec, without="nope")
+
+
 # ----------------------------------------------------------------------------- retrieval metrics
 def brute_force_retrieval(user, item, streamer, positive, k):
     ids = sorted(set(streamer))

@@ -56,14 +56,32 @@ class TargetAttention(nn.Module):
         return torch.einsum("bhl,blhd->bhd", weights, v).reshape(b, -1)
 
 
+def drop_sequence(sequences: Sequence[str], weights: dict[str, float], anchor: str,
+                  without: str | None) -> tuple[list[str], dict[str, float]]:
+    """The paper's sequence ablation: leave `without` out of the ESU and out of the contrastive loss.
+
+    Without the anchor there is nothing to align to, so every contrastive term goes with it.
+    """
+    if without is None:
+        return list(sequences), dict(weights)
+    if without not in sequences:
+        raise ValueError(f"model.net.without={without!r} is not one of model.net.sequences {list(sequences)}")
+    kept = [name for name in sequences if name != without]
+    if without == anchor:
+        return kept, {}
+    return kept, {name: w for name, w in weights.items() if name != without}
+
+
 class MomentCross(nn.Module):
     data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, sequences: Sequence[str], attention_dim: int,
                  attention_heads: int, anchor: str, contrastive_weights: dict[str, float], temperature: float,
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
-                 tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:
+                 tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool,
+                 without: str | None = None) -> None:
         super().__init__()
+        sequences, contrastive_weights = drop_sequence(sequences, contrastive_weights, anchor, without)
         self.sequences = check_sequences(spec, sequences)
         self.contrastive_weights = self._check_contrast(anchor, contrastive_weights)
         self.anchor, self.temperature = anchor, temperature
