@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 
+from recbench.faults import die
+
 
 class TrainThroughput(L.Callback):
     """Training samples per second: wall time of training epochs (batch assembly included),
@@ -89,18 +91,12 @@ class KillSwitch(L.Callback):
         where, _, number = spec.partition(":")
         self.where, self.number = where, int(number)
 
-    @staticmethod
-    def _die() -> None:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # >=: Lightning's global step moves by one per optimizer step (two per batch with sparse
         # embeddings), so an exact match could be stepped over
         if self.where == "step" and trainer.global_step >= self.number:
-            self._die()
+            die()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self.where == "valid" and trainer.state.fn == "fit" and trainer.current_epoch == self.number:
-            self._die()
+            die()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,55 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path.write_text(text)` through a temp file and a rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; when the block ends normally it replaces `path` whole.
+
+    A process killed inside the block leaves `path` as it was (plus a hidden temp folder), so a
+    reader never sees a folder with some of its files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        yield tmp
+        swap_folder_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def swap_folder_into_place(tmp: Path, out_dir: Path, names: list[str] | None = None) -> None:
+    """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        # a concurrent writer put a folder there first; same config -> same bytes, so keep theirs
+        names = [p.name for p in tmp.iterdir()] if names is None else names
+        if not all((out_dir / name).exists() for name in names):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary_table(test_metrics: dict[str, float], title: str) -> str:

@@ -338,3 +338,80 @@ def test_sft_pulls_same_topic_texts_together(sft_run, tiny_lm, tmp_path, wrap, p
     after = load_embeddings(export_embeddings(sft_run["stats"]["model"], tokenizer, ids, texts, tmp_path / "a",
                                               "h", pooling=pooling, progress=False).parent, "h")[1]
     assert _topic_separation(after, labels) > _topic_separation(before, labels) + margin
+
+
+# ----------------------------------------------------------------------------- SIGKILL during the export
+def _text_stage(models: Path, datasets: Path, kill_at: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "recbench.text", "data=kuaicomt", f"paths.datasets={datasets}",
+               f"paths.models={models}", f"paths.experiments={models.parent / 'experiments'}",
+               "data.replica.n_users=300", "data.replica.n_videos=200", "text.examples_per_task=40",
+               "text.lora.max_length=256", "text.export.chunk_size=48"]
+    env = {k: v for k, v in os.environ.items() if k != "RECBENCH_KILL_AT"}
+    if kill_at:
+        env["RECBENCH_KILL_AT"] = kill_at
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path):
+    datasets = tmp_path / "datasets"
+    twin = _text_stage(tmp_path / "twin" / "models", datasets)
+    assert twin.returncode == 0, twin.stderr[-2000:]
+
+    models = tmp_path / "killed" / "models"
+    killed = _text_stage(models, datasets, kill_at="export:2")  # SIGKILL after the 2nd chunk is saved
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    stage = models / "text" / "kuaicomt"
+    assert not (stage / "text_stage.json").exists()  # written last: the stage is not taken as finished
+    (name,) = [p.name for p in (stage / "embeddings").iterdir()]  # killed inside the first export
+    manifest = json.loads((stage / "embeddings" / name / "manifest.json").read_text())
+    assert manifest["complete"] is False and len(manifest["chunks"]) == 2
+    with pytest.raises(UserInputError, match="unfinished"):
+        load_embeddings(stage / "embeddings", name)
+    saved = {e["file"]: (stage / "embeddings" / name / e["file"]).stat().st_mtime_ns for e in manifest["chunks"]}
+
+    resumed = _text_stage(models, datasets)  # the same command again
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # same seed -> same LoRA weights -> the two saved chunks are reused, not recomputed
+    assert {f: (stage / "embeddings" / name / f).stat().st_mtime_ns for f in saved} == saved
+    twin_stage = tmp_path / "twin" / "models" / "text" / "kuaicomt"
+    for part in ("video", "comment"):
+        ids, matrix = load_embeddings(stage / "embeddings", part)
+        twin_ids, twin_matrix = load_embeddings(twin_stage / "embeddings", part)
+        assert np.array_equal(ids, twin_ids) and np.array_equal(matrix, twin_matrix)  # bit for bit
+
+
+def test_damaged_export_files_are_one_line_errors(tiny_lm, tmp_path):
+    model, tokenizer = load_lm(tiny_lm)
+    ids = np.arange(20, dtype=np.int64)
+    folder = export_embeddings(model, tokenizer, ids, [f"评论{i}" for i in range(20)], tmp_path, "c",
+                               chunk_size=8, progress=False)
+    (folder / "chunk-00001.npy").unlink()
+    with pytest.raises(UserInputError, match="Fix: rerun export_embeddings") as error:
+        load_embeddings(tmp_path, "c")
+    assert "\n" not in str(error.value)
+    (folder / "manifest.json").write_text('{"complete": tr')  # torn manifest
+    with pytest.raises(UserInputError, match="manifest.json: unreadable") as error:
+        load_embeddings(tmp_path, "c")
+    assert "\n" not in str(error.value)
+    # a rerun repairs both
+    export_embeddings(model, tokenizer, ids, [f"评论{i}" for i in range(20)], tmp_path, "c", chunk_size=8,
+                      progress=False)
+    assert load_embeddings(tmp_path, "c")[1].shape[0] == 20
+
+
+def test_a_killed_tiny_lm_build_leaves_no_half_folder(tmp_path, monkeypatch):
+    from recbench.text import lm as lm_mod
+
+    def torn(folder):
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(lm_mod, "_portable_tokenizer_class", torn)
+    with pytest.raises(KeyboardInterrupt):
+        build_tiny_lm(tmp_path / "base", [c for _, c in make_comments(50, 0)], vocab_size=300, hidden=16,
+                      layers=1, heads=2)
+    assert not (tmp_path / "base").exists() and not list(tmp_path.iterdir())  # temp folder removed too

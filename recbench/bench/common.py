@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from recbench.records import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[2]
 GIB = float(1 << 30)
 
@@ -106,7 +108,7 @@ def run_measured(command: Sequence[str], result_file: Path, log_file: Path, time
 def worker_command(job: dict[str, Any], job_file: Path) -> list[str]:
     """`python -m recbench.bench.worker <job.json>` with the job written to `job_file`."""
     job_file.parent.mkdir(parents=True, exist_ok=True)
-    job_file.write_text(json.dumps(job, indent=1))
+    write_text_atomic(job_file, json.dumps(job, indent=1))
     return [sys.executable, "-m", "recbench.bench.worker", str(job_file)]
 
 

@@ -29,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from recbench.bench.common import REPO, JobFailed, fmt, run_measured, table, timed_median, worker_command
+from recbench.bench.common import (
+    REPO,
+    JobFailed,
+    fmt,
+    run_measured,
+    table,
+    timed_median,
+    worker_command,
+)
+from recbench.records import write_text_atomic
 
 FUXICTR_VERSION = "2.3.10"
 FUXICTR_PACKAGES = ("torch==2.13.0", f"fuxictr=={FUXICTR_VERSION}", "polars<2")  # 2.3.x calls polars 1.x API
@@ -188,8 +197,8 @@ def write_fuxictr_config(settings: CTRSettings, config_dir: Path, dataset_id: st
         "DeepFM_recbench": {"model": "DeepFM", **common, "hidden_units": list(settings.mlp_hidden),
                             "hidden_activations": "relu"},
     }
-    (config_dir / "dataset_config.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
-    (config_dir / "model_config.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+    write_text_atomic(config_dir / "dataset_config.yaml", yaml.safe_dump(dataset, sort_keys=False))
+    write_text_atomic(config_dir / "model_config.yaml", yaml.safe_dump(models, sort_keys=False))
     return {"din": "DIN_recbench", "deepfm": "DeepFM_recbench"}
 
 
@@ -321,4 +330,4 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def dump_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=1, default=str))
+    write_text_atomic(path, json.dumps(payload, indent=1, default=str))

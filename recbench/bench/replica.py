@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from recbench.data import tmall_replica as R
-from recbench.data.base import _swap_into_place
+from recbench.records import swap_folder_into_place
 
 # The real log: 54,925,330 rows, 424,170 users, 1,090,390 items, 1,658 categories, 4,995 sellers,
 # 8,443 brands. episodes_per_user is set so that the replica's rows per user (~1.7 rows per
@@ -105,7 +105,7 @@ def write_tmall_replica_blocked(out_dir: Path, config: R.TmallReplicaConfig, use
         if config.write_user_info:
             pl.concat(infos).sort("user_id").write_csv(tmp / R.USER_INFO_FILE)
         names = [R.LOG_FILE] + ([R.USER_INFO_FILE] if config.write_user_info else [])
-        _swap_into_place(tmp, out_dir, names)
+        swap_folder_into_place(tmp, out_dir, names)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from recbench.bench.common import peak_rss_self_gib
+from recbench.records import write_text_atomic
 
 
 def compose(overrides: list[str]) -> tuple[Any, dict[str, str]]:
@@ -118,10 +119,7 @@ def main() -> None:
         os.sched_setaffinity(0, range(int(job["cpus"])))
         os.environ.setdefault("POLARS_MAX_THREADS", str(job["cpus"]))
     result = KINDS[job["kind"]](job)
-    out = Path(job["result"])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(out)
+    write_text_atomic(Path(job["result"]), json.dumps(result, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import polars as pl
 import torch
 
 from recbench.errors import UserInputError
+from recbench.records import swap_folder_into_place
 
 SOURCES = ("auto", "raw", "synthetic")
 SPLITS = ("train", "valid", "test")
@@ -296,7 +297,7 @@ def _save_atomic(prepared: Prepared, target: Path) -> None:
         if target.exists() and verify_cache(target)[1] is None:
             shutil.rmtree(tmp)
             return
-        _swap_into_place(tmp, target, [p.name for p in tmp.iterdir()])
+        swap_folder_into_place(tmp, target, [p.name for p in tmp.iterdir()])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -322,25 +323,8 @@ def write_csv_folder(out_dir: Path, tables: dict[str, pl.DataFrame]) -> list[Pat
         os.chmod(tmp, 0o755)
         for name, table in tables.items():
             table.write_csv(tmp / name)
-        _swap_into_place(tmp, out_dir, list(tables))
+        swap_folder_into_place(tmp, out_dir, list(tables))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [out_dir / name for name in tables]
-
-
-def _swap_into_place(tmp: Path, out_dir: Path, names: list[str]) -> None:
-    """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        # a concurrent writer put a folder there first; same config -> same bytes, so keep theirs
-        if not all((out_dir / name).is_file() for name in names):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -57,7 +57,7 @@ import numpy as np
 import polars as pl
 
 from recbench.data import kuailive_replica as base
-from recbench.data.base import _swap_into_place
+from recbench.records import swap_folder_into_place
 
 USER_SET_FILE, AUTHOR_FILE = "user_id_set.csv", "author_profile.csv"
 INTERACTION_FILE, SHOW_FILE = "live_interaction.csv", "live_show.parquet"
@@ -294,7 +294,7 @@ def write_kuailive_m3_replica(out_dir: Path, config: KuaiLiveM3ReplicaConfig) ->
                 table.write_parquet(tmp / name, statistics=False)
             else:
                 table.write_csv(tmp / name)
-        _swap_into_place(tmp, out_dir, list(tables))
+        swap_folder_into_place(tmp, out_dir, list(tables))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

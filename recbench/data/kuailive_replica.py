@@ -87,7 +87,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recbench.data.base import _swap_into_place
+from recbench.records import swap_folder_into_place
 
 CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE = "click.csv", "comment.csv", "like.csv", "gift.csv"
 NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE = "negative.csv", "room.csv", "user.csv", "streamer.csv"
@@ -779,7 +779,7 @@ def write_kuailive_replica(out_dir: Path, config: KuaiLiveReplicaConfig) -> list
         for name, table in replica.tables.items():
             table.write_csv(tmp / name)
         np.save(tmp / TITLE_FILE, replica.title_embeddings)
-        _swap_into_place(tmp, out_dir, list(FILES))
+        swap_folder_into_place(tmp, out_dir, list(FILES))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -53,7 +53,7 @@ def run_text_stage(cfg: Any) -> Path:
     for name, (ids, texts) in corpus.items():
         export_embeddings(model, tokenizer, ids, texts, out_dir / "embeddings", name,
                           batch_size=text.export.batch_size, max_length=text.export.max_length,
-                          pooling=text.export.pooling)
+                          pooling=text.export.pooling, chunk_size=text.export.chunk_size)
     write_json_atomic(out_dir / "text_stage.json", stats)
     return out_dir / "embeddings"
 
@@ -79,6 +79,7 @@ def auto_text_embeddings(main_cfg: Any) -> Path:
     stage = OmegaConf.load(PROJECT_ROOT / "conf" / "text_stage.yaml")
     text = OmegaConf.merge(stage.text, main_cfg.get("text") or {})
     settings = {k: v for k, v in OmegaConf.to_container(text).items() if k != "out_dir"}
+    settings["export"].pop("chunk_size", None)  # how the export is saved, not what it holds
     digest = hashlib.sha256(json.dumps([settings, stage.seed], sort_keys=True).encode()).hexdigest()[:8]
     text.out_dir = str(Path(main_cfg.paths.models) / "text" / adapter.name / f"{fingerprint[:16]}-{digest}")
     cfg = OmegaConf.create({"seed": stage.seed, "data": data_cfg, "paths": main_cfg.paths, "text": text})

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from recbench.errors import UserInputError
+from recbench.faults import kill_if_due
 from recbench.records import write_json_atomic
 from recbench.text.lm import model_source
 
@@ -207,12 +208,6 @@ def export_embeddings(model, tokenizer, ids: np.ndarray, texts: list[str], out_d
             previous = {}
     same_job = all(previous.get(key) == value for key, value in identity.items())
     done = {entry.get("start"): entry for entry in previous.get("chunks", [])} if same_job else {}
-    if not same_job:  # a different job wrote here: remove its chunks so nothing stale is left
-        for stale in folder.glob("chunk-*.npy"):
-            stale.unlink()
-    if not (folder / "ids.npy").is_file() or not same_job:
-        _save_npy_atomic(folder / "ids.npy", ids)
-
     starts = list(range(0, len(ids), chunk_size))
     chunks: list[dict[str, Any]] = []
     reused = {}
@@ -225,7 +220,14 @@ def export_embeddings(model, tokenizer, ids: np.ndarray, texts: list[str], out_d
     dim = previous.get("dim") if same_job else None
     manifest = {**identity, "dim": dim, "complete": False, "seconds": 0.0,
                 "chunks": [reused[i] for i in sorted(reused)]}
+    # the unfinished manifest goes first: a kill after this point can never leave an old
+    # "complete" manifest pointing at chunks or ids that are being replaced
     write_json_atomic(manifest_path, manifest)
+    if not same_job:  # a different job wrote here: remove its chunks so nothing stale is left
+        for stale in folder.glob("chunk-*.npy"):
+            stale.unlink()
+    if not (folder / "ids.npy").is_file() or not same_job:
+        _save_npy_atomic(folder / "ids.npy", ids)
 
     device = next(model.parameters()).device
     body = _backbone(model)
@@ -248,6 +250,7 @@ def export_embeddings(model, tokenizer, ids: np.ndarray, texts: list[str], out_d
             manifest.update(dim=int(matrix.shape[1]), chunks=chunks + later,
                             seconds=round(time.perf_counter() - started, 3))
             write_json_atomic(manifest_path, manifest)
+            kill_if_due("export", len(chunks) - len(reused))
     finally:
         bar.close()
     if manifest["dim"] is None and chunks:  # every chunk was reused
@@ -269,14 +272,22 @@ def load_embeddings(out_dir: str | Path, name: str, *, mmap: bool = False) -> tu
     if not manifest_path.is_file():
         raise UserInputError(f"{folder}: no embeddings there (no manifest.json). "
                              "Fix: run export_embeddings first, or check the folder and name")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{manifest_path}: unreadable ({type(error).__name__}). "
+                             "Fix: rerun export_embeddings with the same inputs (it rewrites the manifest)") from None
     if not manifest.get("complete"):
         raise UserInputError(f"{folder}: the export is unfinished ({len(manifest.get('chunks', []))} chunks). "
                              "Fix: rerun export_embeddings with the same inputs; it resumes")
-    ids = np.load(folder / "ids.npy")
+    try:
+        ids = np.load(folder / "ids.npy")
+        parts = [np.load(folder / entry["file"], mmap_mode="r") for entry in manifest["chunks"]]
+    except (OSError, ValueError) as error:  # a file deleted or damaged after the export finished
+        raise UserInputError(f"{folder}: {error}. Fix: rerun export_embeddings with the same inputs; "
+                             "it recomputes what is missing") from None
     if _sha256_ids(ids) != manifest["ids_sha256"]:
         raise UserInputError(f"{folder}: ids.npy does not match the manifest. Fix: rerun export_embeddings")
-    parts = [np.load(folder / entry["file"], mmap_mode="r") for entry in manifest["chunks"]]
     if sum(len(p) for p in parts) != len(ids):
         raise UserInputError(f"{folder}: the chunks hold {sum(len(p) for p in parts)} rows for {len(ids)} ids. "
                              "Fix: rerun export_embeddings")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from recbench.errors import UserInputError
+from recbench.records import atomic_folder
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 BRACKET_EMOJI = r"\[[^\[\]\s]{1,12}\]"
@@ -98,7 +99,6 @@ def build_tiny_lm(out_dir: str | Path, corpus: list[str], vocab_size: int = 2000
         raise UserInputError(f"text.hidden={hidden} is not divisible by text.heads={heads}. "
                              "Fix: pick a hidden size that is a multiple of the head count")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(texts, vocab_size, max_emoji_tokens)
     tokenizer.model_max_length = max_positions
     config = LlamaConfig(
@@ -111,13 +111,14 @@ def build_tiny_lm(out_dir: str | Path, corpus: list[str], vocab_size: int = 2000
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _portable_tokenizer_class(out)
     settings = {"vocab_size": len(tokenizer), "hidden": hidden, "layers": layers, "heads": heads,
                 "seed": seed, "max_positions": max_positions, "corpus_size": len(texts),
                 "parameters": sum(p.numel() for p in model.parameters())}
-    (out / TINY_MARKER).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    with atomic_folder(out) as tmp:  # a killed build leaves no folder that load_lm would half-read
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_class(tmp)
+        (tmp / TINY_MARKER).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     return out
 
 

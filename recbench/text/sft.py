@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from recbench.errors import UserInputError
-from recbench.records import write_json_atomic
+from recbench.records import atomic_folder, write_json_atomic
 from recbench.text.lm import model_source
 
 # Attention projection names across common architectures (Llama/Qwen/Mistral, GPT-NeoX/Falcon,
@@ -144,8 +144,6 @@ def finetune_lora(model, tokenizer, examples: list[tuple[str, str]], out_dir: st
         seconds = time.perf_counter() - start
         peft_model.eval()
 
-    out.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(out)
     trained_source = {"model": source.get("model"), "adapter": str(out), "merged": False}
     peft_model._recbench_source = trained_source
     model._recbench_source = dict(trained_source)  # `model` now carries the adapter too
@@ -162,5 +160,7 @@ def finetune_lora(model, tokenizer, examples: list[tuple[str, str]], out_dir: st
                      "max_grad_norm": max_grad_norm},
         "base_model": source.get("model"), "adapter": str(out),
     }
-    write_json_atomic(out / "sft_stats.json", stats)
+    with atomic_folder(out) as tmp:  # adapter and stats appear together or not at all
+        peft_model.save_pretrained(tmp)
+        write_json_atomic(tmp / "sft_stats.json", stats)
     return {**stats, "model": peft_model}
