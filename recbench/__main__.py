@@ -183,6 +183,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "epochs_run": trainer.current_epoch, "history": module.history,
             "train_seconds": train_seconds,
             "train_samples_per_second": throughput.samples_per_second * trainer.world_size,  # all ranks
+            "train_epoch_samples_per_second": [r * trainer.world_size for r in throughput.epoch_rates],
             "world_size": trainer.world_size, "global_rank": trainer.global_rank,
             "metric_definitions": module.metric_definitions(),
             "parameters": sum(p.numel() for p in net.parameters()),

@@ -288,7 +288,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, name):
     assert len(errors) == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert str(path) in errors[0] and "Fix:" in errors[0]
-    assert not list((tmp_path / "datasets").rglob("*.npz"))  # nothing cached
+    assert not list((tmp_path / "datasets").rglob("*.np[yz]"))  # nothing cached
 
 
 def test_cli_hydra_full_error_shows_the_traceback(tmp_path):

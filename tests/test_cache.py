@@ -2,7 +2,8 @@
 corrupt, partial or legacy cache folder is reported in one warning line and rebuilt (swapped in
 atomically) with identical arrays; a writer killed mid-build leaves nothing that loads as complete.
 
-Built on the hand-written KuaiComt files (arrays.npz + two parquet side tables + meta.json)."""
+Built on the hand-written KuaiComt files (one array.<name>.npy per array + two parquet side tables +
+meta.json)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def assert_same(a, b) -> None:
 
 def test_manifest_lists_every_file_and_is_verified_on_reload(built, monkeypatch):
     make, first, folder = built
-    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "comment_text.parquet", "meta.json",
-                                                        "video_text.parquet"]
+    arrays = sorted(f"{base.ARRAY_PREFIX}{name}.npy" for name in first.arrays)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*arrays, "comment_text.parquet", "meta.json",
+                                                               "video_text.parquet"])
     manifest = json.loads((folder / "meta.json").read_text())[base.MANIFEST_KEY]
-    assert sorted(manifest["files"]) == ["arrays.npz", "comment_text.parquet", "video_text.parquet"]
+    assert sorted(manifest["files"]) == sorted([*arrays, "comment_text.parquet", "video_text.parquet"])
     for name, entry in manifest["files"].items():
         assert entry["size"] == (folder / name).stat().st_size
         assert entry["checksum"] == base.file_checksum(folder / name, manifest["algorithm"])
@@ -101,10 +103,13 @@ def add_parquet(path: Path) -> None:
     (path.parent / "stray.parquet").write_bytes((path.parent / "video_text.parquet").read_bytes())
 
 
+ARRAY_FILE = "array.train_label_staytime.npy"  # one of the memory-mapped arrays
+
 CORRUPTIONS = {
     # name: (file, damage, fragment of the warning)
-    "npz_flipped_byte": ("arrays.npz", flip_byte, "arrays.npz: checksum mismatch"),
-    "npz_truncated": ("arrays.npz", truncate, "arrays.npz: "),
+    "array_flipped_byte": (ARRAY_FILE, flip_byte, f"{ARRAY_FILE}: checksum mismatch"),
+    "array_truncated": (ARRAY_FILE, truncate, f"{ARRAY_FILE}: "),
+    "array_deleted": (ARRAY_FILE, Path.unlink, f"{ARRAY_FILE}: missing"),
     "parquet_deleted": ("video_text.parquet", Path.unlink, "video_text.parquet: missing"),
     "parquet_flipped_byte": ("comment_text.parquet", flip_byte, "comment_text.parquet: checksum mismatch"),
     "meta_truncated": ("meta.json", truncate, "meta.json: unreadable or truncated"),
@@ -139,16 +144,42 @@ def test_corrupt_cache_warns_once_and_is_rebuilt(built, monkeypatch, capfd, name
     assert builds == [1] and "warning" not in capfd.readouterr().err
 
 
-def test_unreadable_npz_with_matching_manifest_is_rebuilt(built, monkeypatch, capfd):
-    """A file the manifest vouches for but numpy cannot read (written broken) is still caught."""
-    make, first, folder = built
-    (folder / "arrays.npz").write_bytes(b"not a zip file")
+def rewrite_manifest(folder: Path) -> None:
+    """Make the manifest vouch for the folder as it is now (damage the checksums cannot see)."""
     meta = json.loads((folder / "meta.json").read_text())
     meta[base.MANIFEST_KEY] = base._manifest(folder, {k: v for k, v in meta.items() if k != base.MANIFEST_KEY})
     (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_unreadable_array_with_matching_manifest_is_rebuilt(built, monkeypatch, capfd):
+    """A file the manifest vouches for but numpy cannot read (written broken) is still caught."""
+    make, first, folder = built
+    (folder / ARRAY_FILE).write_bytes(b"not an npy file")
+    rewrite_manifest(folder)
     builds = count_builds(monkeypatch)
     assert_same(first, make().prepare())
-    assert builds == [1] and "arrays.npz: unreadable" in capfd.readouterr().err
+    assert builds == [1] and "unreadable" in capfd.readouterr().err
+
+
+def test_arrays_load_memory_mapped_and_writable(built):
+    make, first, folder = built
+    loaded = make().prepare()
+    staytime = loaded.arrays["train_label_staytime"]
+    assert isinstance(staytime, np.memmap) and staytime.flags.writeable  # copy-on-write: torch can wrap it
+    staytime[0] += 1  # a write stays in this process: the file is untouched
+    assert base.verify_cache(folder)[1] is None
+
+
+def test_a_cache_in_the_older_single_npz_layout_still_loads(built, monkeypatch):
+    make, first, folder = built
+    arrays = {p.name[len(base.ARRAY_PREFIX):-4]: np.load(p) for p in folder.glob(f"{base.ARRAY_PREFIX}*.npy")}
+    np.savez(folder / "arrays.npz", **arrays)
+    for path in folder.glob(f"{base.ARRAY_PREFIX}*.npy"):
+        path.unlink()
+    rewrite_manifest(folder)
+    builds = count_builds(monkeypatch)
+    assert_same(first, make().prepare())
+    assert builds == []
 
 
 def test_sha256_manifest_is_verified_too(built, monkeypatch, capfd):
@@ -160,8 +191,8 @@ def test_sha256_manifest_is_verified_too(built, monkeypatch, capfd):
     assert meta[base.MANIFEST_KEY]["algorithm"] == "sha256"
     (folder / "meta.json").write_text(json.dumps(meta))
     assert base.verify_cache(folder)[1] is None
-    flip_byte(folder / "arrays.npz", 0.9)
-    assert base.verify_cache(folder)[1] == "arrays.npz: checksum mismatch"
+    flip_byte(folder / ARRAY_FILE, 0.9)
+    assert base.verify_cache(folder)[1] == f"{ARRAY_FILE}: checksum mismatch"
 
 
 KILLED_WRITER = textwrap.dedent("""
@@ -172,14 +203,14 @@ KILLED_WRITER = textwrap.dedent("""
     from tests import test_kuaicomt_adapter as comt
 
     tmp = Path(sys.argv[1])
-    real_savez = np.savez
+    real_save = np.save
 
-    def savez_then_die(path, **arrays):  # the npz is half written when the process is killed
-        real_savez(path, **arrays)
-        Path(path).write_bytes(Path(path).read_bytes()[:1000])
+    def save_then_die(path, array, **kwargs):  # the first array is half written when the process is killed
+        real_save(path, array, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
         os.kill(os.getpid(), signal.SIGKILL)
 
-    base.np.savez = savez_then_die
+    base.np.save = save_then_die
     comt.adapter(tmp / "raw", tmp).prepare()
 """)
 

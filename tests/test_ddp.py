@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from recbench.data.datamodule import ShardedEpochBatches, eval_block
+from recbench.data.datamodule import RowBlocks, ShardedEpochBatches, eval_block
 from tests.conftest import REPO
 
 TINY = ["data=tmall", "model=mmoe", "data.replica.n_users=150", "data.replica.n_items=1500",
@@ -23,19 +23,27 @@ TINY = ["data=tmall", "model=mmoe", "data.replica.n_users=150", "data.replica.n_
 
 
 def test_training_shards_cover_each_round_once_and_have_equal_length():
-    shards = [list(ShardedEpochBatches(103, 10, seed=3, rank=r, world=3)) for r in range(3)]
+    def batches(sampler) -> list[list[int]]:
+        out = list(sampler)
+        assert all(isinstance(b, torch.Tensor) and b.dtype == torch.int64 for b in out)  # no per-row objects
+        return [b.tolist() for b in out]
+
+    shards = [batches(ShardedEpochBatches(103, 10, seed=3, rank=r, world=3)) for r in range(3)]
     assert {len(s) for s in shards} == {3}  # 11 batches -> 3 full rounds of 3 ranks, the rest dropped
     rows = [row for shard in shards for batch in shard for row in batch]
     assert len(rows) == len(set(rows)) == 90
     again = ShardedEpochBatches(103, 10, seed=3, rank=1, world=3)
-    assert list(again) == shards[1]  # same seed and epoch -> same batches
+    assert batches(again) == shards[1]  # same seed and epoch -> same batches
     again.set_epoch(1)
-    assert list(again) != shards[1]
+    assert batches(again) != shards[1]
 
 
 def test_evaluation_blocks_partition_the_rows_in_order():
     blocks = [eval_block(10, r, 3) for r in range(3)]
     assert [row for block in blocks for row in block] == list(range(10))
+    # evaluation batches are contiguous index tensors over a block, the last one short
+    assert [b.tolist() for b in RowBlocks(blocks[1], 3)] == [[3, 4, 5], [6]]
+    assert [b.tolist() for b in RowBlocks(range(10), 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_ddp_two_cpu_processes_match_a_single_process_evaluation(tmp_path):

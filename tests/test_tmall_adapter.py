@@ -463,7 +463,8 @@ def test_cache_reused_without_building(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     folders = [p for p in cache.iterdir()]
     assert [p.name for p in folders] == [first.meta["fingerprint"]]  # no temp folder left behind
-    assert sorted(p.name for p in folders[0].iterdir()) == ["arrays.npz", "meta.json"]
+    assert sorted(p.name for p in folders[0].iterdir()) == sorted(
+        ["meta.json", *(f"array.{name}.npy" for name in first.arrays)])
 
     def boom(self, raw_dir):
         raise AssertionError("build() called although a cache exists")

@@ -10,7 +10,9 @@ This base class resolves `source` (auto | raw | synthetic), hashes the input fil
 the preprocessing config, and stores the built arrays under `cache_dir/<fingerprint>/` with an
 atomic rename, so a failed or interrupted build never leaves a cache that looks complete.
 
-Cache folder: `arrays.npz`, one `<name>.parquet` per side table and `meta.json`, written last, whose
+Cache folder: one `array.<name>.npy` per array (memory-mapped copy-on-write on load: nothing is read
+or copied until touched, and runs share the page cache; folders from before hold one `arrays.npz`,
+still read), one `<name>.parquet` per side table and `meta.json`, written last, whose
 `_manifest` holds the size and checksum (xxh3-128 when the `xxhash` package is importable, else
 sha256) of every other file and of the metadata itself. Loading verifies the manifest first; a
 missing, truncated, altered or unreadable file is reported as one warning line on stderr and the
@@ -40,6 +42,7 @@ from recbench.errors import UserInputError
 from recbench.records import swap_folder_into_place
 
 SOURCES = ("auto", "raw", "synthetic")
+ARRAY_PREFIX = "array."  # cache layout: array.<name>.npy per array (older caches: arrays.npz)
 SPLITS = ("train", "valid", "test")
 
 
@@ -258,8 +261,13 @@ def load_verified(target: Path) -> tuple[Prepared | None, str | None]:
     unreadable = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, pl.exceptions.PolarsError)
     path = target / "arrays.npz"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        if path.exists():  # caches written before the one-file-per-array layout
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        else:  # memory-mapped, copy-on-write: no read or copy up front, pages load when touched
+            arrays = {}
+            for path in sorted(target.glob(f"{ARRAY_PREFIX}*.npy")):
+                arrays[path.name[len(ARRAY_PREFIX):-4]] = np.load(path, mmap_mode="c", allow_pickle=False)
         frames = {}
         for path in sorted(target.glob("*.parquet")):
             frames[path.stem] = pl.read_parquet(path)
@@ -289,7 +297,8 @@ def _save_atomic(prepared: Prepared, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)
-        np.savez(tmp / "arrays.npz", **prepared.arrays)
+        for name, array in prepared.arrays.items():  # one .npy per array: memory-mapped on load
+            np.save(tmp / f"{ARRAY_PREFIX}{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         for name, frame in prepared.frames.items():
             frame.write_parquet(tmp / f"{name}.parquet")
         meta = {**prepared.meta, MANIFEST_KEY: _manifest(tmp, prepared.meta)}

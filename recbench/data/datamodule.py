@@ -17,14 +17,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recbench.data.base import SPLITS, DatasetAdapter, Prepared
 from recbench.errors import UserInputError
 
 
 class _SplitBatches(Dataset):
-    """`dataset[list_of_rows]` -> one assembled batch (used with a BatchSampler, batch_size=None)."""
+    """`dataset[row_index_tensor]` -> one assembled batch (samplers yield index tensors, batch_size=None)."""
 
     def __init__(self, adapter: DatasetAdapter, tables: dict[str, torch.Tensor], split: str) -> None:
         self.adapter, self.tables, self.split = adapter, tables, split
@@ -33,11 +33,11 @@ class _SplitBatches(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.adapter.assemble(self.tables, self.split, torch.as_tensor(rows))
 
 
-class ShardedEpochBatches(Sampler[list[int]]):
+class ShardedEpochBatches(Sampler[torch.Tensor]):
     """Rank `rank`'s batches of a permutation seeded by (seed, epoch), shared by all ranks.
 
     The order depends on nothing but (seed, epoch), so a resumed run can rebuild it and skip the
@@ -63,7 +63,21 @@ class ShardedEpochBatches(Sampler[list[int]]):
         batches = torch.randperm(self.size, generator=generator).split(self.batch_size)
         skip, self.skip = self.skip, 0
         for index in range(self.rank + skip * self.world, len(self) * self.world, self.world):
-            yield batches[index].tolist()
+            yield batches[index]  # a tensor of row indices: no Python object per row
+
+
+class RowBlocks(Sampler[torch.Tensor]):
+    """Consecutive slices of `rows` (a range) as index tensors, `batch_size` rows each."""
+
+    def __init__(self, rows: range, batch_size: int) -> None:
+        self.rows, self.batch_size = rows, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):
+        for begin in range(self.rows.start, self.rows.stop, self.batch_size):
+            yield torch.arange(begin, min(begin + self.batch_size, self.rows.stop))
 
 
 def eval_block(size: int, rank: int, world: int) -> range:
@@ -114,10 +128,9 @@ class RecDataModule(L.LightningDataModule):
             if self._resume is not None:
                 sampler.resume_from(*self._resume)
                 self._resume = None
-        elif world > 1:
-            sampler = BatchSampler(eval_block(len(batches), rank, world), self.eval_batch_size, drop_last=False)
         else:
-            sampler = BatchSampler(SequentialSampler(range(len(batches))), self.eval_batch_size, drop_last=False)
+            block = eval_block(len(batches), rank, world) if world > 1 else range(len(batches))
+            sampler = RowBlocks(block, self.eval_batch_size)
         return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=0)
 
     # resume: count the batches that reach a training step (Lightning prefetches one batch ahead,
