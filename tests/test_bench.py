@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from recbench.bench import ctr
-from recbench.bench.replica import shuffle_rows_fast, write_tmall_replica_blocked
 from recbench.data import tmall_replica as R
 from recbench.data.tmall import _stable_argsort3
 from recbench.models.deepfm import DeepFM
@@ -159,23 +158,37 @@ def test_recbench_overrides_compose_for_both_models():
 
 def test_blocked_replica_writer_matches_the_generator(tmp_path):
     config = R.TmallReplicaConfig(n_users=120, n_items=1500, episodes_per_user=12.0, seed=2)
-    R.write_tmall_replica(tmp_path / "one", config)
-    write_tmall_replica_blocked(tmp_path / "blocked", config, users_per_block=500)  # one block
-    for name in (R.LOG_FILE, R.USER_INFO_FILE):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "blocked" / name).read_bytes()
-    many = write_tmall_replica_blocked(tmp_path / "many", config, users_per_block=50)
+    R.write_tmall_replica(tmp_path / "one", config)  # one block: simulated whole
+    lines: list[str] = []
+    R.write_tmall_replica(tmp_path / "many", config, users_per_block=50, progress=lines.append)
+    assert len(lines) == 3 and "users 120/120" in lines[-1]
+    one = pl.read_csv(tmp_path / "one" / R.LOG_FILE)
     log = pl.read_csv(tmp_path / "many" / R.LOG_FILE)
-    assert many["rows"] == log.height and log["user_id"].n_unique() == config.n_users
+    assert log.columns == one.columns and log["user_id"].n_unique() == config.n_users
+    assert abs(log.height - one.height) < 0.5 * one.height  # same generator, other draws per block (heavy tail)
     blocks = 1 + (log["user_id"] != log["user_id"].shift(1)).sum()
     assert blocks == config.n_users  # each user's rows stay contiguous
+    info = pl.read_csv(tmp_path / "many" / R.USER_INFO_FILE)
+    assert info.height == config.n_users and info["user_id"].is_sorted()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def lexsort_shuffle(rng: np.random.Generator, n_users: int, rows):
+    """The row order by definition: np.lexsort by (user block, day key, tie-breaker), same draws."""
+    block_rank = rng.permutation(n_users)
+    _, inv = np.unique(rows.user * R.N_DAYS + rows.day, return_inverse=True)
+    day_key = rng.random(inv.max() + 1)[inv]
+    tie = rng.random(len(rows.ep))
+    order = np.lexsort((tie, day_key, block_rank[rows.user]))
+    return R._Rows(ep=rows.ep[order], user=rows.user[order], day=rows.day[order], action=rows.action[order])
 
 
 def test_fast_row_shuffle_is_the_lexsort_order():
     rng = np.random.default_rng(0)
     n = 5000
     rows = R._Rows(ep=np.arange(n), user=rng.integers(0, 40, n), day=rng.integers(0, 5, n), action=rng.integers(0, 4, n))
-    a = R._shuffle_rows(np.random.default_rng(7), 40, rows)
-    b = shuffle_rows_fast(np.random.default_rng(7), 40, rows)
+    a = lexsort_shuffle(np.random.default_rng(7), 40, rows)
+    b = R._shuffle_rows(np.random.default_rng(7), 40, rows)
     for field in ("ep", "user", "day", "action"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 

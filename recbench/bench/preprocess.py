@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from recbench.bench.common import REPO, fmt, run_measured, table, worker_command
-from recbench.bench.replica import FULL_SIZE, write_tmall_replica_blocked
+from recbench.bench.replica import FULL_SIZE, write_full_size
 from recbench.data.tmall_replica import LOG_FILE, TmallReplicaConfig
 
 TARGET_BUILD_SECONDS = 120.0
@@ -55,7 +55,7 @@ def run(work: Path, quick: bool, log, cpus: int, threads: int) -> dict[str, Any]
     figures: dict[str, Any] = {"cpus": cpus, "replica_config": config.to_dict(), "logs": {}}
     if not (folder / LOG_FILE).is_file():
         log(f"bench preprocess: writing the Tmall replica log ({config.n_users:,} users) to {folder}")
-        figures["replica_write"] = write_tmall_replica_blocked(folder, config, log=log)
+        figures["replica_write"] = write_full_size(folder, config, log=log)
     log("bench preprocess: adapter build + reload on the replica log")
     figures["logs"]["replica"] = measure(folder, work, "replica", cpus, threads)
     real = REPO / "datasets" / "tmall" / "raw"
@@ -69,13 +69,15 @@ def report(figures: dict[str, Any]) -> str:
     rows = []
     for name, entry in figures["logs"].items():
         build, reload = entry["build"], entry["reload"]
-        ok = (build["wall_seconds"] < TARGET_BUILD_SECONDS and build["peak_tree_rss_gib"] < TARGET_BUILD_GIB
-              and reload["wall_seconds"] < TARGET_RELOAD_SECONDS)
+        # targets on adapter.prepare() itself; the process wall adds interpreter and import start-up
+        ok = (build["seconds"] < TARGET_BUILD_SECONDS and build["peak_tree_rss_gib"] < TARGET_BUILD_GIB
+              and reload["seconds"] < TARGET_RELOAD_SECONDS)
         phases = ", ".join(f"{k} {v:.1f}" for k, v in build["phases"].items())
-        rows.append([name, fmt(entry["rows"]), f"{entry['log_bytes'] / 2**30:.2f}", fmt(build["wall_seconds"], 1),
-                     fmt(build["peak_tree_rss_gib"], 2), fmt(reload["wall_seconds"], 1),
-                     fmt(reload["peak_tree_rss_gib"], 2), phases, "ok" if ok else "MISS"])
+        rows.append([name, fmt(entry["rows"]), f"{entry['log_bytes'] / 2**30:.2f}",
+                     f"{build['seconds']:.1f} ({build['wall_seconds']:.0f})", fmt(build["peak_tree_rss_gib"], 2),
+                     f"{reload['seconds']:.1f} ({reload['wall_seconds']:.0f})", fmt(reload["peak_tree_rss_gib"], 2),
+                     phases, "ok" if ok else "MISS"])
     title = (f"(b) Tmall adapter, CSV -> cached arrays, {figures['cpus']} cores; targets: build < "
              f"{TARGET_BUILD_SECONDS:.0f} s and < {TARGET_BUILD_GIB:.0f} GiB, reload < {TARGET_RELOAD_SECONDS:.0f} s")
-    return table(title, ["log", "rows", "CSV GiB", "build s", "build GiB", "reload s", "reload GiB",
+    return table(title, ["log", "rows", "CSV GiB", "build s (process)", "build GiB", "reload s (process)", "reload GiB",
                          "build phases (s)", "target"], rows)
