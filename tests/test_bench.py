@@ -41,19 +41,49 @@ def test_training_steps_lower_the_loss_with_sparse_row_updates(name, tiny_datamo
     logit = net(tiny_batch)["logit"]
     assert logit.shape == (len(tiny_batch["group"]),) and torch.isfinite(logit).all()
     sparse, dense = split_parameters(net)
-    assert len(sparse) == 1  # every id table in one fused sparse table
+    # every id table in one fused sparse table (DeepFM: plus the history's own 1-d linear weights)
+    assert len(sparse) == (1 if name == "din" else 2)
     dense_opt, sparse_opt = torch.optim.Adam(dense, lr=1e-2), torch.optim.SparseAdam(sparse, lr=1e-2)
     losses = []
     for _ in range(8):
         loss = head.loss(net(tiny_batch), tiny_batch)["ctr_bce"]
         dense_opt.zero_grad(), sparse_opt.zero_grad()
         loss.backward()
-        grad = sparse[0].grad
-        assert grad.is_sparse and grad.coalesce()._nnz() == grad._nnz()  # one row per distinct id
+        for table in sparse:
+            grad = table.grad
+            assert grad.is_sparse and grad.coalesce()._nnz() == grad._nnz()  # one row per distinct id
         dense_opt.step(), sparse_opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert sparse[0].detach()[0].abs().sum() == 0  # the shared padding row never moves
+
+
+def test_deepfm_logit_is_linear_plus_fm_plus_mlp(tiny_datamodule, tiny_batch):
+    """The logit against the formula written out: bias + 1-d weights (history: its own, summed over
+    valid positions) + pairwise inner products of the field vectors + the MLP over them."""
+    net = build("deepfm", tiny_datamodule.spec).eval()
+    b = tiny_batch
+    with torch.no_grad():
+        table, dim = net.embedding.table.weight, net.dim
+
+        def rows(field, ids):  # the fused row of each id (0 stays the zero padding row)
+            return torch.where(ids > 0, ids + net.embedding.offsets[field], 0)
+
+        single = [table[rows(f, b[f])] for f in net.fields]
+        linear = net.bias + sum(e[:, dim] for e in single)
+        vectors = [e[:, :dim] for e in single]
+        mask = b["hist_mask"].float()
+        for f in net.history_fields:
+            hist = table[rows(f, b[f"hist_{f}"])][..., :dim]
+            vectors.append((hist * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+            own = net.history_linear.table.weight
+            ids = b[f"hist_{f}"]
+            linear = linear + torch.where(ids > 0, own[(ids + net.history_linear.offsets[f]).clamp(min=0), 0],
+                                          0.0).sum(1)
+        pairs = sum((vectors[i] * vectors[j]).sum(-1) for i in range(len(vectors))
+                    for j in range(i + 1, len(vectors)))
+        deep = net.mlp(torch.cat(vectors, -1)).squeeze(-1)
+        torch.testing.assert_close(net(b)["logit"], linear + pairs + deep, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_embedding_equals_one_table_per_field():

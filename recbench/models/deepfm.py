@@ -4,7 +4,9 @@ Prediction").
 Every categorical field (user fields, target item fields) is one FM field; each history field
 (`hist_<field>` [B, L], masked by `hist_mask`) is one more field: the masked mean of its item
 embeddings (the history shares the target field's table). The logit is the sum of
-  - the linear part: a 1-d weight per id (history: masked sum of the shared 1-d weights) + bias,
+  - the linear part: a 1-d weight per id + bias; history ids have 1-d weights of their own (an item
+    seen in the history is other evidence than the same item as the target), summed over the
+    valid positions, as in FuxiCTR's LR layer, which shares no weights,
   - the FM part: sum over field pairs of <e_i, e_j> = ((sum_i e_i)^2 - sum_i e_i^2) / 2,
   - the deep part: a ReLU MLP over the concatenated field embeddings.
 """
@@ -37,6 +39,8 @@ class DeepFM(nn.Module):
         self.embedding = FusedEmbedding(spec["cardinalities"], self.fields, embedding_dim + 1,
                                         sparse_embeddings, embedding_init_std)
         self.dim = embedding_dim
+        self.history_linear = (FusedEmbedding(spec["cardinalities"], self.history_fields, 1, sparse_embeddings,
+                                              embedding_init_std) if self.history_fields else None)
         self.bias = nn.Parameter(torch.zeros(1))
         n_fields = len(self.fields) + len(self.history_fields)
         self.mlp = MLP(n_fields * embedding_dim, mlp_hidden, 1, dropout)
@@ -52,8 +56,9 @@ class DeepFM(nn.Module):
             mask = batch["hist_mask"].unsqueeze(-1).to(single.dtype)       # [B, L, 1]; padded ids -> zero rows
             count = mask.sum(1).clamp(min=1.0)                              # [B, 1]
             history = torch.stack(found[len(self.fields):], 1).sum(2)       # [B, H, D+1], sums over L
-            linear = linear + history[..., self.dim].sum(1, keepdim=True)
             fields.append(history[..., :self.dim] / count.unsqueeze(1))     # masked means
+            weights = self.history_linear([(f, batch[f"hist_{f}"]) for f in self.history_fields])
+            linear = linear + torch.stack(weights, 1).sum((1, 2, 3)).unsqueeze(-1)  # padded ids -> 0
         emb = torch.cat(fields, 1)                                          # [B, F, D]
         fm = 0.5 * (emb.sum(1).square() - emb.square().sum(1)).sum(-1, keepdim=True)
         deep = self.mlp(emb.flatten(1))
