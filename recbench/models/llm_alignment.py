@@ -38,8 +38,9 @@ one after the other in production):
     kept in the buffer `author_codes` [n_authors, levels] (0 = author not seen in training).
   * Early steps see codes of barely trained towers; refreshing keeps re-grounding them, and by
     the last refreshes the towers move slowly, which is when the staged pipeline would quantise.
-  Codebooks, `author_codes` and the step counter are saved with the checkpoint (the memory is
-  not: it is only needed to refit). Under DDP, buffers are broadcast from rank 0 at every forward,
+  Codebooks, `author_codes`, the step counter and the memory are saved with the checkpoint (the
+  memory is only needed to refit, but a resumed run must refit from the same memory as an
+  uninterrupted one to end with the same codes). Under DDP, buffers are broadcast from rank 0 at every forward,
   so all ranks use rank 0's memory and codebooks (fitted on the authors rank 0 saw). k-means sums
   with index_add_, which is deterministic on CPU only.
 Not done: codes in attention over user histories (the data's sequences carry author ids, not the
@@ -217,9 +218,9 @@ class LLMAlignment(nn.Module):
         self.register_buffer("codes_ready", torch.zeros((), dtype=torch.bool))
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.long))
-        # only needed to refit: not saved with checkpoints
-        self.register_buffer("author_memory", torch.zeros(n_authors, dim), persistent=False)
-        self.register_buffer("author_seen", torch.zeros(n_authors, dtype=torch.bool), persistent=False)
+        # only needed to refit, but saved: a resumed run must refit from the same memory
+        self.register_buffer("author_memory", torch.zeros(n_authors, dim))
+        self.register_buffer("author_seen", torch.zeros(n_authors, dtype=torch.bool))
 
     # ------------------------------------------------------------------ codes
     def codebooks(self) -> list[torch.Tensor]:
