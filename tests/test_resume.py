@@ -13,7 +13,8 @@ from tests.conftest import REPO
 
 TINY = ["model=mmoe", "data=tmall", "data.replica.n_users=150", "data.replica.n_items=1500",
         "data.replica.episodes_per_user=15", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "loader.batch_size=256", "checkpoint.every_n_steps=3", "early_stopping.patience=5", "logger=none"]
+        "loader.batch_size=256", "checkpoint.every_n_steps=3", "early_stopping.patience=5", "logger=none",
+        "model.net.dropout=0.2"]  # dropout draws from the global RNG: its state must resume exactly too
 
 
 def run(tmp_path, run_dir, *extra, kill=None):

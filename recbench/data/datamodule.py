@@ -131,7 +131,10 @@ class RecDataModule(L.LightningDataModule):
         else:
             block = eval_block(len(batches), rank, world) if world > 1 else range(len(batches))
             sampler = RowBlocks(block, self.eval_batch_size)
-        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=0)
+        # A private generator: creating a DataLoader iterator draws one number from its generator,
+        # the global RNG by default, which would shift dropout masks after a resume (the iterator is
+        # created again after the RNG state is restored). Batch order never depends on it.
+        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=0, generator=torch.Generator())
 
     # resume: count the batches that reach a training step (Lightning prefetches one batch ahead,
     # so counting in the sampler would be off by one) and save the count in every checkpoint
