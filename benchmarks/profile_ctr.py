@@ -57,7 +57,7 @@ def main() -> None:
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module._dense_parameters(), float(cfg.optimizer.gradient_clip))
+        torch.nn.utils.clip_grad_norm_(module._clipped, float(cfg.optimizer.gradient_clip))
         for optimizer in optimizers:
             optimizer.step()
 

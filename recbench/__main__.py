@@ -145,6 +145,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from recbench.callbacks import KillSwitch, ResumeCheckpoint, TrainThroughput
+    from recbench.faults import kill_point
 
     quiet_lightning()
     check_config(cfg)
@@ -158,8 +159,8 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
                  ResumeCheckpoint(last, cfg.checkpoint.every_n_steps)]
-    if os.environ.get("RECBENCH_KILL_AT"):  # fault injection (tests, benchmarks/soak.py)
-        callbacks.append(KillSwitch(os.environ["RECBENCH_KILL_AT"]))
+    if kill_point():  # fault injection (tests, benchmarks/soak.py)
+        callbacks.append(KillSwitch(*kill_point()))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

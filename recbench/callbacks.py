@@ -87,9 +87,8 @@ class KillSwitch(L.Callback):
     step N (`RECBENCH_KILL_AT=step:N`, before that step's checkpoint) or at the first validation
     batch of epoch E (`valid:E`). Only installed when the variable is set."""
 
-    def __init__(self, spec: str) -> None:
-        where, _, number = spec.partition(":")
-        self.where, self.number = where, int(number)
+    def __init__(self, where: str, number: int) -> None:
+        self.where, self.number = where, number
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # >=: Lightning's global step moves by one per optimizer step (two per batch with sparse

@@ -49,6 +49,7 @@ class RecModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def configure_optimizers(self):
         sparse, dense = split_parameters(self.net)
+        self._clipped = dense  # gradient clipping covers the dense parameters
         optimizers = [self.make_optimizer(dense)]
         if sparse:
             optimizers.append(self.make_sparse_optimizer(sparse))
@@ -68,7 +69,7 @@ class RecModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.gradient_clip:
-            torch.nn.utils.clip_grad_norm_(self._dense_parameters(), self.gradient_clip)
+            torch.nn.utils.clip_grad_norm_(self._clipped, self.gradient_clip)
         for optimizer in optimizers:
             optimizer.step()
         size = len(next(iter(batch.values())))
@@ -76,12 +77,6 @@ class RecModule(L.LightningModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
         return loss
-
-    def _dense_parameters(self) -> list[torch.Tensor]:
-        """The clipped parameters, found once (walking every module each step costs Python time)."""
-        if getattr(self, "_dense", None) is None:
-            self._dense = split_parameters(self.net)[1]
-        return self._dense
 
     def _numerical_fault(self, terms: dict[str, torch.Tensor]) -> None:
         """Stop at the first non-finite loss: a NaN must never reach a metric or a leaderboard."""

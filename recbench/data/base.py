@@ -39,7 +39,7 @@ import polars as pl
 import torch
 
 from recbench.errors import UserInputError
-from recbench.records import swap_folder_into_place
+from recbench.records import atomic_folder, swap_folder_into_place
 
 SOURCES = ("auto", "raw", "synthetic")
 ARRAY_PREFIX = "array."  # cache layout: array.<name>.npy per array (older caches: arrays.npz)
@@ -326,14 +326,7 @@ def write_csv_folder(out_dir: Path, tables: dict[str, pl.DataFrame]) -> list[Pat
     The files go into a temporary folder beside `out_dir`, which is then renamed into place (an
     older `out_dir` is replaced), so a reader never sees a half-written replica."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out_dir) as tmp:
         for name, table in tables.items():
             table.write_csv(tmp / name)
-        swap_folder_into_place(tmp, out_dir, list(tables))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out_dir / name for name in tables]

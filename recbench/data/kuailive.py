@@ -96,6 +96,7 @@ from recbench.data.readers import (
     first_bad,
     read_table,
     require_non_negative,
+    require_non_negative_numbers,
     require_non_null,
     sniff_header,
     warn_duplicates,
@@ -581,12 +582,7 @@ def read_events(path: Path, extra: tuple[str, ...]) -> pl.DataFrame:
     require_non_null(path, frame, (*EVENT_COLUMNS, *extra))
     require_non_negative(path, frame, ("user_id", "live_id", "streamer_id"))
     check_ms(path, frame, "timestamp")
-    for column in extra:
-        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
-        if frame.select(bad.any()).item():
-            line, raw = first_bad(frame, bad, column)
-            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
-                            "fix or drop that row", column)
+    require_non_negative_numbers(path, frame, extra)
     warn_duplicates(path, frame, (*EVENT_COLUMNS, *extra), "each is kept as a separate event")
     return frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in extra).with_row_index("line", offset=2)
 

@@ -88,7 +88,7 @@ from recbench.data.kuailive_m3_replica import (
     KuaiLiveM3ReplicaConfig,
     write_kuailive_m3_replica,
 )
-from recbench.data.readers import first_bad, read_table, require_non_null
+from recbench.data.readers import first_bad, read_table, require_non_negative_numbers, require_non_null
 from recbench.errors import UserInputError, bad_input
 
 ALIASES = {"streamer_id": "author_id", "live_stream_id": "live_id"}
@@ -371,12 +371,7 @@ def read_m3(path: Path, columns: tuple[str, ...], ids: tuple[str, ...], numbers:
         frame = read_table(path, columns, dtypes, aliases=ALIASES).with_row_index("line", offset=2)
         frame = frame.with_columns(pl.col("line").cast(pl.Int64))
     require_non_null(path, frame, (*ids, *numbers, time))
-    for column in numbers:
-        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
-        if frame.select(bad.any()).item():
-            line, raw = line_of(frame, bad, column)
-            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
-                            "fix or drop that row", column)
+    require_non_negative_numbers(path, frame, numbers, locate=line_of)  # rows carry their own line
     frame = frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in numbers)
     for column in (time, *optional_times):
         frame = frame.with_columns(to_ms(path, frame, column).alias(column))

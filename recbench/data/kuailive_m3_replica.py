@@ -47,9 +47,6 @@ Not written (not read by recbench): live_share, live_questionnaire, photo_emb_12
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from recbench.data import kuailive_replica as base
-from recbench.records import swap_folder_into_place
+from recbench.records import atomic_folder
 
 USER_SET_FILE, AUTHOR_FILE = "user_id_set.csv", "author_profile.csv"
 INTERACTION_FILE, SHOW_FILE = "live_interaction.csv", "live_show.parquet"
@@ -284,18 +281,11 @@ def write_kuailive_m3_replica(out_dir: Path, config: KuaiLiveM3ReplicaConfig) ->
     Byte-for-byte deterministic for a given config (and polars version)."""
     tables = simulate_kuailive_m3_replica(config)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out_dir) as tmp:
         (tmp / SEGMENT_DIR).mkdir()
         for name, table in tables.items():
             if name.endswith(".parquet"):
                 table.write_parquet(tmp / name, statistics=False)
             else:
                 table.write_csv(tmp / name)
-        swap_folder_into_place(tmp, out_dir, list(tables))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out_dir / name for name in tables]

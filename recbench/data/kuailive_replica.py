@@ -78,16 +78,13 @@ per-exposure segment topic/quality/affinity, user affinities and favourites) for
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from recbench.records import swap_folder_into_place
+from recbench.records import atomic_folder
 
 CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE = "click.csv", "comment.csv", "like.csv", "gift.csv"
 NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE = "negative.csv", "room.csv", "user.csv", "streamer.csv"
@@ -772,15 +769,8 @@ def write_kuailive_replica(out_dir: Path, config: KuaiLiveReplicaConfig) -> list
     Output is byte-for-byte deterministic for a given config."""
     replica = simulate_kuailive_replica(config)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out_dir) as tmp:
         for name, table in replica.tables.items():
             table.write_csv(tmp / name)
         np.save(tmp / TITLE_FILE, replica.title_embeddings)
-        swap_folder_into_place(tmp, out_dir, list(FILES))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out_dir / name for name in FILES]

@@ -182,6 +182,18 @@ def require_non_negative(path: Path, frame: pl.DataFrame, columns: tuple[str, ..
                             "fix or drop that row", column)
 
 
+def require_non_negative_numbers(path: Path, frame: pl.DataFrame, columns: tuple[str, ...],
+                                 locate=first_bad) -> None:
+    """Measured amounts (watch time, gift value): NaN or negative is bad input. `locate(frame, bad,
+    column)` gives the (file line, value) to name; the default counts rows from the header."""
+    for column in columns:
+        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
+        if frame.select(bad.any()).item():
+            line, raw = locate(frame, bad, column)
+            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
+                            "fix or drop that row", column)
+
+
 # plausible Unix times (1973 .. 5138): seconds and milliseconds do not overlap
 EPOCH_RANGE = {"ms": (10**11, 10**14), "s": (10**8, 10**11)}
 UNIT_NAME = {"ms": "Unix milliseconds", "s": "Unix seconds"}

@@ -707,7 +707,6 @@ def _write_blocked(out_dir: Path, config: TmallReplicaConfig, users_per_block: i
             if progress:
                 progress(f"replica: users {start + n:,}/{config.n_users:,}, rows {rows_written:,}, "
                          f"{time.perf_counter() - started:.0f} s")
-        handle.close()  # before the folder is swapped into place
         if config.write_user_info:
             pl.concat(infos).sort("user_id").write_csv(tmp / USER_INFO_FILE)
     return [out_dir / name for name in names]
