@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("model", choices=["din", "deepfm"])
     parser.add_argument("--sparse", action="store_true", help="SparseAdam id tables (recbench's default)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--top", type=int, default=20, help="how many operators to list")
+    parser.add_argument("--shapes", action="store_true", help="one line per operator and input shapes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -68,10 +70,15 @@ def main() -> None:
         step(batch)
     seconds = time.perf_counter() - started
     print(f"plain PyTorch loop: {rows / seconds:,.0f} samples/s ({seconds / len(batches) * 1000:.1f} ms per batch)")
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         for batch in batches[:20]:
             step(batch)
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    total = sum(e.self_cpu_time_total for e in profiler.key_averages())
+    print(f"top operators over 20 steps (self CPU time, input shapes):")
+    rows = sorted(profiler.key_averages(group_by_input_shape=args.shapes), key=lambda e: -e.self_cpu_time_total)
+    for event in rows[:args.top]:
+        shapes = f" {event.input_shapes}" if args.shapes else ""
+        print(f"  {event.self_cpu_time_total / total:6.1%}  {event.count:5d} calls  {event.key:<32s}{shapes}")
 
 
 if __name__ == "__main__":

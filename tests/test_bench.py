@@ -17,7 +17,8 @@ from recbench.bench import ctr
 from recbench.data import tmall_replica as R
 from recbench.data.tmall import _stable_argsort3
 from recbench.models.deepfm import DeepFM
-from recbench.models.din import DIN, DINAttention, FusedEmbedding
+from recbench.models.din import DIN, DINAttention
+from recbench.models.lookup import FusedEmbedding, weighted_row_sum
 from recbench.models.layers import MLP
 from recbench.module import RecModule, split_parameters
 from recbench.tasks.ctr import CTRHead
@@ -41,8 +42,8 @@ def test_training_steps_lower_the_loss_with_sparse_row_updates(name, tiny_datamo
     logit = net(tiny_batch)["logit"]
     assert logit.shape == (len(tiny_batch["group"]),) and torch.isfinite(logit).all()
     sparse, dense = split_parameters(net)
-    # every id table in one fused sparse table (DeepFM: plus the history's own 1-d linear weights)
-    assert len(sparse) == (1 if name == "din" else 2)
+    # every id table (DeepFM: with the 1-d linear weights as two more columns) in one fused sparse table
+    assert len(sparse) == 1
     dense_opt, sparse_opt = torch.optim.Adam(dense, lr=1e-2), torch.optim.SparseAdam(sparse, lr=1e-2)
     losses = []
     for _ in range(8):
@@ -59,8 +60,8 @@ def test_training_steps_lower_the_loss_with_sparse_row_updates(name, tiny_datamo
 
 
 def test_deepfm_logit_is_linear_plus_fm_plus_mlp(tiny_datamodule, tiny_batch):
-    """The logit against the formula written out: bias + 1-d weights (history: its own, summed over
-    valid positions) + pairwise inner products of the field vectors + the MLP over them."""
+    """The logit against the formula written out: bias + 1-d weights (history: its own column, summed
+    over valid positions) + pairwise inner products of the field vectors + the MLP over them."""
     net = build("deepfm", tiny_datamodule.spec).eval()
     b = tiny_batch
     with torch.no_grad():
@@ -76,19 +77,18 @@ def test_deepfm_logit_is_linear_plus_fm_plus_mlp(tiny_datamodule, tiny_batch):
         for f in net.history_fields:
             hist = table[rows(f, b[f"hist_{f}"])][..., :dim]
             vectors.append((hist * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
-            own = net.history_linear.table.weight
-            ids = b[f"hist_{f}"]
-            linear = linear + torch.where(ids > 0, own[(ids + net.history_linear.offsets[f]).clamp(min=0), 0],
-                                          0.0).sum(1)
+            own = table[rows(f, b[f"hist_{f}"])][..., dim + 1]  # padding row 0 is all zeros
+            linear = linear + (own * mask).sum(1)
         pairs = sum((vectors[i] * vectors[j]).sum(-1) for i in range(len(vectors))
                     for j in range(i + 1, len(vectors)))
         deep = net.mlp(torch.cat(vectors, -1)).squeeze(-1)
         torch.testing.assert_close(net(b)["logit"], linear + pairs + deep, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_embedding_equals_one_table_per_field():
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fused_embedding_equals_one_table_per_field(sparse):
     cards = {"user": 5, "item": 7, "cat": 3}
-    fused = FusedEmbedding(cards, ["user", "item", "cat"], dim=4, sparse=True, init_std=1.0)
+    fused = FusedEmbedding(cards, ["user", "item", "cat"], dim=4, sparse=sparse, init_std=1.0)
     tables = {f: torch.nn.Embedding(c, 4, padding_idx=0) for f, c in cards.items()}
     with torch.no_grad():
         for f, table in tables.items():
@@ -101,12 +101,51 @@ def test_fused_embedding_equals_one_table_per_field():
     for g, w in zip(got, want):
         assert g.shape == w.shape and torch.allclose(g, w)
     sum(x.sum() * (i + 1) for i, x in enumerate(got)).backward()
-    dense = fused.table.weight.grad.to_dense()
+    dense = fused.table.weight.grad.to_dense() if sparse else fused.table.weight.grad
     sum(x.sum() * (i + 1) for i, x in enumerate(want)).backward()
     for f, table in tables.items():
         rows = torch.arange(1, cards[f]) + fused.offsets[f]
         assert torch.allclose(dense[rows], table.weight.grad[1:])
     assert dense[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("length, weighted", [(1, False), (5, False), (5, True)])
+def test_weighted_row_sum_matches_embedding_and_its_gradient(length, weighted):
+    """The CSR gradient path gives the values and the table gradient of nn.functional.embedding
+    (padding row 0 gets none), and the same gradient bit for bit when run twice."""
+    torch.manual_seed(0)
+    table = torch.randn(30, 6, requires_grad=True)
+    ids = torch.randint(0, 30, (40, length))
+    ids[:5] = 0
+    weights = torch.rand(40, length) * (ids > 0) if weighted else None
+    grad_out = torch.randn(40, 6)
+
+    got = weighted_row_sum(table, ids, weights)
+    got.backward(grad_out)
+    got_grad = table.grad.clone()
+    table.grad = None
+    found = torch.nn.functional.embedding(ids, table, padding_idx=0)
+    want = (found * (weights if weighted else torch.ones(40, length)).unsqueeze(-1)).sum(1)
+    want.backward(grad_out)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, table.grad)
+    assert got_grad[0].abs().sum() == 0
+
+    table.grad = None
+    weighted_row_sum(table, ids, weights).backward(grad_out)
+    assert torch.equal(table.grad, got_grad)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fused_embedding_pooled_equals_masked_sums(sparse):
+    cards = {"item": 9, "cat": 4}
+    fused = FusedEmbedding(cards, ["item", "cat"], dim=3, sparse=sparse, init_std=1.0)
+    item, cat = torch.tensor([[1, 8, 0], [0, 0, 0]]), torch.tensor([[2, 3, 0], [0, 0, 0]])
+    mask = (item > 0).float()
+    got = fused.pooled([("item", item), ("cat", cat)], mask)
+    want = [(found * mask.unsqueeze(-1)).sum(1) for found in fused([("item", item), ("cat", cat)])]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 @pytest.mark.parametrize("softmax", [False, True])

@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.models.din import FusedEmbedding, init_linear
+from recbench.models.din import init_linear
 from recbench.models.layers import MLP
+from recbench.models.lookup import FusedEmbedding
 
 
 class DeepFM(nn.Module):
@@ -35,30 +36,27 @@ class DeepFM(nn.Module):
         unknown = [f for f in self.history_fields if f not in spec["item_fields"]]
         if unknown:
             raise KeyError(f"history fields {unknown} (the history has {', '.join(spec['item_fields'])})")
-        # one fused sparse table; column `embedding_dim` of each row is that id's 1-d linear weight
-        self.embedding = FusedEmbedding(spec["cardinalities"], self.fields, embedding_dim + 1,
+        # one fused table; of each id's row, columns [0, D) are its embedding, column D its 1-d
+        # linear weight as a field and column D + 1 its own 1-d weight inside a history
+        self.embedding = FusedEmbedding(spec["cardinalities"], self.fields, embedding_dim + 2,
                                         sparse_embeddings, embedding_init_std)
         self.dim = embedding_dim
-        self.history_linear = (FusedEmbedding(spec["cardinalities"], self.history_fields, 1, sparse_embeddings,
-                                              embedding_init_std) if self.history_fields else None)
         self.bias = nn.Parameter(torch.zeros(1))
         n_fields = len(self.fields) + len(self.history_fields)
         self.mlp = MLP(n_fields * embedding_dim, mlp_hidden, 1, dropout)
         init_linear(self)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        found = self.embedding([(f, batch[f]) for f in self.fields]
-                               + [(f, batch[f"hist_{f}"]) for f in self.history_fields])
-        single = torch.stack(found[:len(self.fields)], 1)                  # [B, F0, D+1]
-        linear = self.bias + single[..., self.dim].sum(1, keepdim=True)     # [B, 1]
+        single = torch.stack(self.embedding([(f, batch[f]) for f in self.fields]), 1)   # [B, F0, D+2]
+        linear = self.bias + single[..., self.dim].sum(1, keepdim=True)                # [B, 1]
         fields = [single[..., :self.dim]]
         if self.history_fields:
-            mask = batch["hist_mask"].unsqueeze(-1).to(single.dtype)       # [B, L, 1]; padded ids -> zero rows
-            count = mask.sum(1).clamp(min=1.0)                              # [B, 1]
-            history = torch.stack(found[len(self.fields):], 1).sum(2)       # [B, H, D+1], sums over L
-            fields.append(history[..., :self.dim] / count.unsqueeze(1))     # masked means
-            weights = self.history_linear([(f, batch[f"hist_{f}"]) for f in self.history_fields])
-            linear = linear + torch.stack(weights, 1).sum((1, 2, 3)).unsqueeze(-1)  # padded ids -> 0
+            mask = batch["hist_mask"].to(single.dtype)                                 # [B, L]
+            count = mask.sum(1, keepdim=True).clamp(min=1.0)                          # [B, 1]
+            sums = torch.stack(self.embedding.pooled([(f, batch[f"hist_{f}"]) for f in self.history_fields],
+                                                     mask), 1)                         # [B, H, D+2]
+            fields.append(sums[..., :self.dim] / count.unsqueeze(1))                  # masked means
+            linear = linear + sums[..., self.dim + 1].sum(1, keepdim=True)
         emb = torch.cat(fields, 1)                                          # [B, F, D]
         fm = 0.5 * (emb.sum(1).square() - emb.square().sum(1)).sum(-1, keepdim=True)
         deep = self.mlp(emb.flatten(1))

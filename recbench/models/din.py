@@ -10,7 +10,7 @@ joins the user and target embeddings in a ReLU MLP that gives one logit.
 Dice, the paper's data-adaptive activation, is used in the attention MLP by default:
 p(s) = sigmoid(BN(s)) (batch normalisation without affine parameters), f(s) = p s + (1 - p) alpha s.
 
-Speed: all id tables live in one sparse table looked up once per step (`FusedEmbedding`); the
+Speed: all id tables live in one table looked up once per step (`models/lookup.py`); the
 attention MLP scores the real history items only (not the padding; Dice's batch statistics are
 therefore over real items), and its first layer, which acts on [t, h, t - h, t * h], is computed as
 t (W_t + W_d) once per sample plus [h, t * h] [W_h - W_d; W_p] per history item: the same function
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbench.models.layers import MLP
+from recbench.models.lookup import FusedEmbedding
 
 ACTIVATIONS = ("dice", "relu", "prelu")
 
@@ -60,54 +61,6 @@ def init_linear(module: nn.Module) -> None:
             nn.init.xavier_normal_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-
-
-def sorted_unique(ids: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`torch.unique(ids, return_inverse=True)` for ids in [0, size): with a presence table instead
-    of a sort when the table is not much larger than the batch."""
-    if size > 8 * len(ids) + 4096:
-        return torch.unique(ids, return_inverse=True)
-    present = torch.zeros(size, dtype=torch.bool, device=ids.device).index_fill_(0, ids, True)
-    unique = present.nonzero().squeeze(1)
-    position = torch.empty(size, dtype=torch.long, device=ids.device)
-    position.index_copy_(0, unique, torch.arange(len(unique), device=ids.device))
-    return unique, position.index_select(0, ids)
-
-
-class FusedEmbedding(nn.Module):
-    """The id tables of several fields stacked in ONE table (field f's id i > 0 is row offset_f + i;
-    every field's padding id 0 is the shared, always-zero row 0), looked up once per forward.
-
-    One lookup per step over the batch's unique ids gives one sparse gradient with one row per
-    distinct id, so the sparse optimiser touches each row once and runs once per step, instead of
-    once per field over every (repeated) id. Same function and same per-row updates as one
-    `nn.Embedding(padding_idx=0)` per field (used by `split_parameters` like any sparse table).
-    """
-
-    def __init__(self, cardinalities: dict[str, int], fields: Sequence[str], dim: int, sparse: bool,
-                 init_std: float) -> None:
-        super().__init__()
-        offsets, total = {}, 1
-        for field in fields:
-            offsets[field] = total - 1  # id i >= 1 of this field -> row total - 1 + i
-            total += int(cardinalities[field]) - 1
-        self.offsets = offsets
-        self.dim = dim
-        self.table = nn.Embedding(total, dim, padding_idx=0, sparse=sparse)
-        with torch.no_grad():
-            self.table.weight.normal_(0.0, init_std)
-            self.table.weight[0].zero_()
-
-    def forward(self, lookups: Sequence[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
-        """[(field, ids of any shape), ...] -> [embeddings of shape ids.shape + (dim,), ...]."""
-        rows = [torch.where(ids > 0, ids + self.offsets[field], 0).reshape(-1) for field, ids in lookups]
-        if self.table.sparse:
-            unique, inverse = sorted_unique(torch.cat(rows), len(self.table.weight))
-            flat = self.table(unique).index_select(0, inverse)  # backward: one index_add into the unique rows
-        else:  # a dense gradient sums repeated ids itself: the dedupe would only add work (~30% of a DeepFM step)
-            flat = self.table(torch.cat(rows))
-        parts = flat.split([len(r) for r in rows])
-        return [part.view(*ids.shape, self.dim) for part, (_, ids) in zip(parts, lookups)]
 
 
 class DINAttention(nn.Module):
