@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from recbench.data.datamodule import RowBlocks, ShardedEpochBatches, eval_block
+from recbench.data.datamodule import RecDataModule, RowBlocks, ShardedEpochBatches, eval_block
 from tests.conftest import REPO
 
 TINY = ["data=tmall", "model=mmoe", "data.replica.n_users=150", "data.replica.n_items=1500",
@@ -44,6 +44,28 @@ def test_evaluation_blocks_partition_the_rows_in_order():
     # evaluation batches are contiguous index tensors over a block, the last one short
     assert [b.tolist() for b in RowBlocks(blocks[1], 3)] == [[3, 4, 5], [6]]
     assert [b.tolist() for b in RowBlocks(range(10), 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_assembly_workers_give_the_same_batches_in_the_same_order(tiny_datamodule):
+    """loader.num_workers moves batch assembly into worker processes; the sampler (and so the
+    batch order) stays in the training process, so the batches are identical."""
+    workers = RecDataModule(tiny_datamodule.adapter, batch_size=256, eval_batch_size=2048, seed=0,
+                            num_workers=1, pin_memory=False)
+    workers.prepare()
+    for loader in ("train_dataloader", "val_dataloader"):
+        here = list(getattr(tiny_datamodule, loader)())
+        there = list(getattr(workers, loader)())
+        assert len(here) == len(there) > 0
+        for a, b in zip(here, there):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pin_memory_setting_is_checked_and_auto_is_off_without_cuda(tiny_datamodule):
+    import pytest
+
+    with pytest.raises(ValueError, match="loader.pin_memory must be true, false or auto"):
+        RecDataModule(tiny_datamodule.adapter, batch_size=8, eval_batch_size=8, seed=0, pin_memory="yes")
+    assert tiny_datamodule._pinned() is False  # no trainer attached: nothing to pin for
 
 
 def test_ddp_two_cpu_processes_match_a_single_process_evaluation(tmp_path):

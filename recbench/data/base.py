@@ -56,6 +56,12 @@ class Prepared:
     frames: dict[str, pl.DataFrame] = dataclasses.field(default_factory=dict)
 
 
+def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[index] for an index tensor of any shape, through `index_select` (2-3x faster than
+    advanced indexing on CPU, the hot path of every batch's assembly)."""
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
+
+
 def hash_files(paths: list[Path], chunk: int = 1 << 22) -> str:
     """sha256 over the names and bytes of the given files (content, not mtime)."""
     digest = hashlib.sha256()

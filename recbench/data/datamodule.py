@@ -87,12 +87,17 @@ def eval_block(size: int, rank: int, world: int) -> range:
 
 
 class RecDataModule(L.LightningDataModule):
-    def __init__(self, adapter: DatasetAdapter, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(self, adapter: DatasetAdapter, batch_size: int, eval_batch_size: int, seed: int,
+                 num_workers: int = 0, pin_memory: bool | str = "auto") -> None:
         super().__init__()
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"loader.pin_memory must be true, false or auto, got {pin_memory!r}")
         self.adapter = adapter
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.num_workers = int(num_workers)
+        self.pin_memory = pin_memory
         self.prepared: Prepared | None = None
         self.tables: dict[str, torch.Tensor] = {}
         self.position = (0, 0)  # (epoch, training batches consumed in it): saved in checkpoints
@@ -133,8 +138,17 @@ class RecDataModule(L.LightningDataModule):
             sampler = RowBlocks(block, self.eval_batch_size)
         # A private generator: creating a DataLoader iterator draws one number from its generator,
         # the global RNG by default, which would shift dropout masks after a resume (the iterator is
-        # created again after the RNG state is restored). Batch order never depends on it.
-        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=0, generator=torch.Generator())
+        # created again after the RNG state is restored). Batch order never depends on it: the
+        # sampler runs in this process, and workers only assemble the batches it hands them.
+        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=self._pinned(),
+                          generator=torch.Generator())
+
+    def _pinned(self) -> bool:
+        """Page-locked batches (copied to the GPU asynchronously) when training on CUDA."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     # resume: count the batches that reach a training step (Lightning prefetches one batch ahead,
     # so counting in the sampler would be off by one) and save the count in every checkpoint

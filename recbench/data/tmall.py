@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.readers import (
     first_bad,
     has_rows,
@@ -333,26 +333,26 @@ class TmallAdapter(DatasetAdapter):
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Gather a batch: target + user fields, the history window, labels (all vectorised)."""
         t = tables
-        ep = t[f"{split}_ep"][rows]
-        batch = {f: t[f"ep_{f}"][ep].long() for f in ("user", "age", "gender", *ITEM_FIELDS)}
-        batch["group"] = t["ep_group"][ep]
+        ep = take(t[f"{split}_ep"], rows)
+        batch = {f: take(t[f"ep_{f}"], ep).long() for f in ("user", "age", "gender", *ITEM_FIELDS)}
+        batch["group"] = take(t["ep_group"], ep)
         length = self.history_length
-        end, first = t["ep_hist_end"][ep], t["ep_user_start"][ep]
+        end, first = take(t["ep_hist_end"], ep), take(t["ep_user_start"], ep)
         hist = end[:, None] - length + torch.arange(length)[None, :]  # oldest .. most recent
         mask = hist >= first[:, None]
         hist = torch.where(mask, hist, torch.zeros_like(hist))
         for f in ITEM_FIELDS:
-            batch[f"hist_{f}"] = torch.where(mask, t[f"ep_{f}"][hist].long(), 0)
+            batch[f"hist_{f}"] = torch.where(mask, take(t[f"ep_{f}"], hist).long(), 0)
         batch["hist_mask"] = mask
-        target_start = t["ep_start"][ep][:, None]
-        hist_start = t["ep_start"][hist]
-        acted = (t["ep_first_day"][hist] < target_start[:, :, None]) & mask[:, :, None]
+        target_start = take(t["ep_start"], ep)[:, None]
+        hist_start = take(t["ep_start"], hist)
+        first_day = take(t["ep_first_day"], hist)
+        acted = (first_day < target_start[:, :, None]) & mask[:, :, None]
         batch["hist_action_mask"] = acted
-        batch["hist_action_time"] = torch.where(
-            acted, (t["ep_first_day"][hist] - hist_start[:, :, None]).float(), 0.0)
+        batch["hist_action_time"] = torch.where(acted, (first_day - hist_start[:, :, None]).float(), 0.0)
         batch["hist_recency"] = torch.where(mask, (target_start - hist_start).float(), 0.0)
         for key in ("label_action", "label_time", "label_seq", "label_seq_time"):
-            batch[key] = t[f"{split}_{key}"][rows]
+            batch[key] = take(t[f"{split}_{key}"], rows)
         return batch
 
 
