@@ -131,10 +131,26 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
         raise UserInputError(f"model '{choices['model']}' with task '{choices['task']}' does not fit data "
                              f"'{choices['data']}' (it needs {error.__cause__}, which this dataset does not "
                              "provide). Fix: pick a model and task made for this dataset (README, 'Models')") from None
+    if cfg.get("compile"):
+        compile_net(net, cfg.trainer.get("accelerator"))
     module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),
                        sparse_optimizer=instantiate(cfg.optimizer.sparse),
                        gradient_clip=cfg.optimizer.gradient_clip)
     return datamodule, prepared, module
+
+
+def compile_net(net: Any, accelerator: str | None) -> None:
+    """torch.compile the net in place (`nn.Module.compile`: parameter names and checkpoints stay as
+    they are). Shapes are dynamic: batch sizes and the number of real history items vary."""
+    import shutil
+
+    import torch
+
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
+    if on_cpu and not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        raise UserInputError("compile=true on CPU needs a C++ compiler (torch.compile writes C++ kernels) and "
+                             "none is on PATH. Fix: install g++ (or clang++), or set compile=false")
+    net.compile(dynamic=True)
 
 
 def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:

@@ -148,6 +148,35 @@ def test_fused_embedding_pooled_equals_masked_sums(sparse):
         torch.testing.assert_close(g, w)
 
 
+def test_compile_keeps_parameter_names_and_the_function(tiny_datamodule, tiny_batch):
+    """compile=true compiles the net in place: the same state-dict keys (checkpoints and exports
+    stay readable) and the same logits as the eager net."""
+    from recbench.__main__ import compile_net
+
+    spec = tiny_datamodule.spec
+    torch.manual_seed(0)
+    eager = DeepFM(spec, embedding_dim=8, history_fields=["item", "cat"], mlp_hidden=[32, 16], dropout=0.0,
+                   embedding_init_std=0.05, sparse_embeddings=False).eval()
+    compiled = DeepFM(spec, embedding_dim=8, history_fields=["item", "cat"], mlp_hidden=[32, 16], dropout=0.0,
+                      embedding_init_std=0.05, sparse_embeddings=False).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compile_net(compiled, "cpu")
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(tiny_batch)["logit"], eager(tiny_batch)["logit"], rtol=1e-5, atol=1e-5)
+
+
+def test_compile_without_a_cpp_compiler_is_one_clear_error(monkeypatch):
+    import shutil
+
+    from recbench.__main__ import compile_net
+    from recbench.errors import UserInputError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UserInputError, match="needs a C\\+\\+ compiler.*Fix: install g\\+\\+"):
+        compile_net(torch.nn.Linear(2, 1), "cpu")
+
+
 @pytest.mark.parametrize("softmax", [False, True])
 def test_din_attention_equals_the_concatenated_form(softmax):
     torch.manual_seed(0)
@@ -279,6 +308,27 @@ def test_cli_quick_preprocess_writes_json_and_table(tmp_path):
     assert "(b) Tmall adapter" in done.stdout and "figures:" in done.stdout
 
 
+def test_cli_quick_gpu_section_measures_the_cpu_and_says_what_it_skipped(tmp_path):
+    """(d) runs on every device torch sees; here the CPU: lookup bytes/s against copy bandwidth,
+    with recbench's own CSR gradient path, and a stated reason when no CUDA device is there."""
+    import torch
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "recbench.bench", "--quick", "--only", "gpu", "--out", str(out),
+                           "--work", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())["gpu"]
+    cpu = figures["devices"]["cpu"]
+    assert cpu["copy_gb_per_s"] > 0.1
+    for case in cpu["cases"].values():
+        assert case["gather_gb_per_s"] > 0 and case["gradient_gb_per_s"] > 0
+        assert case["gather_of_copy"] == pytest.approx(case["gather_gb_per_s"] / cpu["copy_gb_per_s"])
+    if not torch.cuda.is_available():
+        assert figures["cuda_training"]["status"].startswith("not run: no CUDA device")
+        assert "CUDA training: not run" in done.stdout
+    assert "(d) id-table lookups" in done.stdout
+
+
 @pytest.mark.slow
 def test_cli_quick_all_sections(tmp_path):
     out = tmp_path / "bench.json"
@@ -290,6 +340,7 @@ def test_cli_quick_all_sections(tmp_path):
         rec = figures["ctr"]["datasets"]["synthetic"]["models"][model]["recbench"]
         assert rec["samples_per_second"] > 0 and 0 <= rec["test"]["auc"] <= 1
     assert figures["models"]["models"]["a2gen/tmall"]["status"] == "ok"
+    assert figures["gpu"]["devices"]["cpu"]["copy_gb_per_s"] > 0
 
 
 @pytest.mark.slow

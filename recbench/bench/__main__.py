@@ -1,9 +1,11 @@
-"""`python -m recbench.bench [--quick] [--only ctr|preprocess|models]`: the performance benchmark.
+"""`python -m recbench.bench [--quick] [--only ctr|preprocess|models|gpu]`: the performance benchmark.
 
 Sections (each a module of this package; benchmarks/README.md explains the method):
   ctr         (a) recbench vs FuxiCTR, DIN and DeepFM on the same Tmall CTR samples
   preprocess  (b) the Tmall adapter on a full-size (54.9M-row) log: build and reload, time and memory
   models      (c) each paper model's training samples/s and peak memory on its default dataset
+  gpu         (d) id-table lookup bytes/s against each device's memory bandwidth (CPU and every CUDA
+              device); on CUDA also the training samples/s of (a)'s and (c)'s recbench models
 Prints one table per section and writes all figures to experiments/bench/bench.json (atomically).
 Every measured job runs in a fresh process; peak memory is the summed RSS of its process tree.
 `--quick` uses tiny sizes and skips FuxiCTR (what the smoke test runs).
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from recbench.bench.common import REPO, JobFailed
 
-SECTIONS = ("ctr", "preprocess", "models")
+SECTIONS = ("ctr", "preprocess", "models", "gpu")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -57,7 +59,7 @@ def environment() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from recbench.bench import ctr, models, preprocess
+    from recbench.bench import ctr, gpu, models, preprocess
     from recbench.records import write_json_atomic
 
     sections = args.only or list(SECTIONS)
@@ -83,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = preprocess.run(work / "preprocess", args.quick, log, cpus=args.cpus or 2,
                                         threads=args.threads)
                 tables.append(preprocess.report(result))
-            else:
+            elif section == "models":
                 result = models.run(work / "models", args.quick, log, args.threads, cpus=args.cpus)
                 tables.append(models.report(result))
+            else:
+                result = gpu.run(work / "gpu", args.quick, log, args.threads)
+                tables.append(gpu.report(result))
         except JobFailed as error:
             result = {"status": "failed", "error": str(error)}
             failed.append(section)

@@ -33,9 +33,12 @@ def available(model: str, data: str) -> bool:
     return (conf / "model" / f"{model}.yaml").is_file() and (conf / "data" / f"{data}.yaml").is_file()
 
 
-def run(work: Path, quick: bool, log, threads: int, cpus: int | None = None) -> dict[str, Any]:
+def run(work: Path, quick: bool, log, threads: int, cpus: int | None = None,
+        extra: list[str] | None = None) -> dict[str, Any]:
+    """`extra`: overrides for every run (e.g. trainer.accelerator=gpu)."""
     epochs = QUICK_EPOCHS if quick else EPOCHS
-    figures: dict[str, Any] = {"epochs": epochs, "warmup": WARMUP, "threads": threads, "models": {}}
+    figures: dict[str, Any] = {"epochs": epochs, "warmup": WARMUP, "threads": threads, "models": {},
+                               "extra_overrides": list(extra or [])}
     for model, data, full, tiny in PAPER_MODELS:
         key = f"{model}/{data}"
         if not available(model, data):
@@ -45,7 +48,7 @@ def run(work: Path, quick: bool, log, threads: int, cpus: int | None = None) -> 
         run_dir = work / "runs" / f"model_{model}_{data}"
         overrides = [f"model={model}", f"data={data}", *(tiny if quick else full), f"trainer.max_epochs={epochs}",
                      f"early_stopping.patience={epochs + 1}", "trainer.enable_progress_bar=false",
-                     f"paths.experiments={run_dir.parent}"]
+                     f"paths.experiments={run_dir.parent}", *(extra or [])]
         job = {"kind": "train", "overrides": overrides, "run_dir": str(run_dir), "threads": threads, "cpus": cpus,
                "result": str(run_dir / "bench_result.json")}
         try:

@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.readers import (
     first_bad,
     read_table,
@@ -331,19 +331,19 @@ class KuaiComtAdapter(DatasetAdapter):
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str,
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        sample = tables[f"{split}_ep"][rows]
-        batch = {f: tables[f"sample_{f}"][sample] for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
-        batch["group"] = tables["sample_group"][sample]
-        batch["comment_history"] = tables["sample_comment_history"][sample]
-        comments = tables["shown"][batch["video"]]
+        sample = take(tables[f"{split}_ep"], rows)
+        batch = {f: take(tables[f"sample_{f}"], sample) for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
+        batch["group"] = take(tables["sample_group"], sample)
+        batch["comment_history"] = take(tables["sample_comment_history"], sample)
+        comments = take(tables["shown"], batch["video"])
         batch["comments"], batch["comments_mask"] = comments, comments > 0
-        batch["label_comment_score"] = tables["comment_score"][comments]
+        batch["label_comment_score"] = take(tables["comment_score"], comments)
         if "video_text_emb" in tables:
-            batch["video_text_emb"] = tables["video_text_emb"][batch["video"]]
-            batch["comment_text_emb"] = tables["comment_text_emb"][comments]
-            batch["history_text_emb"] = tables["comment_text_emb"][batch["comment_history"]]
+            batch["video_text_emb"] = take(tables["video_text_emb"], batch["video"])
+            batch["comment_text_emb"] = take(tables["comment_text_emb"], comments)
+            batch["history_text_emb"] = take(tables["comment_text_emb"], batch["comment_history"])
         for key in ("staytime", "long_view", "clicked"):
-            batch[f"label_{key}"] = tables[f"{split}_label_{key}"][rows]
+            batch[f"label_{key}"] = take(tables[f"{split}_label_{key}"], rows)
         return batch
 
 

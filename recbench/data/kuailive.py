@@ -76,7 +76,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.kuailive_replica import (
     CLICK_FILE,
     COMMENT_FILE,
@@ -434,30 +434,30 @@ class KuaiLiveAdapter(DatasetAdapter):
                        exposure: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, L] item rows (0 = padding) and validity of sequence `name` for these exposures."""
         length = self.sequence_lengths[name]
-        start = tables[f"sample_seq_{name}_first"][exposure].long()
-        end = tables[f"sample_seq_{name}_end"][exposure].long()
+        start = take(tables[f"sample_seq_{name}_first"], exposure).long()
+        end = take(tables[f"sample_seq_{name}_end"], exposure).long()
         position = end[:, None] - length + torch.arange(length)[None, :]  # oldest .. newest
         valid = position >= start[:, None]
-        item = tables[f"seq_{name}_order"][torch.where(valid, position, 0)].long()  # position 0 -> padding item
+        item = take(tables[f"seq_{name}_order"], torch.where(valid, position, 0)).long()  # position 0 -> padding item
         return item, valid
 
     def assemble(self, tables: dict[str, torch.Tensor], split: str,
                  rows: torch.Tensor) -> dict[str, torch.Tensor]:
         t = tables
-        ep = t[f"{split}_ep"][rows]
-        batch = {f: t[f"sample_{f}"][ep].long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}
-        batch["group"] = t["sample_group"][ep]
+        ep = take(t[f"{split}_ep"], rows)
+        batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}
+        batch["group"] = take(t["sample_group"], ep)
         for key in ("label", "mask", "pu"):
-            values = t[f"{split}_{key}"][rows].float()
+            values = take(t[f"{split}_{key}"], rows).float()
             for k, task in enumerate(TASKS):
                 batch[f"{key}_{task}"] = values[:, k]
-        batch["live_content_emb"] = t["title_emb"][t["sample_title"][ep].long()]
-        batch["streamer_longterm_emb"] = t["room_longterm_emb"][t["sample_room"][ep].long()]
+        batch["live_content_emb"] = take(t["title_emb"], take(t["sample_title"], ep).long())
+        batch["streamer_longterm_emb"] = take(t["room_longterm_emb"], take(t["sample_room"], ep).long())
         for name in SEQUENCES:
             item, valid = self.sequence_items(t, name, ep)
-            batch[f"seq_{name}_author"] = t["item_author"][item].long()
-            batch[f"seq_{name}_category"] = t["item_category"][item].long()
-            batch[f"seq_{name}_kind"] = t["item_kind"][item].long()
+            batch[f"seq_{name}_author"] = take(t["item_author"], item).long()
+            batch[f"seq_{name}_category"] = take(t["item_category"], item).long()
+            batch[f"seq_{name}_kind"] = take(t["item_kind"], item).long()
             batch[f"seq_{name}_mask"] = valid
         return batch
 

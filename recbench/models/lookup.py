@@ -71,6 +71,7 @@ class _WeightedRowSum(torch.autograd.Function):
         return grad, None, None, None
 
 
+@torch.compiler.disable  # the CSR gradient is outside what torch.compile traces; the rest of a net compiles
 def weighted_row_sum(table: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None = None,
                      padding: int = 0) -> torch.Tensor:
     """[R, L] ids (and optional [R, L] constant weights) -> [R, D] weighted sums of their table rows;
