@@ -78,11 +78,9 @@ def weighted_row_sum(table: torch.Tensor, ids: torch.Tensor, weights: torch.Tens
     the table's gradient is dense, with row `padding` kept at zero."""
     if weights is not None and weights.requires_grad:
         raise ValueError("weighted_row_sum: the weights are constants (a mask); no gradient flows to them")
-    if table.is_cuda or not torch.is_grad_enabled() or not table.requires_grad:
-        if ids.shape[1] == 1 and weights is None:
-            return F.embedding(ids.view(-1), table, padding_idx=padding)
-        return (F.embedding(ids, table, padding_idx=padding) * weights.unsqueeze(-1)).sum(1) if weights is not None \
-            else F.embedding(ids, table, padding_idx=padding).sum(1)
+    if table.is_cuda or not torch.is_grad_enabled() or not table.requires_grad:  # torch's own kernels
+        found = F.embedding(ids, table, padding_idx=padding)
+        return (found if weights is None else found * weights.unsqueeze(-1)).sum(1)
     return _WeightedRowSum.apply(table, ids, weights, padding)
 
 
