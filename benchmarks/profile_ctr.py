@@ -5,7 +5,8 @@ does (recbench/bench/ctr.py: CTRSettings), then prints three figures for one epo
   1. the data path alone (iterating the training DataLoader): samples/s;
   2. a plain PyTorch loop (forward, loss, backward, clip, optimizer steps; no Lightning) over the
      same batches, in deterministic mode as recbench trains on CPU: samples/s;
-  3. the torch profiler's top operators over 20 of those steps.
+  3. that loop's milliseconds per batch by phase (forward, backward, gradient clip, optimizer);
+  4. the torch profiler's top operators over 20 of those steps.
 Compare (2) with the bench's samples/s to see what the Lightning loop adds.
 """
 
@@ -70,6 +71,8 @@ def main() -> None:
         step(batch)
     seconds = time.perf_counter() - started
     print(f"plain PyTorch loop: {rows / seconds:,.0f} samples/s ({seconds / len(batches) * 1000:.1f} ms per batch)")
+    print("per batch, by phase: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in phase_times(
+        net, module, optimizers, batches, float(cfg.optimizer.gradient_clip)).items()))
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         for batch in batches[:20]:
             step(batch)
@@ -79,6 +82,28 @@ def main() -> None:
     for event in rows[:args.top]:
         shapes = f" {event.input_shapes}" if args.shapes else ""
         print(f"  {event.self_cpu_time_total / total:6.1%}  {event.count:5d} calls  {event.key:<32s}{shapes}")
+
+
+def phase_times(net, module, optimizers, batches, clip: float) -> dict[str, float]:
+    """Mean milliseconds per batch of forward (with loss), backward, gradient clip and optimizer steps."""
+    totals = dict.fromkeys(("forward", "backward", "clip", "optimizer"), 0.0)
+    for batch in batches:
+        marks = [time.perf_counter()]
+        outputs = net(batch)
+        loss = torch.stack([v for head in module.heads.values() for v in head.loss(outputs, batch).values()]).sum()
+        marks.append(time.perf_counter())
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        marks.append(time.perf_counter())
+        torch.nn.utils.clip_grad_norm_(module._clipped, clip)
+        marks.append(time.perf_counter())
+        for optimizer in optimizers:
+            optimizer.step()
+        marks.append(time.perf_counter())
+        for name, start, end in zip(totals, marks, marks[1:]):
+            totals[name] += end - start
+    return {name: seconds / len(batches) * 1000 for name, seconds in totals.items()}
 
 
 if __name__ == "__main__":

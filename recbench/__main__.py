@@ -165,6 +165,10 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     quiet_lightning()
     check_config(cfg)
+    if cfg.get("keep_freed_memory", True):
+        from recbench.allocator import keep_freed_memory
+
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, prepared, module = build(cfg, choices)
     net = module.net

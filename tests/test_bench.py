@@ -189,7 +189,12 @@ def test_din_attention_equals_the_concatenated_form(softmax):
     weights = (torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0) if softmax
                else scores * mask)
     want = torch.einsum("bl,bld->bd", weights, history)
-    assert torch.allclose(attention(target, history, mask), want, atol=1e-5)
+    slots = attention.scored_slots(mask)
+    assert slots.tolist() == [0, 1, 5, 6, 7, 8, 9]  # the real items only
+    items = history.reshape(15, 6).index_select(0, slots)
+    assert torch.allclose(attention(target, items, slots, mask), want, atol=1e-5)
+    attention.eval()  # every position scored (as a training batch with < 2 real items is): same output
+    assert torch.allclose(attention(target, history.reshape(15, 6), torch.arange(15), mask), want, atol=1e-5)
 
 
 def test_ctr_head_metrics_and_label_column():
@@ -354,3 +359,11 @@ def test_cli_main_job_with_ctr_models(tmp_path, model):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["task"] == "ctr" and 0 <= record["metrics"]["test"]["test/auc/purchase"] <= 1
+
+
+def test_keep_freed_memory_sets_glibc_thresholds_where_malloc_is_glibc():
+    import platform
+
+    from recbench.allocator import keep_freed_memory
+
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")

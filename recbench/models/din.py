@@ -10,10 +10,10 @@ joins the user and target embeddings in a ReLU MLP that gives one logit.
 Dice, the paper's data-adaptive activation, is used in the attention MLP by default:
 p(s) = sigmoid(BN(s)) (batch normalisation without affine parameters), f(s) = p s + (1 - p) alpha s.
 
-Speed: all id tables live in one table looked up once per step (`models/lookup.py`); the
-attention MLP scores the real history items only (not the padding; Dice's batch statistics are
-therefore over real items), and its first layer, which acts on [t, h, t - h, t * h], is computed as
-t (W_t + W_d) once per sample plus [h, t * h] [W_h - W_d; W_p] per history item: the same function
+Speed: all id tables live in one table looked up once per step (`models/lookup.py`); only the
+real history items are looked up, scored and pooled (never the padding; Dice's batch statistics are
+therefore over real items), and the attention's first layer, which acts on [t, h, t - h, t * h],
+is computed as t (W_t + W_d) once per sample plus [h, t * h] [W_h - W_d; W_p] per history item: the same function
 with the same parameters (one Linear over 4D inputs) at half the per-item FLOPs.
 """
 
@@ -64,7 +64,12 @@ def init_linear(module: nn.Module) -> None:
 
 
 class DINAttention(nn.Module):
-    """Target attention: score(t, h_j) = MLP([t, h_j, t - h_j, t * h_j]); output sum_j a_j h_j."""
+    """Target attention: score(t, h_j) = MLP([t, h_j, t - h_j, t * h_j]); output sum_j a_j h_j.
+
+    The history arrives as the items at `slots` (flat positions b * L + l of the [B, L] history,
+    from `scored_slots`) rather than as a padded [B, L, D] tensor, so that neither the lookup nor the
+    scoring nor the pooling touches padding.
+    """
 
     def __init__(self, dim: int, hidden: Sequence[int], activation_name: str, softmax: bool) -> None:
         super().__init__()
@@ -78,28 +83,32 @@ class DINAttention(nn.Module):
         layers.append(nn.Linear(hidden[-1], 1))
         self.rest = nn.Sequential(*layers)
 
-    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = history.shape
-        w_t, w_h, w_d, w_p = self.first.weight.split(dim, dim=1)  # [t, h, t - h, t * h]
-        per_sample = F.linear(target, w_t + w_d, self.first.bias)                       # [B, H]
-        per_item_weight = torch.cat([w_h - w_d, w_p], 1)
-        valid = mask.reshape(-1).nonzero().squeeze(1)
-        if len(valid) >= 2 or not self.training:  # score the real history items only
-            # index_select / index_copy (not x[idx]): their backward is a plain index_add / gather
-            row = valid // length
-            items = history.reshape(batch * length, dim).index_select(0, valid)         # [N, D]
-            hidden = F.linear(torch.cat([items, target.index_select(0, row) * items], -1), per_item_weight)
-            hidden = hidden + per_sample.index_select(0, row)
-            scores = torch.zeros(batch * length, dtype=hidden.dtype, device=hidden.device)
-            scores = scores.index_copy(0, valid, self.rest(hidden).squeeze(-1)).view(batch, length)
-        else:  # < 2 items in a training batch: batch statistics need every position
-            hidden = F.linear(torch.cat([history, target.unsqueeze(1) * history], -1), per_item_weight)
-            scores = self.rest((hidden + per_sample.unsqueeze(1)).reshape(batch * length, -1)).view(batch, length)
-        if self.softmax:
-            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
+    def scored_slots(self, mask: torch.Tensor) -> torch.Tensor:
+        """The flat positions of `mask` [B, L] to score: the real items, or in a training batch with
+        fewer than 2 of them every position (batch statistics, as Dice's, need at least 2 rows)."""
+        real = mask.reshape(-1).nonzero().squeeze(1)
+        if len(real) >= 2 or not self.training:
+            return real
+        return torch.arange(mask.numel(), device=mask.device)
+
+    def forward(self, target: torch.Tensor, items: torch.Tensor, slots: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """target [B, D]; items [N, D], the history items at `slots` [N]; mask [B, L] -> pooled [B, D]."""
+        batch, length = mask.shape
+        row = slots // length  # index_select / index_add (not x[idx]): their backwards are a gather and an index_add
+        w_t, w_h, w_d, w_p = self.first.weight.split(self.dim, dim=1)  # [t, h, t - h, t * h]
+        per_sample = F.linear(target, w_t + w_d, self.first.bias)                        # [B, H]
+        hidden = F.linear(torch.cat([items, target.index_select(0, row) * items], -1),
+                          torch.cat([w_h - w_d, w_p], 1)) + per_sample.index_select(0, row)
+        scores = self.rest(hidden).squeeze(-1)                                            # [N]
+        real = mask.reshape(-1).index_select(0, slots)
+        if self.softmax:  # normalise over each sample's real items
+            dense = scores.new_full((batch * length,), float("-inf"))
+            dense = dense.index_copy(0, slots, scores.masked_fill(~real, float("-inf"))).view(batch, length)
+            weights = torch.softmax(dense, -1).nan_to_num(0.0).view(-1).index_select(0, slots)
         else:
-            weights = scores * mask
-        return torch.bmm(weights.unsqueeze(1), history).squeeze(1)
+            weights = scores * real
+        return items.new_zeros(batch, items.shape[1]).index_add(0, row, items * weights.unsqueeze(1))
 
 
 class DIN(nn.Module):
@@ -126,10 +135,13 @@ class DIN(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fields = [*self.user_fields, *self.item_fields]
+        mask = batch["hist_mask"]
+        slots = self.attention.scored_slots(mask)  # only these history positions are looked up
         found = self.embedding([(f, batch[f]) for f in fields]
-                               + [(f, batch[f"hist_{f}"]) for f in self.history_fields])
+                               + [(f, batch[f"hist_{f}"].reshape(-1).index_select(0, slots))
+                                  for f in self.history_fields])
         single = dict(zip(fields, found))
         query = torch.cat([single[f] for f in self.history_fields], -1)            # [B, H*D]
-        history = torch.cat(found[len(fields):], -1)                                # [B, L, H*D]
-        pooled = self.attention(query, history, batch["hist_mask"])
+        items = torch.cat(found[len(fields):], -1)                                  # [N, H*D]
+        pooled = self.attention(query, items, slots, mask)
         return {"logit": self.mlp(torch.cat([*found[:len(fields)], pooled], -1)).squeeze(-1)}
