@@ -107,7 +107,7 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from recbench.data.datamodule import RecDataModule
+    from recbench.data.datamodule import RecDataModule, declared_batch_keys
     from recbench.module import RecModule
 
     check_fit(cfg, choices)
@@ -131,6 +131,7 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
         raise UserInputError(f"model '{choices['model']}' with task '{choices['task']}' does not fit data "
                              f"'{choices['data']}' (it needs {error.__cause__}, which this dataset does not "
                              "provide). Fix: pick a model and task made for this dataset (README, 'Models')") from None
+    datamodule.batch_keys = declared_batch_keys([net, *heads.values()])
     if cfg.get("compile"):
         compile_net(net, cfg.trainer.get("accelerator"))
     module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),

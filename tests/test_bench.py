@@ -367,3 +367,23 @@ def test_keep_freed_memory_sets_glibc_thresholds_where_malloc_is_glibc():
     from recbench.allocator import keep_freed_memory
 
     assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+
+
+def test_batches_hold_only_what_a_declaring_model_and_heads_read(tiny_datamodule):
+    from recbench.data.datamodule import declared_batch_keys
+    from recbench.tasks.ctr import CTRHead
+
+    spec = tiny_datamodule.spec
+    net = DIN(spec, 4, ["item", "cat"], [8], "dice", False, [8], 0.0, 1e-4, False)
+    head = CTRHead(spec, "purchase", 1.0, "impressions")
+    keys = declared_batch_keys([net, head])
+    assert keys == {*spec["user_fields"], *spec["item_fields"], "hist_item", "hist_cat", "hist_mask",
+                    "label_action", "group"}
+    assert declared_batch_keys([net, head, torch.nn.Linear(1, 1)]) is None  # one part undeclared: every key
+    adapter, tables, rows = tiny_datamodule.adapter, tiny_datamodule.tables, torch.arange(50)
+    full = adapter.assemble(tables, "train", rows)
+    some = adapter.assemble(tables, "train", rows, keys)
+    assert set(some) == keys and {"hist_action_time", "label_seq"} <= set(full)
+    assert all(torch.equal(some[key], full[key]) for key in keys)
+    outputs = net(some)  # the net and head run on the reduced batch
+    assert torch.isfinite(head.loss(outputs, some)["ctr_bce"])

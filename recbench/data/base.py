@@ -4,7 +4,8 @@ An adapter subclass knows one dataset's real file format. It implements:
   - `required_files` / `optional_files`: file names expected in `raw_dir`;
   - `write_replica(out_dir)`: write the synthetic replica in the *same* file format;
   - `build(raw_dir)`: read + validate the files and return `Prepared` arrays;
-  - `assemble(tables, split, rows)`: turn a batch of row indices into a dict of tensors.
+  - `assemble(tables, split, rows, keys)`: turn a batch of row indices into a dict of tensors;
+    `keys` (None: all) names the ones the model and heads read, and an adapter may skip the rest.
 
 This base class resolves `source` (auto | raw | synthetic), hashes the input files together with
 the preprocessing config, and stores the built arrays under `cache_dir/<fingerprint>/` with an
@@ -118,8 +119,8 @@ class DatasetAdapter:
     def attach(self, prepared: Prepared) -> None:
         """Add inputs that live outside the cache (e.g. exported embeddings); default: nothing."""
 
-    def assemble(self, tables: dict[str, torch.Tensor], split: str,
-                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
+                 keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- shared machinery

@@ -26,15 +26,16 @@ from recbench.errors import UserInputError
 class _SplitBatches(Dataset):
     """`dataset[row_index_tensor]` -> one assembled batch (samplers yield index tensors, batch_size=None)."""
 
-    def __init__(self, adapter: DatasetAdapter, tables: dict[str, torch.Tensor], split: str) -> None:
-        self.adapter, self.tables, self.split = adapter, tables, split
+    def __init__(self, adapter: DatasetAdapter, tables: dict[str, torch.Tensor], split: str,
+                 keys: frozenset[str] | None = None) -> None:
+        self.adapter, self.tables, self.split, self.keys = adapter, tables, split, keys
         self.size = len(tables[f"{split}_ep"])
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.adapter.assemble(self.tables, self.split, torch.as_tensor(rows))
+        return self.adapter.assemble(self.tables, self.split, torch.as_tensor(rows), self.keys)
 
 
 class ShardedEpochBatches(Sampler[torch.Tensor]):
@@ -86,6 +87,15 @@ def eval_block(size: int, rank: int, world: int) -> range:
     return range(int(bounds[rank]), int(bounds[rank + 1]))
 
 
+def declared_batch_keys(parts) -> frozenset[str] | None:
+    """The batch keys a net and its heads read, where every one of them declares its own
+    (`batch_keys()`), so that batches need not build features nobody reads; else None (every key)."""
+    parts = list(parts)
+    if not all(hasattr(part, "batch_keys") for part in parts):
+        return None
+    return frozenset().union(*(part.batch_keys() for part in parts))
+
+
 class RecDataModule(L.LightningDataModule):
     def __init__(self, adapter: DatasetAdapter, batch_size: int, eval_batch_size: int, seed: int,
                  num_workers: int = 0, pin_memory: bool | str = "auto") -> None:
@@ -101,6 +111,7 @@ class RecDataModule(L.LightningDataModule):
         self.prepared: Prepared | None = None
         self.tables: dict[str, torch.Tensor] = {}
         self.position = (0, 0)  # (epoch, training batches consumed in it): saved in checkpoints
+        self.batch_keys: frozenset[str] | None = None  # what the model and heads read (None: every key)
         self._resume: tuple[int, int] | None = None
 
     def prepare(self) -> Prepared:
@@ -126,7 +137,7 @@ class RecDataModule(L.LightningDataModule):
         self.prepare()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batches = _SplitBatches(self.adapter, self.tables, split)
+        batches = _SplitBatches(self.adapter, self.tables, split, self.batch_keys)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if shuffle:
             sampler = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)

@@ -329,8 +329,8 @@ class KuaiComtAdapter(DatasetAdapter):
         return examples
 
     # ------------------------------------------------------------------ batches
-    def assemble(self, tables: dict[str, torch.Tensor], split: str,
-                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
+                 keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
         sample = take(tables[f"{split}_ep"], rows)
         batch = {f: take(tables[f"sample_{f}"], sample) for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
         batch["group"] = take(tables["sample_group"], sample)

@@ -441,8 +441,8 @@ class KuaiLiveAdapter(DatasetAdapter):
         item = take(tables[f"seq_{name}_order"], torch.where(valid, position, 0)).long()  # position 0 -> padding item
         return item, valid
 
-    def assemble(self, tables: dict[str, torch.Tensor], split: str,
-                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
+                 keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
         t = tables
         ep = take(t[f"{split}_ep"], rows)
         batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}

@@ -329,31 +329,42 @@ class TmallAdapter(DatasetAdapter):
                 "label_seq": tokens, "label_seq_time": times}
 
     # ------------------------------------------------------------------ batches
-    def assemble(self, tables: dict[str, torch.Tensor], split: str,
-                 rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Gather a batch: target + user fields, the history window, labels (all vectorised)."""
+    def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
+                 keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:
+        """Gather a batch: target + user fields, the history window, labels (all vectorised); with
+        `keys`, only those (a CTR model reads neither the action history nor the sequence labels)."""
         t = tables
+        wanted = (lambda key: True) if keys is None else keys.__contains__  # noqa: E731
         ep = take(t[f"{split}_ep"], rows)
-        batch = {f: take(t[f"ep_{f}"], ep).long() for f in ("user", "age", "gender", *ITEM_FIELDS)}
-        batch["group"] = take(t["ep_group"], ep)
+        batch = {f: take(t[f"ep_{f}"], ep).long() for f in ("user", "age", "gender", *ITEM_FIELDS) if wanted(f)}
+        if wanted("group"):
+            batch["group"] = take(t["ep_group"], ep)
+        if keys is None or any(key.startswith("hist_") for key in keys):
+            batch.update(self._history(t, ep, wanted))
+        for key in ("label_action", "label_time", "label_seq", "label_seq_time"):
+            if wanted(key):
+                batch[key] = take(t[f"{split}_{key}"], rows)
+        return batch
+
+    def _history(self, t: dict[str, torch.Tensor], ep: torch.Tensor, wanted) -> dict[str, torch.Tensor]:
+        """The last `history_length` earlier-day episodes of each episode's user (oldest first)."""
         length = self.history_length
         end, first = take(t["ep_hist_end"], ep), take(t["ep_user_start"], ep)
         hist = end[:, None] - length + torch.arange(length)[None, :]  # oldest .. most recent
         mask = hist >= first[:, None]
         hist = torch.where(mask, hist, torch.zeros_like(hist))
-        for f in ITEM_FIELDS:
-            batch[f"hist_{f}"] = torch.where(mask, take(t[f"ep_{f}"], hist).long(), 0)
-        batch["hist_mask"] = mask
-        target_start = take(t["ep_start"], ep)[:, None]
-        hist_start = take(t["ep_start"], hist)
-        first_day = take(t["ep_first_day"], hist)
-        acted = (first_day < target_start[:, :, None]) & mask[:, :, None]
-        batch["hist_action_mask"] = acted
-        batch["hist_action_time"] = torch.where(acted, (first_day - hist_start[:, :, None]).float(), 0.0)
-        batch["hist_recency"] = torch.where(mask, (target_start - hist_start).float(), 0.0)
-        for key in ("label_action", "label_time", "label_seq", "label_seq_time"):
-            batch[key] = take(t[f"{split}_{key}"], rows)
-        return batch
+        out = {f"hist_{f}": torch.where(mask, take(t[f"ep_{f}"], hist).long(), 0)
+               for f in ITEM_FIELDS if wanted(f"hist_{f}")}
+        out["hist_mask"] = mask
+        if wanted("hist_action_mask") or wanted("hist_action_time") or wanted("hist_recency"):
+            target_start = take(t["ep_start"], ep)[:, None]
+            hist_start = take(t["ep_start"], hist)
+            first_day = take(t["ep_first_day"], hist)
+            acted = (first_day < target_start[:, :, None]) & mask[:, :, None]
+            out["hist_action_mask"] = acted
+            out["hist_action_time"] = torch.where(acted, (first_day - hist_start[:, :, None]).float(), 0.0)
+            out["hist_recency"] = torch.where(mask, (target_start - hist_start).float(), 0.0)
+        return out
 
 
 # ---------------------------------------------------------------------- reading + validation

@@ -46,6 +46,10 @@ class DeepFM(nn.Module):
         self.mlp = MLP(n_fields * embedding_dim, mlp_hidden, 1, dropout)
         init_linear(self)
 
+    def batch_keys(self) -> set[str]:
+        history = {*(f"hist_{f}" for f in self.history_fields), "hist_mask"} if self.history_fields else set()
+        return {*self.fields, *history}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         single = torch.stack(self.embedding([(f, batch[f]) for f in self.fields]), 1)   # [B, F0, D+2]
         linear = self.bias + single[..., self.dim].sum(1, keepdim=True)                # [B, 1]

@@ -133,6 +133,9 @@ class DIN(nn.Module):
         self.mlp = MLP(in_dim, mlp_hidden, 1, dropout)
         init_linear(self)
 
+    def batch_keys(self) -> set[str]:
+        return {*self.user_fields, *self.item_fields, *(f"hist_{f}" for f in self.history_fields), "hist_mask"}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fields = [*self.user_fields, *self.item_fields]
         mask = batch["hist_mask"]

@@ -41,6 +41,9 @@ class CTRHead(TaskHead):
             return batch[f"label_{self.label}"].float()
         return batch["label_action"][:, self.column]
 
+    def batch_keys(self) -> set[str]:
+        return {"label_action" if self.column is not None else f"label_{self.label}", "group"}
+
     def loss(self, outputs, batch):
         bce = F.binary_cross_entropy_with_logits(outputs["logit"], self.target(batch))
         return {"ctr_bce": self.bce_weight * bce}
