@@ -17,21 +17,16 @@ from pathlib import Path
 
 from recbench.bench import ctr
 
-DENSE = ("model.net.sparse_embeddings=false",)
 
 
 def run_seed(seed: int, work: Path, python: Path, threads: int) -> dict[str, dict[str, float]]:
     settings = ctr.CTRSettings(seed=seed)
-    adapter, prepared = ctr.prepare_data(settings, "synthetic")
-    name = f"tmall_ctr_{prepared.meta['fingerprint'][:12]}"
-    export_dir = work / "fuxictr" / f"{name}_seed{seed}"
-    info = ctr.export_for_fuxictr(adapter, prepared, settings, export_dir / "parquet")
-    expids = ctr.write_fuxictr_config(settings, export_dir / "config", name, info["files"], adapter.history_length,
-                                      export_dir / "data", export_dir / "checkpoints")
+    _, info, config_dir, expids = ctr.export_dataset(settings, "synthetic", work / "fuxictr", f"_seed{seed}")
+    dense = ctr.RECBENCH_VARIANTS["recbench_dense"]
     out = {}
     for model in ("din", "deepfm"):
-        rec = ctr.run_recbench(settings, model, "synthetic", work / f"seed{seed}", threads, None, "recbench_dense", DENSE)
-        fux = ctr.run_fuxictr(python, export_dir / "config", expids[model], work / f"seed{seed}", threads, None,
+        rec = ctr.run_recbench(settings, model, "synthetic", work / f"seed{seed}", threads, None, "recbench_dense", dense)
+        fux = ctr.run_fuxictr(python, config_dir, expids[model], work / f"seed{seed}", threads, None,
                               info["labels"]["test"], info["groups"]["test"], settings, fix_init=model == "deepfm")
         out[model] = {"recbench": rec["test"]["auc"], "fuxictr": fux["test"]["auc"]}
         print(f"seed {seed} {model}: recbench {out[model]['recbench']:.4f}, FuxiCTR {out[model]['fuxictr']:.4f}",

@@ -211,6 +211,21 @@ def write_fuxictr_config(settings: CTRSettings, config_dir: Path, dataset_id: st
     return {"din": "DIN_recbench", "deepfm": "DeepFM_recbench"}
 
 
+def export_dataset(settings: CTRSettings, source: str, root: Path, suffix: str = ""):
+    """Build the CTR arrays once and export them with FuxiCTR configs under root/tmall_ctr_<fingerprint><suffix>.
+
+    Returns (prepared, export info, FuxiCTR config dir, {model: expid}).
+    """
+    adapter, prepared = prepare_data(settings, source)
+    name = f"tmall_ctr_{prepared.meta['fingerprint'][:12]}"
+    export_dir = root / f"{name}{suffix}"
+    info = export_for_fuxictr(adapter, prepared, settings, export_dir / "parquet")
+    config_dir = export_dir / "config"
+    expids = write_fuxictr_config(settings, config_dir, name, info["files"], adapter.history_length,
+                                  export_dir / "data", export_dir / "checkpoints")
+    return prepared, info, config_dir, expids
+
+
 # ---------------------------------------------------------------------- FuxiCTR's environment
 def ensure_fuxictr_venv(log) -> Path:
     """benchmarks/.venv-fuxictr with torch + fuxictr (made once; FuxiCTR is never a recbench dependency)."""
@@ -274,13 +289,8 @@ def run(settings: CTRSettings, work: Path, threads: int, with_fuxictr: bool, log
                            "fuxictr_version": FUXICTR_VERSION if with_fuxictr else None, "datasets": {}}
     for source in sources:
         log(f"bench ctr: preparing Tmall CTR samples ({source})")
-        adapter, prepared = prepare_data(settings, source)
+        prepared, info, config_dir, expids = export_dataset(settings, source, work / "fuxictr")
         fingerprint = prepared.meta["fingerprint"]
-        export_dir = work / "fuxictr" / f"tmall_ctr_{fingerprint[:12]}"
-        info = export_for_fuxictr(adapter, prepared, settings, export_dir / "parquet")
-        config_dir = export_dir / "config"
-        expids = write_fuxictr_config(settings, config_dir, f"tmall_ctr_{fingerprint[:12]}", info["files"],
-                                      adapter.history_length, export_dir / "data", export_dir / "checkpoints")
         entry: dict[str, Any] = {"fingerprint": fingerprint, "source": prepared.meta["source"],
                                  "rows": info["rows"], "positive_rate": info["positive_rate"],
                                  "fuxictr_config": str(config_dir), "models": {}}
