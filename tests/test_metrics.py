@@ -1,14 +1,20 @@
-"""Tests for recbench.metrics against sklearn and brute-force O(n^2) references.
+"""Tests for recbench.metrics against sklearn, torchmetrics and brute-force O(n^2) references.
 
 Random data deliberately contains many ties (scores rounded to one decimal,
 small integer targets) because tie handling is where exact metrics differ.
+torchmetrics is compared where its definition meets ours (tie-free scores,
+groups with both classes); it computes some rates in float32, hence 1e-6.
+The heads' collect + metrics path is tested on confident logits: ranking
+metrics must read logits, not float32 probabilities.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import (
     log_loss,
     mean_absolute_error,
@@ -17,7 +23,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from torchmetrics.functional import kendall_rank_corrcoef
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.retrieval import RetrievalAUROC, RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
+
 from recbench import metrics as M
+from recbench.tasks.actions import ActionOutcomeHead
+from recbench.tasks.ctr import CTRHead
+from recbench.tasks.live import MultiTaskHead, RetrievalHead
+from recbench.tasks.staytime import D2QHead, ValueRegressionHead, WLRStaytimeHead
 
 
 # ----------------------------------------------------------------------------
@@ -127,6 +141,17 @@ def tied_binary_data(rng, n, n_groups=None, p_pos=0.4):
         return scores, labels
     groups = rng.integers(0, n_groups, n)
     return scores, labels, groups
+
+
+def sigmoid64(z):
+    return torch.sigmoid(torch.as_tensor(np.asarray(z, dtype=np.float64))).numpy()
+
+
+def tm_retrieval(metric, scores, target, groups):
+    """A torchmetrics retrieval metric over lists given by `groups` (one update, one compute)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return metric(torch.as_tensor(scores), torch.as_tensor(target), indexes=torch.as_tensor(groups)).item()
 
 
 def same(a, b, tol=1e-12):
@@ -522,3 +547,219 @@ def test_metric_definitions_cover_every_metric():
         assert w in M.METRIC_DEFINITIONS["gauc"]
     assert "tied targets are excluded" in M.METRIC_DEFINITIONS["xauc"]
     assert "original row order" in M.METRIC_DEFINITIONS["mrr"]
+
+
+# ----------------------------------------------------------------------------
+# Cross-checks against torchmetrics (where its definition meets ours)
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_torchmetrics_binary_auroc_with_ties(seed):
+    # scores in [0, 1], so torchmetrics applies no sigmoid; it builds its rates in float32
+    rng = np.random.default_rng(500 + seed)
+    n = int(rng.integers(2, 5000))
+    scores, labels = tied_binary_data(rng, n)
+    labels[0], labels[1] = 0, 1
+    expected = binary_auroc(torch.tensor(scores), torch.tensor(labels)).item()
+    assert M.auc(scores, labels) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gauc_uniform_matches_torchmetrics_retrieval_auroc(seed):
+    # RetrievalAUROC = uniform mean of per-group AUROC; it scores one-class groups 0, so pass only
+    # groups with both classes (which are exactly the groups gauc keeps)
+    rng = np.random.default_rng(600 + seed)
+    scores, labels, groups = tied_binary_data(rng, 1500, n_groups=50)
+    pos = np.bincount(groups, weights=labels, minlength=50)
+    size = np.bincount(groups, minlength=50)
+    keep = np.isin(groups, np.flatnonzero((pos > 0) & (pos < size)))
+    expected = tm_retrieval(RetrievalAUROC(empty_target_action="skip"), scores[keep], labels[keep], groups[keep])
+    assert M.gauc(scores, labels, groups, weight="uniform") == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_xauc_matches_torchmetrics_kendall_tau_without_ties(seed):
+    # with no tied pair, XAUC = (1 + Kendall tau_a) / 2, globally and inside each group
+    rng = np.random.default_rng(700 + seed)
+    n = 400
+    pred, target = rng.random(n), rng.permutation(n).astype(float)
+    tau = kendall_rank_corrcoef(torch.tensor(pred), torch.tensor(target), variant="a").item()
+    assert M.xauc(pred, target) == pytest.approx((1 + tau) / 2, abs=1e-6)
+    groups = rng.integers(0, 8, n)
+    num = den = 0.0
+    for g in np.unique(groups):
+        m = groups == g
+        if m.sum() < 2:
+            continue
+        pairs = m.sum() * (m.sum() - 1) / 2
+        tau_g = kendall_rank_corrcoef(torch.tensor(pred[m]), torch.tensor(target[m]), variant="a").item()
+        num += pairs * (1 + tau_g) / 2
+        den += pairs
+    assert M.grouped_xauc(pred, target, groups) == pytest.approx(num / den, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_ranking_metrics_match_torchmetrics_without_ties(k):
+    # tie-free scores in (0, 1): torchmetrics' own tie rules (NDCG averages tied rows, HR/MRR use an
+    # unstable sort) and RetrievalMRR's "score > 0" rule do not come into play
+    rng = np.random.default_rng(800 + k)
+    n, n_lists = 1200, 100
+    scores = rng.random(n)
+    labels = rng.integers(0, 4, n) * (rng.random(n) < 0.3)
+    groups = rng.integers(0, n_lists, n)
+    binary = (labels > 0).astype(np.int64)
+    ndcg = tm_retrieval(RetrievalNormalizedDCG(top_k=k, empty_target_action="skip"), scores, labels, groups)
+    hr = tm_retrieval(RetrievalHitRate(top_k=k, empty_target_action="skip"), scores, binary, groups)
+    mrr = tm_retrieval(RetrievalMRR(empty_target_action="skip"), scores, binary, groups)
+    assert M.ndcg_at_k(scores, labels.astype(float), groups, k) == pytest.approx(ndcg, abs=1e-6)
+    assert M.hit_rate_at_k(scores, labels, groups, k) == pytest.approx(hr, abs=1e-6)
+    assert M.mrr(scores, labels, groups) == pytest.approx(mrr, abs=1e-6)
+
+
+def test_retrieval_head_matches_torchmetrics():
+    # recall@k (= hit rate, one relevant item per query) and ndcg@k of the two-tower head, against
+    # torchmetrics over the full query x candidate score matrix
+    rng = np.random.default_rng(16)
+    n, dim, n_streamers = 300, 8, 40
+    streamer = torch.tensor(rng.integers(0, n_streamers, n))
+    click = torch.tensor((rng.random(n) < 0.3).astype(np.float32))
+    batch = {"streamer": streamer, "label_click": click, "mask_click": torch.ones(n)}
+    outputs = {"user_vector": torch.randn(n, dim), "item_vector": torch.randn(n, dim)}
+    head = RetrievalHead({"tasks": ["click"]}, cutoffs=[1, 5, 20], positive_task="click")
+    values = head.metrics(head.collect(outputs, batch))
+
+    ids = torch.unique(streamer)
+    candidates = torch.stack([outputs["item_vector"][streamer == s].double().mean(0) for s in ids])
+    query = click > 0.5
+    scores = outputs["user_vector"][query].double() @ candidates.T  # [queries, candidates]
+    target = (streamer[query][:, None] == ids[None, :]).long()
+    index = torch.arange(len(scores))[:, None].expand_as(scores)
+    for k in (1, 5, 20):
+        hr = tm_retrieval(RetrievalHitRate(top_k=k), scores.flatten(), target.flatten(), index.flatten())
+        ndcg = tm_retrieval(RetrievalNormalizedDCG(top_k=k), scores.flatten(), target.flatten(), index.flatten())
+        assert values[f"recall@{k}/retrieval"] == pytest.approx(hr, abs=1e-6)
+        assert values[f"ndcg@{k}/retrieval"] == pytest.approx(ndcg, abs=1e-6)
+
+
+def test_mae_rmse_torch_float32_and_bfloat16_inputs():
+    rng = np.random.default_rng(17)
+    pred = rng.normal(size=2000).astype(np.float32)
+    target = np.round(rng.normal(size=2000), 1).astype(np.float32)
+    p64, t64 = pred.astype(np.float64), target.astype(np.float64)
+    assert M.mae(torch.tensor(pred), torch.tensor(target)) == pytest.approx(
+        mean_absolute_error(t64, p64), rel=1e-12)
+    assert M.rmse(pred, target) == pytest.approx(math.sqrt(mean_squared_error(t64, p64)), rel=1e-12)
+    pb, tb = torch.tensor(pred).bfloat16(), torch.tensor(target).bfloat16()
+    assert M.mae(pb, tb) == pytest.approx(
+        mean_absolute_error(tb.double().numpy(), pb.double().numpy()), rel=1e-12)
+    assert math.isnan(M.mae([], []))
+
+
+# ----------------------------------------------------------------------------
+# logloss from logits (float64)
+# ----------------------------------------------------------------------------
+
+
+def test_logloss_from_logits_matches_sklearn_and_torch_float64():
+    rng = np.random.default_rng(15)
+    z = rng.normal(scale=3.0, size=5000)  # |z| < 16.1: no clipping
+    labels = rng.integers(0, 2, 5000)
+    got = M.logloss(z, labels, logits=True)
+    assert got == pytest.approx(log_loss(labels, sigmoid64(z)), rel=1e-9)
+    bce = F.binary_cross_entropy_with_logits(torch.tensor(z), torch.tensor(labels, dtype=torch.float64))
+    assert got == pytest.approx(bce.item(), rel=1e-12)
+    # float32 logits (as the heads keep them) are read in float64
+    z32 = torch.tensor(z, dtype=torch.float32)
+    assert M.logloss(z32, labels, logits=True) == pytest.approx(
+        F.binary_cross_entropy_with_logits(z32.double(), torch.tensor(labels, dtype=torch.float64)).item(),
+        rel=1e-12)
+
+
+def test_logloss_from_logits_clips_like_probabilities():
+    eps = 1e-7
+    z = np.array([40.0, -40.0, 18.0, -17.0, 0.3, 16.0])
+    y = np.array([0, 1, 1, 0, 1, 0])
+    p = np.clip(sigmoid64(z), eps, 1 - eps)
+    expected = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
+    assert M.logloss(z, y, logits=True, eps=eps) == pytest.approx(expected, rel=1e-9)
+    assert M.logloss(z, y, logits=True) == pytest.approx(M.logloss(p, y), rel=1e-9)
+    assert math.isnan(M.logloss([], [], logits=True))
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        M.logloss([0.1, float("nan")], [0, 1], logits=True)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        M.logloss([3.0, -2.0], [0, 2], logits=True)
+
+
+# ----------------------------------------------------------------------------
+# Heads: collect + metrics read logits, so confident rows keep their order
+# ----------------------------------------------------------------------------
+
+CONFIDENT = torch.tensor([18.0, 17.0])  # labels 1, 0: a perfect ranking; float32 sigmoid of both is 1.0
+
+
+def test_float32_sigmoid_ties_confident_logits():
+    """The failure the heads avoid: ranking float32 probabilities turns 18 vs 17 into a tie."""
+    probs = torch.sigmoid(CONFIDENT)
+    assert probs[0] == probs[1] == 1.0
+    assert M.auc(probs, [1, 0]) == 0.5
+    assert M.auc(CONFIDENT, [1, 0]) == 1.0
+    assert M.gauc(CONFIDENT, [1, 0], [0, 0]) == 1.0
+
+
+def test_ctr_head_scores_logits():
+    head = CTRHead({"target_actions": ["click"]}, label="click", bce_weight=1.0, gauc_weight="impressions")
+    batch = {"label_action": torch.tensor([[1.0], [0.0]]), "group": torch.tensor([7, 7])}
+    values = head.metrics(head.collect({"logit": CONFIDENT.clone()}, batch))
+    assert values["auc/click"] == 1.0 and values["gauc/click"] == 1.0
+    # both logits lie beyond the clip (p in [1e-7, 1 - 1e-7]): -[log(1 - 1e-7) + log(1e-7)] / 2
+    assert values["logloss/click"] == pytest.approx(-(math.log1p(-1e-7) + math.log(1e-7)) / 2, rel=1e-9)
+
+
+def test_action_outcome_head_scores_logits():
+    spec = {"target_actions": ["click", "like"], "time_unit": "seconds"}
+    head = ActionOutcomeHead(spec, bce_weight=1.0, time_weight=1.0, gauc_weight="impressions")
+    outputs = {"action_logit": torch.stack([CONFIDENT, -CONFIDENT], 1), "action_time": torch.zeros(2, 2)}
+    batch = {"label_action": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "label_time": torch.zeros(2, 2),
+             "group": torch.tensor([3, 3])}
+    values = head.metrics(head.collect(outputs, batch))
+    assert values["auc/click"] == values["gauc/click"] == 1.0  # 18 > 17
+    assert values["auc/like"] == values["gauc/like"] == 1.0    # -17 > -18
+
+
+def test_multitask_head_scores_logits():
+    head = MultiTaskHead({"tasks": ["click"]}, task_weights={"click": 1.0}, gauc_weight="uniform")
+    batch = {"label_click": torch.tensor([1.0, 0.0]), "mask_click": torch.ones(2), "pu_click": torch.zeros(2),
+             "group": torch.tensor([5, 5])}
+    values = head.metrics(head.collect({"task_logits": CONFIDENT[:, None].clone()}, batch))
+    assert values["auc/click"] == values["gauc/click"] == 1.0
+
+
+def test_staytime_heads_rank_in_float64():
+    batch = {"label_staytime": torch.tensor([100.0, 10.0]), "label_long_view": torch.tensor([1.0, 0.0]),
+             "group": torch.tensor([0, 0]), "duration_bucket": torch.tensor([1, 1])}
+    wlr = WLRStaytimeHead({}, weight=1.0, companion_weight=1.0)
+    # WLR staytime = odds of sigmoid(z) (z = 18 vs 17): distinct in float64, both 1e6 * 0.5 in float32
+    values = wlr.metrics(wlr.collect({"staytime_logit": CONFIDENT.clone(), "companion_logit": torch.zeros(2)}, batch))
+    assert values["xauc/staytime"] == values["user_xauc/staytime"] == 1.0
+    values = wlr.metrics(wlr.collect({"staytime_logit": torch.zeros(2), "companion_logit": CONFIDENT.clone()}, batch))
+    assert values["auc/long_view"] == values["gauc/long_view"] == 1.0
+    table = [[0.0] * 5, [0.0, 1.0, 2.0, 3.0, 4.0]]
+    d2q = D2QHead({"staytime_quantiles": table}, weight=1.0)  # long-view score: the logit, not sigmoid(logit)
+    values = d2q.metrics(d2q.collect({"staytime_logit": CONFIDENT.clone()}, batch))
+    assert values["auc/long_view"] == values["gauc/long_view"] == 1.0
+    vr = ValueRegressionHead({}, weight=1.0)
+    values = vr.metrics(vr.collect({"staytime_logit": CONFIDENT.clone()}, batch))
+    assert values["auc/long_view"] == values["xauc/staytime"] == 1.0
+
+
+def test_head_definitions_state_logits():
+    heads = [CTRHead({"target_actions": ["click"]}, label="click", bce_weight=1.0, gauc_weight="impressions"),
+             ActionOutcomeHead({"target_actions": ["click"], "time_unit": "seconds"}, bce_weight=1.0,
+                               time_weight=1.0, gauc_weight="impressions"),
+             MultiTaskHead({"tasks": ["click"]}, task_weights={"click": 1.0}, gauc_weight="uniform")]
+    for head in heads:
+        definitions = head.definitions()
+        assert M.ON_LOGITS in definitions["auc"] and M.ON_LOGITS in definitions["gauc"]
+        assert M.LOGLOSS_FROM_LOGITS in definitions["logloss"]
+    assert "never a sigmoid probability" in WLRStaytimeHead({}, 1.0, 1.0).definitions()["auc"]

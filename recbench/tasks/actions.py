@@ -46,19 +46,20 @@ class ActionOutcomeHead(TaskHead):
         return terms
 
     def collect(self, outputs, batch):
-        return {"prob": torch.sigmoid(outputs["action_logit"].detach().float()),
+        # logits, not float32 sigmoids: those round confident rows to one value (logits 18 and 17 tie)
+        return {"logit": outputs["action_logit"].detach().float(),
                 "time": outputs["action_time"].detach().float(), "label": batch["label_action"],
                 "label_time": batch["label_time"], "group": batch["group"]}
 
     def metrics(self, kept):
-        prob, label = kept["prob"].numpy(), kept["label"].numpy()
+        logit, label = kept["logit"].numpy(), kept["label"].numpy()
         time, label_time, group = kept["time"].numpy(), kept["label_time"].numpy(), kept["group"].numpy()
         out: dict[str, float] = {}
         for k, action in enumerate(self.actions):
             positive = label[:, k] > 0.5
-            out[f"auc/{action}"] = M.auc(prob[:, k], label[:, k])
-            out[f"gauc/{action}"] = M.gauc(prob[:, k], label[:, k], group, weight=self.gauc_weight)
-            out[f"logloss/{action}"] = M.logloss(prob[:, k], label[:, k])
+            out[f"auc/{action}"] = M.auc(logit[:, k], label[:, k])
+            out[f"gauc/{action}"] = M.gauc(logit[:, k], label[:, k], group, weight=self.gauc_weight)
+            out[f"logloss/{action}"] = M.logloss(logit[:, k], label[:, k], logits=True)
             out[f"time_mae/{action}"] = M.mae(time[:, k], label_time[:, k], mask=positive)
         for name in ("auc", "gauc", "logloss", "time_mae"):
             values = [out[f"{name}/{a}"] for a in self.actions if out[f"{name}/{a}"] == out[f"{name}/{a}"]]
@@ -66,9 +67,10 @@ class ActionOutcomeHead(TaskHead):
         return out
 
     def definitions(self):
-        return {"auc": M.METRIC_DEFINITIONS["auc"],
-                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}.",
-                "logloss": M.METRIC_DEFINITIONS["logloss"],
+        return {"auc": M.METRIC_DEFINITIONS["auc"] + M.ON_LOGITS,
+                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}."
+                        + M.ON_LOGITS,
+                "logloss": M.METRIC_DEFINITIONS["logloss"] + M.LOGLOSS_FROM_LOGITS,
                 "time_mae": "Mean absolute error of the predicted delay of an action, over the episodes "
                             f"where that action happened, in {self.spec['time_unit']}.",
                 "mean": "Unweighted mean over the target actions of the per-action values."}
@@ -115,8 +117,8 @@ class ActionSequenceHead(TaskHead):
         exact = ((pred == label) | ~valid).all(1).float().mean().item()
         exit_step = (label == 1).float().argmax(1)  # token 1 = exit
         rows = torch.arange(len(label))
-        exit_mae = (kept["exit_time"][rows, exit_step] - kept["label_time"][rows, exit_step]).abs().mean()
-        return {"exact_match/sequence": exact, "exit_time_mae/sequence": float(exit_mae)}
+        exit_mae = M.mae(kept["exit_time"][rows, exit_step], kept["label_time"][rows, exit_step])
+        return {"exact_match/sequence": exact, "exit_time_mae/sequence": exit_mae}
 
     def definitions(self):
         return {"exact_match": "Share of episodes whose greedy step-wise predicted tokens equal the "

@@ -49,18 +49,19 @@ class CTRHead(TaskHead):
         return {"ctr_bce": self.bce_weight * bce}
 
     def collect(self, outputs, batch):
-        return {"prob": torch.sigmoid(outputs["logit"].detach().float()), "label": self.target(batch),
-                "group": batch["group"]}
+        # the logit, not a float32 sigmoid: that rounds confident rows to one value (logits 18 and 17 tie)
+        return {"logit": outputs["logit"].detach().float(), "label": self.target(batch), "group": batch["group"]}
 
     def metrics(self, kept):
-        prob, label, group = kept["prob"].numpy(), kept["label"].numpy(), kept["group"].numpy()
-        return {f"auc/{self.label}": M.auc(prob, label),
-                f"gauc/{self.label}": M.gauc(prob, label, group, weight=self.gauc_weight),
-                f"logloss/{self.label}": M.logloss(prob, label)}
+        logit, label, group = kept["logit"].numpy(), kept["label"].numpy(), kept["group"].numpy()
+        return {f"auc/{self.label}": M.auc(logit, label),
+                f"gauc/{self.label}": M.gauc(logit, label, group, weight=self.gauc_weight),
+                f"logloss/{self.label}": M.logloss(logit, label, logits=True)}
 
     def definitions(self):
-        return {"auc": M.METRIC_DEFINITIONS["auc"],
-                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}.",
-                "logloss": M.METRIC_DEFINITIONS["logloss"],
+        return {"auc": M.METRIC_DEFINITIONS["auc"] + M.ON_LOGITS,
+                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}."
+                        + M.ON_LOGITS,
+                "logloss": M.METRIC_DEFINITIONS["logloss"] + M.LOGLOSS_FROM_LOGITS,
                 "ctr_label": f"Binary target '{self.label}': 1 if that action happened (dataset's label "
                              "definition), else 0."}

@@ -60,18 +60,19 @@ class MultiTaskHead(TaskHead):
 
     def collect(self, outputs, batch):
         stack = lambda prefix: torch.stack([batch[f"{prefix}_{t}"] for t in self.tasks], 1)  # noqa: E731
-        return {"prob": torch.sigmoid(outputs["task_logits"].detach().float()), "label": stack("label"),
+        # logits, not float32 sigmoids: those round confident rows to one value (logits 18 and 17 tie)
+        return {"logit": outputs["task_logits"].detach().float(), "label": stack("label"),
                 "mask": stack("mask"), "group": batch["group"]}
 
     def metrics(self, kept):
-        prob, label, mask, group = (kept[k].numpy() for k in ("prob", "label", "mask", "group"))
+        logit, label, mask, group = (kept[k].numpy() for k in ("logit", "label", "mask", "group"))
         out: dict[str, float] = {}
         for k, task in enumerate(self.tasks):
             rows = mask[:, k] > 0
-            p, y, g = prob[rows, k], label[rows, k], group[rows]
-            out[f"auc/{task}"] = M.auc(p, y)
-            out[f"gauc/{task}"] = M.gauc(p, y, g, weight=self.gauc_weight)
-            out[f"logloss/{task}"] = M.logloss(p, y)
+            z, y, g = logit[rows, k], label[rows, k], group[rows]
+            out[f"auc/{task}"] = M.auc(z, y)
+            out[f"gauc/{task}"] = M.gauc(z, y, g, weight=self.gauc_weight)
+            out[f"logloss/{task}"] = M.logloss(z, y, logits=True)
         for name in ("auc", "gauc", "logloss"):
             values = [out[f"{name}/{t}"] for t in self.tasks if out[f"{name}/{t}"] == out[f"{name}/{t}"]]
             out[f"{name}/mean"] = float(np.mean(values)) if values else float("nan")  # over defined values
@@ -79,9 +80,10 @@ class MultiTaskHead(TaskHead):
 
     def definitions(self):
         rows = " Computed per task over the rows with mask_<task> = 1."
-        return {"auc": M.METRIC_DEFINITIONS["auc"] + rows,
-                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}." + rows,
-                "logloss": M.METRIC_DEFINITIONS["logloss"] + rows,
+        return {"auc": M.METRIC_DEFINITIONS["auc"] + M.ON_LOGITS + rows,
+                "gauc": M.METRIC_DEFINITIONS["gauc"] + f" Here: grouped by user, weight={self.gauc_weight}."
+                        + M.ON_LOGITS + rows,
+                "logloss": M.METRIC_DEFINITIONS["logloss"] + M.LOGLOSS_FROM_LOGITS + rows,
                 "mean": "Unweighted mean over the tasks of the per-task values (tasks where it is defined)."}
 
 

@@ -34,10 +34,13 @@ def staytime_metrics(pred: np.ndarray, staytime: np.ndarray, long_view: np.ndarr
 STAYTIME_DEFINITIONS = {
     "mae": "Mean absolute error of the predicted staytime, seconds.",
     "rmse": "Root mean squared error of the predicted staytime, seconds.",
-    "xauc": M.METRIC_DEFINITIONS["xauc"],
-    "user_xauc": "XAUC over pairs of the same user only, pooled over users (weight = pairs).",
-    "auc": M.METRIC_DEFINITIONS["auc"] + " Here: the long-view label scored by the head's long-view score.",
-    "gauc": M.METRIC_DEFINITIONS["gauc"] + " Here: grouped by user, weight = impressions.",
+    "xauc": M.METRIC_DEFINITIONS["xauc"] + " Here: on the predicted staytime, decoded in float64.",
+    "user_xauc": "XAUC over pairs of the same user only, pooled over users (weight = pairs); predicted staytime "
+                 "decoded in float64.",
+    "auc": M.METRIC_DEFINITIONS["auc"] + " Here: the long-view label scored by the head's long-view score, a "
+           "logit or raw value in float64 (WLR: the companion logit; VR: the regressed log1p-seconds; D2Q: the "
+           "quantile logit), never a sigmoid probability.",
+    "gauc": M.METRIC_DEFINITIONS["gauc"] + " Here: grouped by user, weight = impressions, scored as for auc.",
 }
 
 
@@ -45,8 +48,11 @@ class _StaytimeHead(TaskHead):
     data_kinds = frozenset({"staytime"})  # the kinds of dataset this works on (checked before any data is read)
 
     def collect(self, outputs, batch):
-        prediction, score = self.decode(outputs, batch)
-        return {"pred": prediction.detach().float(), "score": score.detach().float(),
+        # Decode in float64: in float32 sigmoid(z) rounds to 1 above z ~ 17, so the WLR odds of confident
+        # rows would tie and XAUC would see ties the model did not make (ranking metrics read float64).
+        wide = {k: v.detach().double() for k, v in outputs.items() if k in ("staytime_logit", "companion_logit")}
+        prediction, score = self.decode(wide, batch)
+        return {"pred": prediction, "score": score,
                 "staytime": batch["label_staytime"], "long_view": batch["label_long_view"], "group": batch["group"]}
 
     def decode(self, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +134,8 @@ class D2QHead(_StaytimeHead):
         low = position.floor().long().clamp(max=rows.shape[1] - 2)
         frac = position - low
         below, above = torch.gather(rows, 1, low[:, None]), torch.gather(rows, 1, (low + 1)[:, None])
-        return (below.squeeze(1) * (1 - frac) + above.squeeze(1) * frac), q
+        # long-view score: the logit itself (same order as q, but no sigmoid rounding confident rows to a tie)
+        return (below.squeeze(1) * (1 - frac) + above.squeeze(1) * frac), outputs["staytime_logit"]
 
 
 def list_mle(logits: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
