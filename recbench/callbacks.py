@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import lightning as L
 
 from recbench.faults import die
+from recbench.records import atomic_file
 
 
 class TrainThroughput(L.Callback):
@@ -65,10 +65,10 @@ class ResumeCheckpoint(L.Callback):
     def save(self, trainer) -> None:
         if trainer.sanity_checking:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        # one fixed temp name: every rank takes part in save_checkpoint; rank 0 writes and renames
+        with atomic_file(self.path, tmp=self.path.with_name(f".{self.path.name}.tmp"),
+                         commit=trainer.is_global_zero) as tmp:
+            trainer.save_checkpoint(tmp)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # not on an epoch's last batch: Lightning resumes such a checkpoint as a finished epoch and

@@ -36,31 +36,48 @@ def git_commit(directory: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+@contextmanager
+def atomic_file(path: Path, tmp: Path | None = None, commit: bool = True) -> Iterator[Path]:
+    """Yield a temp path in `path`'s folder for a writer to fill; when the block ends normally the
+    temp file is renamed onto `path` (a reader never sees half a file), on an error it is removed.
+
+    `tmp`: a fixed temp name instead of a fresh unique one (every rank of a distributed job must
+    name the same file); `commit=False`: this process takes part in the write but does not rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tmp is None:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if commit:
+            os.replace(tmp, path)
+    except BaseException:
+        if commit:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, payload: bytes | str, fsync: bool = False) -> None:
+    """Write `payload` (a str as UTF-8) through a temp file in the same folder and a rename: never
+    half a file. `fsync`: flush it to disk before the rename."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+
+
+write_text_atomic = write_atomic  # the name the bench scripts use
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, sort_keys=True, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """`path.write_text(text)` through a temp file and a rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`payload` as indented json (sorted keys) through `write_atomic`."""
+    write_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
 
 
 @contextmanager

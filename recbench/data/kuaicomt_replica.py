@@ -93,6 +93,8 @@ import numpy as np
 import polars as pl
 
 from recbench.data.base import write_csv_folder
+from recbench.data.sampling import (distinct_ids, first_occurrence, rank_in_segment, sample_weighted,
+                                    sample_within, segment_starts, shuffled_zipf, sigmoid, zipf)
 
 USER_VIDEO_FILE = "user_video_inter.csv"
 USER_COMMENT_FILE = "user_comment_inter.csv"
@@ -300,14 +302,6 @@ class KuaiComtReplica:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _zipf(n: int, exponent: float) -> np.ndarray:
-    return 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-
-
 def _calibrate_offset(x: np.ndarray, target: float, mask: np.ndarray | None = None) -> float:
     """Logit offset b with mean(mask * sigmoid(b + x)) == target (bisection; mask defaults to all ones).
 
@@ -318,59 +312,16 @@ def _calibrate_offset(x: np.ndarray, target: float, mask: np.ndarray | None = No
     lo, hi = -40.0, 40.0
     for _ in range(32):  # 80 / 2**32: far below any rate's sensitivity
         mid = 0.5 * (lo + hi)
-        if np.mean(w * _sigmoid(mid + x)) < target:
+        if np.mean(w * sigmoid(mid + x)) < target:
             lo = mid
         else:
             hi = mid
     return 0.5 * (lo + hi)
 
 
-def _sample_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Indices drawn from an (unnormalised) cumulative weight array with uniforms u in [0, 1)."""
-    return np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
-
-
 def _sample_rows(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Row-wise draw: for each row of a (N, K) cumulative weight matrix, the index its uniform selects."""
     return np.minimum((u[:, None] * cdf[:, -1:] >= cdf).sum(axis=1), cdf.shape[1] - 1)
-
-
-def _sample_within(rng: np.random.Generator, weights: np.ndarray, owner: np.ndarray, n_owners: int,
-                   want: np.ndarray) -> np.ndarray:
-    """For each owner index in `want`, draw one of that owner's members with probability ~ `weights`.
-
-    The members are sorted by owner once; a draw is a searchsorted into the global cumulative weights,
-    restricted to the owner's slice. Every owner in `want` must own at least one member."""
-    order = np.argsort(owner, kind="stable")
-    cum = np.cumsum(weights[order])
-    start = np.searchsorted(owner[order], np.arange(n_owners), side="left")
-    stop = np.searchsorted(owner[order], np.arange(n_owners), side="right")
-    lo = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
-    hi = cum[np.maximum(stop - 1, 0)]
-    pos = np.searchsorted(cum, lo[want] + rng.random(len(want)) * (hi[want] - lo[want]), side="right")
-    return order[np.clip(pos, start[want], stop[want] - 1)]
-
-
-def _segment_starts(counts: np.ndarray) -> np.ndarray:
-    """Start offset of each segment of a flat array made of consecutive segments of these sizes."""
-    return np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-
-
-def _rank_in_segment(counts: np.ndarray) -> np.ndarray:
-    """0-based position of each element inside its segment (segments consecutive, sizes `counts`)."""
-    return np.arange(counts.sum()) - np.repeat(_segment_starts(counts), counts)
-
-
-def _first_occurrence(keys: np.ndarray) -> np.ndarray:
-    """True for the first occurrence of every key."""
-    keep = np.zeros(len(keys), dtype=bool)
-    keep[np.unique(keys, return_index=True)[1]] = True
-    return keep
-
-
-def _distinct_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
-    """n distinct random int64 in [low, high), in random order."""
-    return rng.choice(high - low, size=n, replace=False).astype(np.int64) + low
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -579,28 +530,28 @@ def _draw_profile(rng: np.random.Generator, config: KuaiComtReplicaConfig, activ
                "fans_count": np.minimum(fans, 9_999_999), "friend_count": friends, "register_days": register}
     for k, card in enumerate(ONEHOT_CARDINALITIES):
         # Encrypted codes with a skewed distribution (Zipf over a random relabelling of the codes).
-        profile[f"onehot_feat{k}"] = rng.permutation(card)[_sample_cdf(np.cumsum(_zipf(card, 1.0)), rng.random(n_u))]
+        profile[f"onehot_feat{k}"] = rng.permutation(card)[sample_weighted(zipf(card, 1.0), rng.random(n_u))]
     return profile
 
 
 def _build_videos(rng: np.random.Generator, config: KuaiComtReplicaConfig) -> _Videos:
     """Draw the catalogue: topics (Zipf), popularity inside the topic, authors, type, duration."""
     n_v, n_t, n_a = config.n_videos, config.n_topics, config.n_authors
-    topic_pop = _zipf(n_t, config.topic_zipf)[rng.permutation(n_t)]
+    topic_pop = shuffled_zipf(rng, n_t, config.topic_zipf)
     # The leading arange guarantees every topic owns a video (and an author) for the samplers.
-    topic = np.r_[np.arange(n_t), _sample_cdf(np.cumsum(topic_pop), rng.random(n_v - n_t))][rng.permutation(n_v)]
+    topic = np.r_[np.arange(n_t), sample_weighted(topic_pop, rng.random(n_v - n_t))][rng.permutation(n_v)]
     drift = (topic + rng.integers(1, n_t, n_v)) % n_t  # any topic but the video's own
     c = config.off_topic_concentration
     off_share = rng.beta(c * config.off_topic_rate, c * (1.0 - config.off_topic_rate), n_v)
     rank = np.empty(n_v, dtype=np.int64)  # random popularity rank inside the topic
     order = np.lexsort((rng.random(n_v), topic))
     counts = np.bincount(topic, minlength=n_t)
-    rank[order] = _rank_in_segment(counts)
-    pop = _zipf(int(counts.max()), config.video_zipf)[rank]
+    rank[order] = rank_in_segment(counts)
+    pop = zipf(int(counts.max()), config.video_zipf)[rank]
     author_topic = np.r_[np.arange(n_t), rng.integers(0, n_t, n_a - n_t)]
     # 85% of a video's authors are specialists of its topic, the rest post anything.
     author = np.where(rng.random(n_v) < 0.85,
-                      _sample_within(rng, rng.exponential(1.0, n_a), author_topic, n_t, topic),
+                      sample_within(rng, rng.exponential(1.0, n_a), author_topic, n_t, topic),
                       rng.integers(0, n_a, n_v))
     duration_s = np.clip(rng.lognormal(np.log(config.duration_median_s), config.duration_sigma, n_v), 3.0, 600.0)
     upload_age = rng.geometric(1.0 / (1.0 + config.upload_age_days), n_v) - 1  # mean upload_age_days
@@ -632,14 +583,14 @@ def _build_comments(rng: np.random.Generator, config: KuaiComtReplicaConfig, vid
     # "most-liked comments" of a video never depend on a tie-break.
     order = np.lexsort((-likes, video))
     topic, likes = topic[order], likes[order]
-    rank = _rank_in_segment(count)
+    rank = rank_in_segment(count)
     big = int(likes.max() + count.max() + 1)
     v = (likes + rank) + (n_v - 1 - video) * big  # later videos get smaller offsets
     suffix_max = np.maximum.accumulate(v[::-1])[::-1]
     likes = suffix_max - (n_v - 1 - video) * big - rank
     reply_out = rng.poisson(0.08 * likes.astype(np.float64) ** 0.8)
     shows = np.rint(likes * rng.lognormal(np.log(40.0), 0.6, n_c)).astype(np.int64) + rng.poisson(20.0, n_c)
-    start = _segment_starts(count)
+    start = segment_starts(count)
     k = config.shown_comments
     top_idx = start[:, None] + np.arange(k)[None, :]
     return _Comments(video=video, topic=topic, like_cnt=likes, like_rank=rank, reply_out=reply_out, shows=shows,
@@ -655,14 +606,14 @@ def _draw_impressions(rng: np.random.Generator, config: KuaiComtReplicaConfig, u
     topic_pop = np.bincount(videos.topic, weights=videos.pop, minlength=n_t)
     by_interest = rng.random(n_e) < config.rec_precision
     topic = np.where(by_interest, _sample_rows(users.rec_cdf[user], rng.random(n_e)),
-                     _sample_cdf(np.cumsum(topic_pop), rng.random(n_e)))
-    video = _sample_within(rng, videos.pop, videos.topic, n_t, topic)
+                     sample_weighted(topic_pop, rng.random(n_e)))
+    video = sample_within(rng, videos.pop, videos.topic, n_t, topic)
     for _ in range(10):  # redraw videos the user already saw (same topic)
-        dup = ~_first_occurrence(user * n_v + video)
+        dup = ~first_occurrence(user * n_v + video)
         if not dup.any():
             break
-        video[dup] = _sample_within(rng, videos.pop, videos.topic, n_t, topic[dup])
-    keep = _first_occurrence(user * n_v + video)  # leftover duplicates are dropped: pairs are unique
+        video[dup] = sample_within(rng, videos.pop, videos.topic, n_t, topic[dup])
+    keep = first_occurrence(user * n_v + video)  # leftover duplicates are dropped: pairs are unique
     user, video = user[keep], video[keep]
     # What the user would see on opening: the video's most-liked comments, and how much they interest them.
     top = comments.start[video][:, None] + np.arange(config.shown_comments)[None, :]
@@ -680,7 +631,7 @@ def _draw_video_feedback(rng: np.random.Generator, config: KuaiComtReplicaConfig
     ad = videos.is_ad[v].astype(np.float64)
 
     def draw(x: np.ndarray, rate: float, mask: np.ndarray | None = None) -> np.ndarray:
-        p = _sigmoid(_calibrate_offset(x, rate, mask) + x)
+        p = sigmoid(_calibrate_offset(x, rate, mask) + x)
         hit = rng.random(n_e) < p
         return hit if mask is None else hit & mask
 
@@ -716,7 +667,7 @@ def _draw_comment_sections(rng: np.random.Generator, config: KuaiComtReplicaConf
     prop = users.propensity[imps.user]
     # Opening: the relevance of the visible (most-liked) comments matters beyond the video's topic.
     x = config.open_relevance_weight * imps.top_relevance + config.open_video_weight * imps.video_relevance + prop
-    opened = click & (rng.random(n_e) < _sigmoid(_calibrate_offset(x, config.comment_open_rate, click) + x))
+    opened = click & (rng.random(n_e) < sigmoid(_calibrate_offset(x, config.comment_open_rate, click) + x))
     # Staytime: every term is centred on the opened impressions so the median stays near stay_median_s.
     like_z = comments.top_like_z[imps.video]
     dur_z = _zscore(np.log(videos.duration_ms))[imps.video]
@@ -744,14 +695,14 @@ def _draw_comment_interactions(rng: np.random.Generator, config: KuaiComtReplica
     scrolled = sections.stay_ms[open_idx] // int(config.scroll_s_per_comment * 1000)
     n_seen = np.minimum(np.minimum(config.shown_comments + scrolled, config.max_seen_comments), comments.count[v])
     imp = np.repeat(open_idx, n_seen)
-    rank = _rank_in_segment(n_seen)
+    rank = rank_in_segment(n_seen)
     comment = comments.start[imps.video[imp]] + rank
     affinity = users.affinity[imps.user[imp], comments.topic[comment]]
     x = (config.interaction_relevance_weight * affinity + users.propensity[imps.user[imp]]
          - config.interaction_rank_decay * rank)
     # Calibrate so the mean number of interactions per opened section is interactions_per_open.
     per_view = config.interactions_per_open * len(open_idx) / max(len(imp), 1)
-    interacted = rng.random(len(imp)) < _sigmoid(_calibrate_offset(x, min(per_view, 0.95)) + x)
+    interacted = rng.random(len(imp)) < sigmoid(_calibrate_offset(x, min(per_view, 0.95)) + x)
     is_reply = rng.random(len(imp)) < config.reply_share
     is_like = ~is_reply | (rng.random(len(imp)) < 0.4)  # every interaction is a like, a reply or both
     # The interaction happens inside the comment stay: open time + (5%..95%) of the stay.
@@ -775,7 +726,7 @@ def _draw_times(rng: np.random.Generator, config: KuaiComtReplicaConfig, imps: _
     offset = before - before[np.flatnonzero(new_session)][session]
     span = np.bincount(session, weights=step).astype(np.int64)
     n_s = len(span)
-    hour = _sample_cdf(np.cumsum(_DIURNAL), rng.random(n_s))
+    hour = sample_weighted(_DIURNAL, rng.random(n_s))
     start = rng.integers(0, N_DAYS, n_s) * DAY_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, n_s)
     start = np.maximum(0, np.minimum(start, N_DAYS * DAY_MS - 1 - span))  # the session ends in the window
     return WINDOW_START_MS + start[session] + offset
@@ -783,10 +734,10 @@ def _draw_times(rng: np.random.Generator, config: KuaiComtReplicaConfig, imps: _
 
 def _draw_raw_ids(rng: np.random.Generator, config: KuaiComtReplicaConfig, n_comments: int) -> _RawIds:
     """Draw distinct raw ids of real magnitude (authors share the user id space, disjoint from users)."""
-    people = _distinct_ids(rng, config.n_users + config.n_authors, 100_000_000, 3_000_000_000)
+    people = distinct_ids(rng, config.n_users + config.n_authors, 100_000_000, 3_000_000_000)
     return _RawIds(user=people[:config.n_users], author=people[config.n_users:],
-                   video=_distinct_ids(rng, config.n_videos, 10_000_000_000, 120_000_000_000),
-                   comment=_distinct_ids(rng, n_comments, 10_000_000_000, 500_000_000_000))
+                   video=distinct_ids(rng, config.n_videos, 10_000_000_000, 120_000_000_000),
+                   comment=distinct_ids(rng, n_comments, 10_000_000_000, 500_000_000_000))
 
 
 # ------------------------------------------------------------------------------------------- texts
@@ -810,7 +761,7 @@ def _compose(rng: np.random.Generator, topic: np.ndarray, n_slots: int, kind_pro
     ("comment_filler", ...), or "empty". Strings are assembled column by column with polars."""
     n = len(topic)
     names = [k for k, _ in kind_probs]
-    kind = _sample_cdf(np.cumsum([p for _, p in kind_probs]), rng.random((n, n_slots)).ravel()).reshape(n, n_slots)
+    kind = sample_weighted([p for _, p in kind_probs], rng.random((n, n_slots)).ravel()).reshape(n, n_slots)
     kind[np.arange(n), rng.integers(0, n_slots, n)] = names.index("topic")
     n_all_topics = len(TOPICS) * WORDS_PER_TOPIC
     sizes = {"comment_filler": len(COMMENT_FILLER), "caption_filler": len(CAPTION_FILLER),

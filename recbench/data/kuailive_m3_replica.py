@@ -134,12 +134,26 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
         raise ValueError("KuaiLiveM3ReplicaConfig: segment_seconds must be > 0 and shards >= 1")
     replica = base.simulate_kuailive_replica(config.base())
     t = replica.tables
+    # One generator for every phase: the phases must keep this order.
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 31]))
-    names = np.asarray(replica.topic_names)
-    words = np.asarray([TOPIC_WORDS[n] for n in names])
+    words = np.asarray([TOPIC_WORDS[n] for n in replica.topic_names])
+    segments = replica.segments.sort("start_ms")
     out: dict[str, pl.DataFrame] = {USER_SET_FILE: pl.DataFrame({"user_id": replica.user_ids})}
+    out[INTERACTION_FILE] = _live_sessions(rng, t)
+    out[SHOW_FILE] = t[base.NEGATIVE_FILE].select("live_id", "user_id", pl.col("streamer_id").alias("author_id"),
+                                                  _local(pl.col("timestamp")).dt.cast_time_unit("ms").alias("show_timestamp"))
+    out[COMMENT_FILE] = _comments(rng, t, segments, words)
+    out[LIKE_FILE] = t[base.LIKE_FILE].select("user_id", "live_id", _local_text(pl.col("timestamp")).alias("like_timestamp"))
+    rooms = replica.rooms.sort("live_id")
+    out |= _room_meta(t, rooms, words)
+    out |= _room_embeddings(rng, config, replica.exposures, rooms, segments, len(words))
+    out |= _short_videos(rng, t)
+    out[AUTHOR_FILE] = _creators(rng, t)
+    return out
 
-    # ---- live sessions (clicks) with the counts of their events
+
+def _live_sessions(rng: np.random.Generator, t: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """live_interaction: one row per watch session (a click) with the counts of its events."""
     clicks = t[base.CLICK_FILE].with_row_index("session")
     n = clicks.height
     counts = [_per_session(clicks, t[base.COMMENT_FILE], comment_cnt=pl.len()),
@@ -155,7 +169,7 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
         enter_live_action=pl.Series(np.where(auto, "auto-enter", np.where(rng.random(n) < 0.6, "click", "slide"))),
         is_auto_play=pl.Series(auto.astype(np.int64)))
     zero = pl.lit(0, pl.Int64)
-    out[INTERACTION_FILE] = sessions.select(
+    return sessions.select(
         "user_id", pl.col("streamer_id").alias("author_id"), "live_id",
         _local_text(pl.col("timestamp")).alias("live_play_start_timestamp"),
         _local_text(pl.col("timestamp") + pl.col("watch_live_time")).alias("live_play_end_timestamp"),
@@ -164,24 +178,25 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
         zero.alias("is_follow_leave"), pl.col("watch_live_time").alias("play_duration"), "like_cnt", "comment_cnt",
         "send_gift_cnt", "send_gift_num", zero.alias("follow_author_cnt"), zero.alias("cancel_follow_author_cnt"),
         zero.alias("share_cnt"), zero.alias("report_live_cnt"))
-    out[SHOW_FILE] = t[base.NEGATIVE_FILE].select("live_id", "user_id", pl.col("streamer_id").alias("author_id"),
-                                                  _local(pl.col("timestamp")).dt.cast_time_unit("ms").alias("show_timestamp"))
 
-    # ---- comments (with text about the room's current segment) and likes
-    segments = replica.segments.sort("start_ms")
+
+def _comments(rng: np.random.Generator, t: dict[str, pl.DataFrame], segments: pl.DataFrame,
+              words: np.ndarray) -> pl.DataFrame:
+    """live_comment: each comment's text names the topic of the room's segment at that time."""
     comments = (t[base.COMMENT_FILE].sort("timestamp")
                 .join_asof(segments.select("live_id", "start_ms", "topic"), left_on="timestamp", right_on="start_ms",
                            by="live_id", strategy="backward", check_sortedness=False)
                 .sort("timestamp", "user_id", "live_id", maintain_order=True))
     template = np.asarray(COMMENT_TEMPLATES)[rng.integers(0, len(COMMENT_TEMPLATES), comments.height)]
     text = [tpl.format(w=w) for tpl, w in zip(template, words[comments["topic"].to_numpy()])]
-    out[COMMENT_FILE] = comments.select(pl.col("live_id").alias("live_stream_id"), "user_id",
-                                        pl.col("streamer_id").alias("author_id"), pl.Series("content", text),
-                                        pl.col("timestamp").alias("comment_ts"))
-    out[LIKE_FILE] = t[base.LIKE_FILE].select("user_id", "live_id", _local_text(pl.col("timestamp")).alias("like_timestamp"))
+    return comments.select(pl.col("live_id").alias("live_stream_id"), "user_id",
+                           pl.col("streamer_id").alias("author_id"), pl.Series("content", text),
+                           pl.col("timestamp").alias("comment_ts"))
 
-    # ---- rooms: set, meta (one row per local date), room-level and segment-level embeddings
-    rooms = replica.rooms.sort("live_id")
+
+def _room_meta(t: dict[str, pl.DataFrame], rooms: pl.DataFrame, words: np.ndarray) -> dict[str, pl.DataFrame]:
+    """The room set and the room meta (one row per local date; the title names the room's topic)."""
+    out: dict[str, pl.DataFrame] = {}
     out[ROOM_SET_FILE] = rooms.select("live_id")
     day_start = (pl.col("p_date").cast(pl.String).str.to_date("%Y%m%d").cast(pl.Datetime("ms"))
                  .dt.replace_time_zone(LOCAL_TZ).dt.epoch("ms"))
@@ -196,11 +211,18 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
                                    _local(pl.col("end_timestamp")).dt.cast_time_unit("ms").alias("end_timestamp"),
                                    (pl.min_horizontal("end_timestamp", pl.col("day_start") + base.DAY_MS)
                                     - pl.max_horizontal("start_timestamp", "day_start")).alias("live_duration")))
+    return out
+
+
+def _room_embeddings(rng: np.random.Generator, config: KuaiLiveM3ReplicaConfig, exposures: pl.DataFrame,
+                     rooms: pl.DataFrame, segments: pl.DataFrame, n_topics: int) -> dict[str, pl.DataFrame]:
+    """Room-level embeddings and the segment-level ones (the piece that ended last before each exposure)."""
+    out: dict[str, pl.DataFrame] = {}
     streamers = np.unique(rooms["streamer_id"].to_numpy())
     style64 = rng.normal(0.0, 1.0, (len(streamers), ROOM_DIM))
     style128 = rng.normal(0.0, 1.0, (len(streamers), SEGMENT_DIM))
-    topic64 = rng.normal(0.0, 1.0, (len(names), ROOM_DIM))
-    topic128 = rng.normal(0.0, 1.0, (len(names), SEGMENT_DIM))
+    topic64 = rng.normal(0.0, 1.0, (n_topics, ROOM_DIM))
+    topic128 = rng.normal(0.0, 1.0, (n_topics, SEGMENT_DIM))
     quality128 = rng.normal(0.0, 1.0, SEGMENT_DIM)
     who = np.searchsorted(streamers, rooms["streamer_id"].to_numpy())
     room_emb = (topic64[rooms["topic"].to_numpy()] + 0.5 * style64[who]
@@ -208,7 +230,7 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
     out[ROOM_EMB_FILE] = pl.DataFrame({"live_id": rooms["live_id"],
                                        "embedding": pl.Series(room_emb.astype(np.float32)).arr.to_list()})
     piece_ms = round(config.segment_seconds * 1000)
-    pieces = (replica.exposures.select("live_id", "timestamp")
+    pieces = (exposures.select("live_id", "timestamp")
               .join(rooms.select("live_id", "streamer_id", "start_ms"), on="live_id")
               .with_columns(k=(pl.col("timestamp") - pl.col("start_ms")) // piece_ms - 1)
               .filter(pl.col("k") >= 0).select("live_id", "streamer_id", "start_ms", "k").unique()
@@ -230,13 +252,18 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
     bounds = np.linspace(0, segment_table.height, config.shards + 1).astype(int)
     for name, lo, hi in zip(segment_files(config.shards), bounds[:-1], bounds[1:]):
         out[name] = segment_table[lo:hi]
+    return out
 
-    # ---- short videos: daily aggregate (no time of day), play events, taxonomy, meta
+
+def _short_videos(rng: np.random.Generator, t: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Short videos: the daily aggregate (no time of day), play events, taxonomy, meta."""
+    out: dict[str, pl.DataFrame] = {}
     photos = t[base.PHOTO_FILE]
     out[PHOTO_FILE] = photos.drop("timestamp")
     m = photos.height
     duration = np.maximum(rng.lognormal(np.log(55_000.0), 0.6, m), 3_000).astype(np.int64)
     watched = (duration * photos["play_progress"].to_numpy()).astype(np.int64)
+    zero = pl.lit(0, pl.Int64)
     out[PHOTO_PLAY_FILE] = photos.select(
         "user_id", "photo_id", "author_id", _local(pl.col("timestamp")).dt.cast_time_unit("ms").alias("enter_timestamp"),
         _local(pl.col("timestamp") + pl.Series(watched)).dt.cast_time_unit("ms").alias("leave_timestamp"),
@@ -256,10 +283,13 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
                                                                   3_000).astype(np.int64)),
         pl.lit(1, pl.Int64).alias("display_type"), (meta_words + "日常分享").alias("cover_title"),
         pl.lit("", pl.String).alias("video_texts"))
+    return out
 
-    # ---- creators: live streamers and short-video-only authors
+
+def _creators(rng: np.random.Generator, t: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """author_profile: live streamers and short-video-only authors in one id space."""
     s = t[base.STREAMER_FILE]
-    posting = set(photos["author_id"].unique().to_list())
+    posting = set(t[base.PHOTO_FILE]["author_id"].unique().to_list())
     live_authors = s.select(pl.col("streamer_id").alias("author_id"),
                             pl.col("streamer_id").is_in(list(posting)).cast(pl.Int64).alias("is_photo_author"),
                             pl.lit(1, pl.Int64).alias("is_live_author"),
@@ -272,8 +302,7 @@ def simulate_kuailive_m3_replica(config: KuaiLiveM3ReplicaConfig) -> dict[str, p
         "gender": np.asarray(("M", "F", "U"))[rng.choice(3, k, p=[0.5, 0.45, 0.05])],
         "age_segment": np.asarray(base.AGES)[rng.choice(len(base.AGES) - 1, k)],
         "fans_user_num": np.asarray(("0-1k", "1k-1w", "1w-10w"))[rng.choice(3, k, p=[0.6, 0.3, 0.1])]})
-    out[AUTHOR_FILE] = pl.concat([live_authors, photo_only]).sort("author_id")
-    return out
+    return pl.concat([live_authors, photo_only]).sort("author_id")
 
 
 def write_kuailive_m3_replica(out_dir: Path, config: KuaiLiveM3ReplicaConfig) -> list[Path]:

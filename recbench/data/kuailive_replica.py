@@ -85,6 +85,8 @@ import numpy as np
 import polars as pl
 
 from recbench.records import atomic_folder
+from recbench.data.sampling import (distinct_ids, rank_in_segment, sample_weighted, sample_within, shuffled_zipf,
+                                    sigmoid, zipf)
 
 CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE = "click.csv", "comment.csv", "like.csv", "gift.csv"
 NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE = "negative.csv", "room.csv", "user.csv", "streamer.csv"
@@ -225,10 +227,6 @@ class KuaiLiveReplica:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-
-
 def _bisect(rate_of, target: float, lo: float = -40.0, hi: float = 40.0) -> float:
     """x with rate_of(x) == target for an increasing rate_of (bisection)."""
     for _ in range(40):
@@ -245,46 +243,13 @@ def _thin(x: np.ndarray, size: int = 50_000) -> np.ndarray:
 def _logit_offset(x: np.ndarray, target: float) -> float:
     """b with mean(sigmoid(b + x)) == target: keeps the rate knobs meaningful whatever the weights."""
     x = _thin(x)
-    return _bisect(lambda b: float(np.mean(_sigmoid(b + x))), target)
+    return _bisect(lambda b: float(np.mean(sigmoid(b + x))), target)
 
 
 def _poisson_log_rate(g: np.ndarray, target: float) -> float:
     """log r with mean(1 - exp(-r g)) == target: the share of rows with >= 1 Poisson(r g) event."""
     g = _thin(g)
     return _bisect(lambda lr: float(np.mean(-np.expm1(-np.exp(lr) * g))), target, -30.0, 30.0)
-
-
-def _sample_cdf(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
-    cdf = np.cumsum(weights)
-    return np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
-
-
-def _sample_within(rng: np.random.Generator, weights: np.ndarray, owner: np.ndarray, n_owners: int,
-                   want: np.ndarray) -> np.ndarray:
-    """For each owner in `want`, one of its members drawn with probability ~ `weights` (owner must own one)."""
-    order = np.argsort(owner, kind="stable")
-    cum = np.cumsum(weights[order])
-    start = np.searchsorted(owner[order], np.arange(n_owners), side="left")
-    stop = np.searchsorted(owner[order], np.arange(n_owners), side="right")
-    lo = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
-    hi = cum[np.maximum(stop - 1, 0)]
-    pos = np.searchsorted(cum, lo[want] + rng.random(len(want)) * (hi[want] - lo[want]), side="right")
-    return order[np.clip(pos, start[want], stop[want] - 1)]
-
-
-def _rank_in_segment(counts: np.ndarray) -> np.ndarray:
-    """0-based position of each element inside consecutive segments of sizes `counts`."""
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    return np.arange(counts.sum()) - np.repeat(starts, counts)
-
-
-def _distinct_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
-    return rng.choice(high - low, size=n, replace=False).astype(np.int64) + low
-
-
-def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
-    """Zipf weights in random order (rank 1 = the most popular)."""
-    return (1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent)[rng.permutation(n)]
 
 
 def _local_date(ms: np.ndarray) -> np.ndarray:
@@ -363,18 +328,18 @@ class _Segments:
 def _draw_people(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig) -> _People:
     n_s, n_p, n_t = cfg.n_streamers, cfg.n_streamers + cfg.n_authors, cfg.n_topics
     topic_pop = 1.0 / np.arange(1, n_t + 1) ** 0.6
-    topic = _sample_cdf(topic_pop, rng.random(n_p))
+    topic = sample_weighted(topic_pop, rng.random(n_p))
     topic[:n_t] = np.arange(n_t)  # every topic has a streamer ...
     if cfg.n_authors >= n_t:
         topic[n_s:n_s + n_t] = np.arange(n_t)  # ... and a short-video author
     topic2 = (topic + rng.integers(1, n_t, n_p)) % n_t
-    pop = np.r_[_zipf_weights(rng, n_s, cfg.streamer_zipf), _zipf_weights(rng, cfg.n_authors, cfg.streamer_zipf)]
+    pop = np.r_[shuffled_zipf(rng, n_s, cfg.streamer_zipf), shuffled_zipf(rng, cfg.n_authors, cfg.streamer_zipf)]
     posts = np.r_[rng.random(n_s) < cfg.photo_author_rate, np.ones(cfg.n_authors, bool)]
     posts[:n_t] |= cfg.n_authors < n_t  # without authors, the first streamers cover every topic
     n_photos = np.where(posts, 1 + rng.poisson(max(cfg.photos_per_author - 1.0, 0.0), n_p), 0)
     style = rng.normal(0.0, 1.0, (n_p, TITLE_DIM)).astype(np.float32)
     return _People(topic=topic, topic2=topic2, pop=pop, quality=rng.normal(0.0, 0.4, n_p), n_photos=n_photos,
-                   style=style, ids=_distinct_ids(rng, n_p, 1, 470_000))
+                   style=style, ids=distinct_ids(rng, n_p, 1, 470_000))
 
 
 def _draw_users(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People) -> _Users:
@@ -388,7 +353,7 @@ def _draw_users(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
     # (+ Gumbel noise): popular, on-interest creators; duplicates collapse
     k = np.minimum(1 + rng.poisson(max(cfg.n_favourites - 1.0, 0.0), n_u), n_p)
     width = 8 * int(k.max())
-    cand = _sample_cdf(people.pop, rng.random(n_u * width)).reshape(n_u, width)
+    cand = sample_weighted(people.pop, rng.random(n_u * width)).reshape(n_u, width)
     score = affinity[np.arange(n_u)[:, None], people.topic[cand]] + rng.gumbel(size=cand.shape)
     ranked = np.take_along_axis(cand, np.argsort(-score, axis=1), 1)
     chosen = np.arange(width)[None, :] < k[:, None]
@@ -397,7 +362,7 @@ def _draw_users(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
     propensity = rng.normal(0.0, 1.0, (n_u, 3)) * np.array([0.8, 0.8, 1.3])  # gifts: heavy spenders
     return _Users(affinity=affinity, activity=activity / activity.mean(),
                   click_bias=rng.normal(0.0, cfg.click_user_sd, n_u), propensity=propensity, age=age,
-                  gender=gender, fav_key=fav_key, ids=np.sort(_distinct_ids(rng, n_u, 1, 30_000)))
+                  gender=gender, fav_key=fav_key, ids=np.sort(distinct_ids(rng, n_u, 1, 30_000)))
 
 
 def _is_favourite(users: _Users, n_people: int, user: np.ndarray, person: np.ndarray) -> np.ndarray:
@@ -412,7 +377,7 @@ def _draw_rooms(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
     activity = people.pop[:n_s] ** 0.3
     p_live = np.clip(cfg.live_day_share * activity / activity.mean(), 0.02, 0.95)
     live = rng.random((n_s, N_DAYS)) < p_live[:, None]
-    hour = _sample_cdf(_START_DIURNAL, rng.random((n_s, N_DAYS)).ravel()).reshape(n_s, N_DAYS)
+    hour = sample_weighted(_START_DIURNAL, rng.random((n_s, N_DAYS)).ravel()).reshape(n_s, N_DAYS)
     start = (WINDOW_START_MS + np.arange(N_DAYS)[None, :] * DAY_MS + hour * HOUR_MS
              + rng.integers(0, HOUR_MS, (n_s, N_DAYS)))
     minutes = np.clip(rng.lognormal(np.log(cfg.room_median_minutes), cfg.room_sigma, (n_s, N_DAYS)), 5, 480)
@@ -430,12 +395,12 @@ def _draw_rooms(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
                      np.where(u < 0.9, people.topic2[streamer], rng.integers(0, cfg.n_topics, n_r)))
     # one title per (streamer, topic); some rooms have none
     title_code = np.unique(streamer.astype(np.int64) * cfg.n_topics + topic, return_inverse=True)[1]
-    title_ids = _distinct_ids(rng, int(title_code.max()) + 1, 0, 4_000_000)
+    title_ids = distinct_ids(rng, int(title_code.max()) + 1, 0, 4_000_000)
     title = np.where(rng.random(n_r) < cfg.no_title_rate, -1, title_ids[title_code])
     return _Rooms(streamer=streamer, start=start, end=start + duration[streamer, day], topic=topic,
                   quality=people.quality[streamer] + rng.normal(0.0, cfg.room_quality_sd, n_r), title=title,
                   live_type=np.asarray(LIVE_TYPES)[rng.choice(len(LIVE_TYPES), n_r, p=_LIVE_TYPE_PROBS)],
-                  ids=_distinct_ids(rng, n_r, 1, 12_000_000))
+                  ids=distinct_ids(rng, n_r, 1, 12_000_000))
 
 
 def _draw_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People, rooms: _Rooms) -> _Segments:
@@ -472,12 +437,12 @@ def _candidates(rooms: _Rooms) -> tuple[np.ndarray, np.ndarray]:
     last = np.clip((rooms.end - 1 - WINDOW_START_MS) // BIN_MS, -1, n_bins - 1)
     count = np.maximum(last - first + 1, 0)
     room = np.repeat(np.arange(len(count)), count)
-    bins = np.repeat(first, count) + _rank_in_segment(count)
+    bins = np.repeat(first, count) + rank_in_segment(count)
     order = np.argsort(bins, kind="stable")
     room, bins = room[order], bins[order]
     per_bin = np.bincount(bins, minlength=n_bins)
     table = np.full((n_bins, max(int(per_bin.max()), 1)), -1, np.int64)
-    table[bins, _rank_in_segment(per_bin)] = room
+    table[bins, rank_in_segment(per_bin)] = room
     return table, per_bin
 
 
@@ -493,7 +458,7 @@ def _draw_exposures(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users:
     session = np.cumsum(new_session) - 1
     hour_of_bin = (np.arange(n_bins) * BIN_MS // HOUR_MS) % 24
     bin_weight = _WATCH_DIURNAL[hour_of_bin] * (per_bin > 0)
-    session_bin = _sample_cdf(bin_weight, rng.random(int(session[-1]) + 1))
+    session_bin = sample_weighted(bin_weight, rng.random(int(session[-1]) + 1))
     gap = rng.exponential(cfg.exposure_gap_s * 1000.0, n_e)
     offset = np.cumsum(gap) - np.cumsum(gap)[np.flatnonzero(new_session)][session]
     bins = session_bin[session] + (offset // BIN_MS).astype(np.int64)
@@ -527,7 +492,7 @@ def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, us
     fav = _is_favourite(users, len(people.pop), user, rooms.streamer[room])
     x = (cfg.click_affinity_weight * aff + cfg.click_quality_weight * quality + cfg.click_fan_weight * fav
          + users.click_bias[user])
-    clicked = rng.random(len(t)) < _sigmoid(_logit_offset(x, cfg.click_rate) + x)
+    clicked = rng.random(len(t)) < sigmoid(_logit_offset(x, cfg.click_rate) + x)
     log_watch = (np.log(cfg.watch_median_s * 1000.0) + 0.4 * aff + 0.3 * quality + 0.5 * fav
                  + rng.normal(0.0, cfg.watch_sigma, len(t)))
     exit_at = np.minimum(t + np.exp(log_watch).astype(np.int64), rooms.end[room] - 1)
@@ -554,7 +519,7 @@ def _draw_photos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _
     author = np.repeat(np.arange(len(people.n_photos)), people.n_photos)
     topic = np.where(rng.random(len(author)) < 0.8, people.topic[author], people.topic2[author])
     return {"author": author, "topic": topic, "first": np.r_[0, np.cumsum(people.n_photos)[:-1]],
-            "ids": _distinct_ids(rng, len(author), 1, 7_000_000)}
+            "ids": distinct_ids(rng, len(author), 1, 7_000_000)}
 
 
 def _draw_short_videos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
@@ -564,36 +529,36 @@ def _draw_short_videos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, use
     user = np.repeat(np.arange(cfg.n_users), rng.poisson(cfg.short_per_live * live_count))
     n = len(user)
     day = rng.integers(0, N_DAYS, n)
-    hour = _sample_cdf(_WATCH_DIURNAL, rng.random(n))
+    hour = sample_weighted(_WATCH_DIURNAL, rng.random(n))
     t = WINDOW_START_MS + day * DAY_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, n)
     # topic: the user's interests (softmax) or global popularity; creator by popularity inside the topic
     pref = np.exp(users.affinity - users.affinity.max(1, keepdims=True))
     cum = np.cumsum(pref / pref.sum(1, keepdims=True), axis=1)
     topic = np.minimum((rng.random(n)[:, None] >= cum[user]).sum(1), n_t - 1)
     popular = rng.random(n) >= cfg.rec_precision
-    topic[popular] = _sample_cdf(1.0 / np.arange(1, n_t + 1) ** 0.6, rng.random(int(popular.sum())))
+    topic[popular] = sample_weighted(zipf(n_t, 0.6), rng.random(int(popular.sum())))
     posts = people.n_photos > 0
     creators = np.flatnonzero(posts)
-    author = creators[_sample_within(rng, people.pop[creators], people.topic[creators], n_t, topic)]
+    author = creators[sample_within(rng, people.pop[creators], people.topic[creators], n_t, topic)]
     # a share of the rows comes from the user's favourite creators (those who post)
     fav_user, fav_person = users.fav_key // n_p, users.fav_key % n_p
     keep = posts[fav_person]
     fav_user, fav_person = fav_user[keep], fav_person[keep]
     has_fav = np.bincount(fav_user, minlength=cfg.n_users) > 0
     from_fav = np.flatnonzero((rng.random(n) < cfg.favourite_share) & has_fav[user])
-    pick = _sample_within(rng, np.ones(len(fav_user)), fav_user, cfg.n_users, user[from_fav])
+    pick = sample_within(rng, np.ones(len(fav_user)), fav_user, cfg.n_users, user[from_fav])
     author[from_fav] = fav_person[pick]
     photo = photos["first"][author] + (rng.random(n) * people.n_photos[author]).astype(np.int64)
     ptopic = photos["topic"][photo]
     aff = users.affinity[user, ptopic]
     fav = _is_favourite(users, n_p, user, author)
     x = cfg.short_affinity_weight * aff + 1.0 * fav + rng.normal(0.0, 0.5, n)
-    complete = rng.random(n) < _sigmoid(_logit_offset(x, cfg.complete_rate) + x)
+    complete = rng.random(n) < sigmoid(_logit_offset(x, cfg.complete_rate) + x)
     progress = np.where(complete, 1.0, np.round(np.clip(rng.beta(1.0, 2.0, n), 0.01, 0.99), 3))
 
     def flag(rate: float, weight: float) -> np.ndarray:
         z = weight * aff + 1.0 * fav
-        return (rng.random(n) < _sigmoid(_logit_offset(z, rate) + z)).astype(np.int64)
+        return (rng.random(n) < sigmoid(_logit_offset(z, rate) + z)).astype(np.int64)
 
     like, comment, reply = flag(0.04, 0.8), flag(0.01, 0.5), flag(0.003, 0.5)
     stay = np.where((comment > 0) | (rng.random(n) < 0.05), rng.lognormal(np.log(8000.0), 1.0, n), 0.0)
@@ -642,7 +607,7 @@ def _room_table(rooms: _Rooms, people: _People, topic_names: np.ndarray) -> pl.D
     last_day = (rooms.end - 1 - WINDOW_START_MS) // DAY_MS
     n_days = last_day - first_day + 1
     room = np.repeat(np.arange(len(n_days)), n_days)
-    day = first_day[room] + _rank_in_segment(n_days)
+    day = first_day[room] + rank_in_segment(n_days)
     return pl.DataFrame({
         "p_date": _local_date(WINDOW_START_MS + day * DAY_MS), "live_id": rooms.ids[room],
         "streamer_id": people.ids[rooms.streamer[room]], "live_type": rooms.live_type[room],

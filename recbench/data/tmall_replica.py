@@ -75,6 +75,7 @@ import numpy as np
 import polars as pl
 
 from recbench.data.base import write_csv_folder
+from recbench.data.sampling import distinct_ids, first_occurrence, sample_weighted, sample_within, shuffled_zipf
 from recbench.records import atomic_folder
 
 LOG_FILE = "user_log_format1.csv"
@@ -196,38 +197,6 @@ class TmallReplica:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _zipf(n: int, exponent: float) -> np.ndarray:
-    return 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
-
-
-def _sample_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Indices drawn from an (unnormalised) cumulative weight array with uniforms u in [0, 1)."""
-    return np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
-
-
-def _sample_within(rng: np.random.Generator, weights: np.ndarray, owner: np.ndarray, n_owners: int,
-                   want: np.ndarray) -> np.ndarray:
-    """For each entry of `want` (an owner index), draw a member of that owner by `weights`.
-
-    Members are sorted by owner once; a draw is a searchsorted into the global cumulative weights
-    restricted to the owner's slice. Every owner in `want` must have at least one member."""
-    order = np.argsort(owner, kind="stable")
-    cum = np.cumsum(weights[order])
-    start = np.searchsorted(owner[order], np.arange(n_owners), side="left")
-    stop = np.searchsorted(owner[order], np.arange(n_owners), side="right")
-    lo = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
-    hi = cum[np.maximum(stop - 1, 0)]
-    target = lo[want] + rng.random(len(want)) * (hi[want] - lo[want])
-    pos = np.searchsorted(cum, target, side="right")
-    pos = np.clip(pos, start[want], stop[want] - 1)
-    return order[pos]
-
-
-def _distinct_ids(rng: np.random.Generator, n: int, max_id: int) -> np.ndarray:
-    """n distinct random ints in 1..max(max_id, n), in random order."""
-    return rng.choice(max(max_id, n), size=n, replace=False).astype(np.int64) + 1
-
-
 def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     """0-based rank of each element inside its group when sorted by key."""
     order = np.lexsort((key, group))
@@ -256,14 +225,6 @@ def _start_day_weights(config: TmallReplicaConfig) -> np.ndarray:
     w *= (1.0 - config.double11_share) / w.sum()
     w[DOUBLE11] = config.double11_share
     return w
-
-
-def _duplicated(keys: np.ndarray) -> np.ndarray:
-    """True for every occurrence of a key after its first."""
-    _, first = np.unique(keys, return_index=True)
-    dup = np.ones(len(keys), dtype=bool)
-    dup[first] = False
-    return dup
 
 
 # ------------------------------------------------------------------------------------ phase state
@@ -400,18 +361,18 @@ def _build_catalogue(rng: np.random.Generator, config: TmallReplicaConfig) -> _C
     """Build the catalogue: categories -> groups, sellers, brands, items."""
     n_c, n_g, n_i = config.n_categories, config.n_category_groups, config.n_items
     n_s = config.n_sellers
-    cat_pop = _zipf(n_c, config.category_zipf)[rng.permutation(n_c)]
+    cat_pop = shuffled_zipf(rng, n_c, config.category_zipf)
     # The leading arange guarantees every group owns at least one category (and one seller below),
-    # which _sample_within requires.
+    # which sample_within requires.
     cat_group = np.r_[np.arange(n_g), rng.integers(0, n_g, n_c - n_g)][rng.permutation(n_c)]
     seller_group = np.r_[np.arange(n_g), rng.integers(0, n_g, n_s - n_g)]
     seller_group = seller_group[rng.permutation(n_s)]
-    seller_w = _zipf(n_s, config.seller_zipf)[rng.permutation(n_s)]
+    seller_w = shuffled_zipf(rng, n_s, config.seller_zipf)
     # Every seller owns at least one brand; big sellers own more of the extra brands.
-    brand_seller = np.r_[np.arange(n_s), _sample_cdf(np.cumsum(seller_w), rng.random(config.n_brands - n_s))]
+    brand_seller = np.r_[np.arange(n_s), sample_weighted(seller_w, rng.random(config.n_brands - n_s))]
     brand_w = rng.exponential(1.0, config.n_brands) + 0.05
     # Every category gets at least one item; the rest follow category popularity.
-    item_cat = np.r_[np.arange(n_c), _sample_cdf(np.cumsum(cat_pop), rng.random(n_i - n_c))]
+    item_cat = np.r_[np.arange(n_c), sample_weighted(cat_pop, rng.random(n_i - n_c))]
     item_cat = item_cat[rng.permutation(n_i)]
     item_rank = _rank_within(item_cat, rng.random(n_i))
     item_pop = 1.0 / (item_rank + 1.0) ** config.item_zipf
@@ -419,8 +380,8 @@ def _build_catalogue(rng: np.random.Generator, config: TmallReplicaConfig) -> _C
     quality = 0.5 * (-np.log1p(item_rank)) + rng.normal(0.0, 1.0, n_i)
     quality = (quality - quality.mean()) / quality.std()
     # Items of a category share the seller/brand structure of the category's group.
-    item_seller = _sample_within(rng, seller_w, seller_group, n_g, cat_group[item_cat])
-    item_brand = _sample_within(rng, brand_w, brand_seller, n_s, item_seller)
+    item_seller = sample_within(rng, seller_w, seller_group, n_g, cat_group[item_cat])
+    item_brand = sample_within(rng, brand_w, brand_seller, n_s, item_seller)
     brand_missing = rng.random(n_i) < config.brand_missing_rate
     return _Catalogue(cat_pop=cat_pop, cat_group=cat_group, item_cat=item_cat, item_pop=item_pop,
                       quality=quality, item_seller=item_seller, item_brand=item_brand,
@@ -444,8 +405,8 @@ def _build_users(rng: np.random.Generator, config: TmallReplicaConfig, catalogue
     top_groups = np.argsort(-keys, axis=1, kind="stable")[:, :3]  # up to 3 liked groups, without replacement
     n_liked = rng.choice(3, size=n_u, p=[0.35, 0.45, 0.20]) + 1
     slot_group = np.repeat(top_groups, 2, axis=1)  # 2 categories per liked group -> 6 slots
-    slot_cat = _sample_within(rng, catalogue.cat_pop, catalogue.cat_group, n_g,
-                              slot_group.ravel()).reshape(n_u, 6)
+    slot_cat = sample_within(rng, catalogue.cat_pop, catalogue.cat_group, n_g,
+                             slot_group.ravel()).reshape(n_u, 6)
     # Slots of the groups beyond the user's n_liked get zero weight, so they are never drawn.
     slot_w = rng.exponential(1.0, (n_u, 6)) * (np.repeat(np.arange(3), 2)[None, :] < n_liked[:, None])
     return _Users(age=age, gender=gender, age_missing=age_missing, gender_missing=gender_missing,
@@ -487,18 +448,18 @@ def _build_episodes(rng: np.random.Generator, config: TmallReplicaConfig, catalo
     n_e = len(ep_user)
     explore = rng.random(n_e) < config.explore_rate
     slot = (rng.random(n_e)[:, None] * users.slot_cdf[ep_user, -1:] >= users.slot_cdf[ep_user]).sum(axis=1)
-    ep_cat = np.where(explore, _sample_cdf(np.cumsum(catalogue.cat_pop), rng.random(n_e)),
+    ep_cat = np.where(explore, sample_weighted(catalogue.cat_pop, rng.random(n_e)),
                       users.slot_cat[ep_user, np.minimum(slot, 5)])
-    ep_item = _sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat)
+    ep_item = sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat)
     for _ in range(8):  # redraw items a user already has an episode on (same category)
-        dup = _duplicated(ep_user * n_i + ep_item)
+        dup = ~first_occurrence(ep_user * n_i + ep_item)
         if not dup.any():
             break
-        ep_item[dup] = _sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat[dup])
+        ep_item[dup] = sample_within(rng, catalogue.item_pop, catalogue.item_cat, n_c, ep_cat[dup])
     # Duplicates that survive the redraws are dropped, so (user, item) pairs are unique.
-    keep = ~_duplicated(ep_user * n_i + ep_item)
+    keep = first_occurrence(ep_user * n_i + ep_item)
     ep_user, ep_cat, ep_item, explore = ep_user[keep], ep_cat[keep], ep_item[keep], explore[keep]
-    ep_start = _sample_cdf(np.cumsum(_start_day_weights(config)), rng.random(len(ep_user)))
+    ep_start = sample_weighted(_start_day_weights(config), rng.random(len(ep_user)))
     ep_group = catalogue.cat_group[ep_cat]
     return _Episodes(user=ep_user, cat=ep_cat, item=ep_item, explore=explore, start=ep_start,
                      group=ep_group, style=styles.style[ep_user, ep_group])
@@ -601,12 +562,15 @@ def _shuffle_rows(rng: np.random.Generator, n_users: int, rows: _Rows) -> _Rows:
 
 def _draw_raw_ids(rng: np.random.Generator, config: TmallReplicaConfig) -> _RawIds:
     """Draw distinct raw ids of realistic magnitude for users, items, categories, sellers, brands."""
+    def ids(n: int, max_id: int) -> np.ndarray:  # n distinct ints in 1..max(max_id, n), in random order
+        return distinct_ids(rng, n, 1, max(max_id, n) + 1)
+
     return _RawIds(
-        user=_distinct_ids(rng, config.n_users, config.max_user_id),
-        item=_distinct_ids(rng, config.n_items, config.max_item_id),
-        cat=_distinct_ids(rng, config.n_categories, config.max_cat_id),
-        seller=_distinct_ids(rng, config.n_sellers, config.max_seller_id),
-        brand=_distinct_ids(rng, config.n_brands, config.max_brand_id),
+        user=ids(config.n_users, config.max_user_id),
+        item=ids(config.n_items, config.max_item_id),
+        cat=ids(config.n_categories, config.max_cat_id),
+        seller=ids(config.n_sellers, config.max_seller_id),
+        brand=ids(config.n_brands, config.max_brand_id),
     )
 
 

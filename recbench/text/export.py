@@ -15,9 +15,8 @@ present and whose ids hash matches; anything else starts over.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 
 from recbench.errors import UserInputError
 from recbench.faults import kill_if_due
-from recbench.records import write_json_atomic
+from recbench.records import write_atomic, write_json_atomic
 from recbench.text.lm import model_source
 
 FORMAT = "recbench.text.embeddings/1"
@@ -112,16 +111,9 @@ def _embed_chunk(body: torch.nn.Module, tokenizer, texts: list[str], *, batch_si
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomic(path, buffer.getvalue(), fsync=True)
 
 
 def _chunk_ok(folder: Path, entry: dict[str, Any], start: int, rows: int, ids_hash: str) -> bool:

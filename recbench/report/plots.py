@@ -1,0 +1,134 @@
+"""The leaderboard's plots (matplotlib, imported when first drawn): test metrics as bars, training curves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+
+from recbench.report.collect import Run
+from recbench.report.render import _arrow, _is_best, short_metric
+from recbench.report.tables import Table, _finite
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+ROLE_COLOURS = {"proposed": "#d1495b", "ablation": "#edae49", "baseline": "#00798c", "": "#30638e"}
+
+
+def plot_bars(table: Table) -> bytes:
+    """One panel per headline metric: a horizontal bar per row, error bar = 95% CI, best bar outlined."""
+    plt = _plt()
+    metrics = table.headline_metrics()
+    cols = min(2, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    panel_height = 0.32 * len(table.rows) + 1.1
+    fig, axes = plt.subplots(nrows, cols, figsize=(7.0 * cols, panel_height * nrows), squeeze=False)
+    labels = [row.label if len(row.label) <= 40 else row.label[:37] + "..." for row in table.rows]
+    y = np.arange(len(table.rows))
+    for ax, metric in zip(axes.flat, metrics):
+        stats = [row.metrics.get(metric) for row in table.rows]
+        means = np.array([s.mean if s and s.n else np.nan for s in stats])
+        errors = np.array([s.ci95 if s and s.n > 1 else 0.0 for s in stats])
+        colours = [ROLE_COLOURS.get(row.role, ROLE_COLOURS[""]) for row in table.rows]
+        finite = np.isfinite(means)
+        bars = ax.barh(y, np.where(finite, means, 0.0), xerr=np.where(finite, errors, 0.0), color=colours,
+                       capsize=3, edgecolor="black",
+                       linewidth=[2.0 if _is_best(table, metric, s) else 0.0 for s in stats])
+        zoomed = False
+        if finite.any():
+            lo = float(np.min(means[finite] - errors[finite]))
+            hi = float(np.max(means[finite] + errors[finite]))
+            pad = 0.15 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-6)
+            # start at 0 unless that squeezes the differences into a sliver (then say so in the title)
+            left = 0.0 if lo - pad <= 0.5 * hi else lo - pad
+            left = min(left, lo - pad) if lo < 0 else left
+            zoomed = left > 0
+            ax.set_xlim(left, hi + pad)
+        for bar, ok in zip(bars, finite):
+            if not ok:
+                bar.set_visible(False)
+        for yi, ok in zip(y, finite):
+            if not ok:
+                ax.text(0.01, yi, "no value", transform=ax.get_yaxis_transform(), va="center", fontsize=7,
+                        color="#777")
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()  # the table's order, best first
+        ax.set_title(f"{short_metric(metric)} {_arrow(table, metric)}" + ("  (axis zoomed)" if zoomed else ""),
+                     fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{table.title}: test mean ± 95% CI over seeds", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
+    return _png(fig, plt)
+
+
+def _train_loss(run: Run) -> dict[int, float]:
+    """Per-epoch training loss from the run's CSV logger file, when the run used logger=csv."""
+    path = run.run_dir / "csv" / "metrics.csv"
+    out: dict[int, float] = {}
+    try:
+        with path.open(newline="") as handle:
+            for line in csv.DictReader(handle):
+                value = line.get("train/loss_epoch")
+                if value:
+                    out[int(float(line["epoch"]))] = float(value)
+    except (OSError, KeyError, ValueError):
+        return {}
+    return out
+
+
+def plot_curves(table: Table) -> bytes | None:
+    """Per epoch: the monitored validation metric (and the training loss when a CSV log exists);
+    line = mean over seeds, band = min..max over seeds."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = [(table.monitor, lambda run: {int(h["epoch"]): float(h[table.monitor]) for h in run.get("history") or []
+                                           if "epoch" in h and _finite(h.get(table.monitor))})]
+    losses = {id(run): _train_loss(run) for row in table.rows for run in row.runs}
+    if any(losses.values()):
+        panels.append(("train/loss (epoch mean)", lambda run: losses[id(run)]))
+    drawn = False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.8), squeeze=False)
+    for ax, (name, series) in zip(axes.flat, panels):
+        for row in table.rows:
+            curves = [series(run) for run in row.runs]
+            epochs = sorted({e for c in curves for e in c})
+            if not epochs:
+                continue
+            values = [[c[e] for c in curves if e in c] for e in epochs]
+            mean = np.array([np.mean(v) for v in values])
+            line, = ax.plot(epochs, mean, marker="o", markersize=3, label=row.label)
+            if len(curves) > 1:
+                ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
+                                color=line.get_color(), alpha=0.15)
+            drawn = True
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.suptitle(f"{table.title}: training curves (mean over seeds, band = min..max)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
+    return _png(fig, plt)
+
+
+def _png(fig, plt) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

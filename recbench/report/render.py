@@ -1,0 +1,409 @@
+"""Formatting of numbers and the leaderboard's renderings: markdown, self-contained html, csv, json."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recbench.report.collect import Run, semantic_config
+from recbench.report.statistics import Stat, _num
+from recbench.report.tables import Row, Table
+
+OUTPUT_STEM = "leaderboard"
+PLOTS_DIR = f"{OUTPUT_STEM}_files"
+SIGNIFICANCE = 0.05
+
+
+def fmt(value: float, digits: int | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if digits is None:
+        digits = 4 if abs(value) < 10 else 2 if abs(value) < 1000 else 0
+    return f"{value:,.{digits}f}" if digits == 0 else f"{value:.{digits}f}"
+
+
+def fmt_stat(stat: Stat | None) -> str:
+    if stat is None or stat.n == 0:
+        return "–"
+    if stat.n < 2:
+        return f"{fmt(stat.mean)} (n=1)"
+    digits = 4 if abs(stat.mean) < 10 else 2
+    return f"{fmt(stat.mean, digits)} ± {fmt(stat.ci95, digits)}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "–"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def fmt_paired(row: Row, table: Table) -> str:
+    if row.is_reference:
+        return "reference"
+    test = row.paired.get(table.primary)
+    if test is None or test.n == 0:
+        return "no common seeds"
+    digits = 4 if abs(test.delta) < 10 else 2
+    text = f"{test.delta:+.{digits}f}"
+    if test.n < 2:
+        return f"{text} (1 seed, no test)"
+    return f"{text} ({fmt_p(test.p)}, n={test.n})" + (" *" if test.p < SIGNIFICANCE else "")
+
+
+def short_metric(metric: str) -> str:
+    return metric.removeprefix("test/")
+
+
+def _arrow(table: Table, metric: str) -> str:
+    return "↓" if table.direction(metric) == "min" else "↑"
+
+
+def _is_best(table: Table, metric: str, stat: Stat | None) -> bool:
+    best = table.best(metric)
+    return (stat is not None and stat.n > 0 and math.isfinite(best)
+            and math.isclose(stat.mean, best, rel_tol=0, abs_tol=1e-12))
+
+
+def _rel(path: Path) -> str:
+    """A path below the working directory relative to it, any other path absolute."""
+    try:
+        absolute = Path(os.path.abspath(path))
+        return str(absolute.relative_to(Path.cwd())) or "."
+    except (ValueError, OSError):
+        return str(path)
+
+
+DEFINITIONS = [
+    ("mean ± CI",
+     ("mean over seeds ± half-width of the 95% confidence interval of the mean, t_{0.975, n−1} · sd / "
+      "√n (sd with n − 1 in the denominator; Student t quantile); a single seed is shown as (n=1) "
+      "without an interval.")),
+    ("seeds",
+     ("number of seeds with a finished record; one record per seed counts (a re-run of the same config "
+      "and seed replaces the older record, which is listed as superseded).")),
+    ("best",
+     ("the best mean of each column is in bold (↑ higher is better, ↓ lower is better; the direction of"
+      " the monitored metric comes from task.monitor_mode).")),
+    ("reference",
+     ("the baseline row with the best validation value of the monitored metric (mean over seeds); the "
+      "test set is never used to choose it. Baselines come from the experiment config's "
+      "`benchmark.baselines` or `--baselines`; with none declared every row is a candidate.")),
+    ("Δ vs reference",
+     ("mean over the seeds both rows have of (row − reference) on the test value of the monitored "
+      "metric, with the two-sided paired t-test p-value on those seeds (df = pairs − 1); * marks p < "
+      "0.05. No correction for multiple comparisons. Identical values on every seed give p = 1; fewer "
+      "than 2 common seeds give no test.")),
+    ("rows",
+     ("one row per model and config key: the resolved config minus the seed and settings that cannot "
+      "change results (paths, logger, progress bar, log interval, evaluation batch size, data "
+      "location), plus the dataset fingerprint. Records with different keys are never averaged; rows of"
+      " one model are told apart by a suffix naming what differs.")),
+    ("tables",
+     ("one table per (dataset, data source, monitored metric): synthetic-replica and real data never "
+      "share a table.")),
+    ("train s, samples/s",
+     ("mean over seeds of the wall time of Trainer.fit (validation included) and of the training "
+      "throughput (training batches only).")),
+]
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    runs: list[Run]
+    folders: list[Path]
+    generated: str
+    plots: dict[str, dict[str, str]] = field(default_factory=dict)  # slug -> {"bars": file name, ...}
+    plot_note: str = ""
+
+    @property
+    def without_results(self) -> list[Run]:
+        return [run for run in self.runs if run.status != "finished"]
+
+    def superseded(self) -> list[Run]:
+        return [run for table in self.tables for row in table.rows for run in row.superseded]
+
+
+def _table_header(table: Table) -> list[str]:
+    ref = table.reference.label if table.reference else "reference"
+    return (["model", "role", "task", "seeds"]
+            + [f"{short_metric(m)} {_arrow(table, m)}" for m in table.headline_metrics()]
+            + [f"Δ {short_metric(table.primary)} vs {ref}", "train s", "samples/s", "parameters"])
+
+
+def _table_cells(table: Table, row: Row) -> list[tuple[str, bool]]:
+    """(text, is_best) per column."""
+    cells = [(row.label, False), (row.role or "–", False), (row.task, False), (str(len(row.runs)), False)]
+    for metric in table.headline_metrics():
+        stat = row.metrics.get(metric)
+        cells.append((fmt_stat(stat), _is_best(table, metric, stat)))
+    params = row.mean_of("parameters")
+    cells += [(fmt_paired(row, table), False), (fmt(row.mean_of("train_seconds"), 1), False),
+              (fmt(row.mean_of("train_samples_per_second"), 0), False),
+              (f"{params:,.0f}" if math.isfinite(params) else "–", False)]
+    return cells
+
+
+def _caption_lines(table: Table) -> list[str]:
+    lines = []
+    if table.experiments:
+        lines.append("Experiment: " + ", ".join(table.experiments)
+                     + (f" — {'; '.join(table.papers)}" if table.papers else ""))
+    if table.data_source != "raw":
+        lines.append(f"Data source: {table.data_source}. Numbers on the synthetic replica show that a mechanism "
+                     "is measurable; they are not comparable with published numbers on the real data.")
+    if not table.roles_declared:
+        lines.append("No baselines declared (no experiment config, no --baselines): the reference is the best "
+                     "row by the validation metric.")
+    return lines
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: Report) -> str:
+    out = ["# recbench leaderboard", "",
+           f"Generated {report.generated} by `python -m recbench.report` from "
+           f"{sum(r.status == 'finished' for r in report.runs)} finished records under "
+           + ", ".join(f"`{_rel(f)}`" for f in report.folders) + ". Test metrics; mean ± 95% CI over seeds "
+           "(definitions at the end).", ""]
+    if not report.tables:
+        out += ["No finished runs.", ""]
+    for table in report.tables:
+        out += [f"## {table.title}", ""]
+        out += [f"{line}  " for line in _caption_lines(table)] + [""]
+        header = _table_header(table)
+        out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+        out.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
+        for row in table.rows:
+            cells = [f"**{_md_escape(t)}**" if best else _md_escape(t) for t, best in _table_cells(table, row)]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        for kind, title in (("bars", "test metrics"), ("curves", "training curves")):
+            name = report.plots.get(table.slug, {}).get(kind)
+            if name:
+                out += [f"![{table.title}: {title}]({PLOTS_DIR}/{name})", ""]
+    if report.plot_note:
+        out += [f"Plots: {report.plot_note}", ""]
+    if report.without_results:
+        out += ["## Runs without results", "", "| run | model | data | seed | status | error |",
+                "|---|---|---|---:|---|---|"]
+        for run in report.without_results:
+            out.append("| " + " | ".join(_md_escape(str(v)) for v in (
+                _rel(run.run_dir), run.get("model", "?"), run.get("data", "?"), run.get("seed", "?"),
+                run.status, run.error or "–")) + " |")
+        out.append("")
+    superseded = report.superseded()
+    if superseded:
+        out += ["## Superseded records (same config and seed as a newer record; not counted)", ""]
+        out += [f"- `{_rel(run.path)}`" for run in superseded] + [""]
+    out += ["## Definitions", ""]
+    out += [f"- **{name}**: {text}" for name, text in DEFINITIONS]
+    out += _metric_definitions_md(report) + [""]
+    return "\n".join(out)
+
+
+def _metric_definitions(report: Report) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for table in report.tables:
+        for row in table.rows:
+            for run in row.runs:
+                for name, text in (run.get("metric_definitions") or {}).items():
+                    merged.setdefault(name, str(text))
+    return dict(sorted(merged.items()))
+
+
+def _metric_definitions_md(report: Report) -> list[str]:
+    definitions = _metric_definitions(report)
+    if not definitions:
+        return []
+    return ["", "Metrics (as recorded by the runs):", ""] + [f"- **{k}**: {v}" for k, v in definitions.items()]
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1400px;
+color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td.text,th.text{text-align:left}
+td.best{font-weight:bold;background:#e8f5e9}
+tr.reference td{background:#fffbe6}
+.note{color:#555;font-size:.9em;margin:.2em 0}
+.warn{color:#8a4b00}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.scroll{overflow-x:auto}
+details{margin:.5em 0}summary{cursor:pointer;color:#30638e}
+dl dt{font-weight:bold;margin-top:.5em}dl dd{margin-left:1.5em}
+footer{margin-top:3em;font-size:.85em;color:#444}
+"""
+
+
+def _h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def render_html(report: Report, images: dict[str, bytes]) -> str:
+    """One self-contained page: inline CSS, plots as data: URIs, no script."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<link rel="icon" href="data:,">', "<title>recbench leaderboard</title>",
+           f"<style>{CSS}</style></head><body>", "<h1>recbench leaderboard</h1>",
+           f'<p class="note">Generated {_h(report.generated)} by <code>python -m recbench.report</code> from '
+           f"{sum(r.status == 'finished' for r in report.runs)} finished records under "
+           + ", ".join(f"<code>{_h(_rel(f))}</code>" for f in report.folders)
+           + ". Test metrics; mean ± 95% CI over seeds (definitions below).</p>"]
+    if not report.tables:
+        out.append("<p>No finished runs.</p>")
+    for table in report.tables:
+        out.append(f'<h2 id="{_h(table.slug)}">{_h(table.title)}</h2>')
+        for line in _caption_lines(table):
+            cls = "note warn" if line.startswith("Data source") else "note"
+            out.append(f'<p class="{cls}">{_h(line)}</p>')
+        header = _table_header(table)
+        out.append('<div class="scroll"><table><thead><tr>' + "".join(
+            f'<th class="{"text" if i < 3 else ""}">{_h(h)}</th>' for i, h in enumerate(header))
+            + "</tr></thead><tbody>")
+        for row in table.rows:
+            cells = _table_cells(table, row)
+            out.append(f'<tr class="{"reference" if row.is_reference else ""}">' + "".join(
+                f'<td class="{"text" if i < 3 else ""}{" best" if best else ""}">{_h(text)}</td>'
+                for i, (text, best) in enumerate(cells)) + "</tr>")
+        out.append("</tbody></table></div>")
+        for kind, alt in (("bars", "test metrics, mean ± 95% CI"), ("curves", "training curves")):
+            name = report.plots.get(table.slug, {}).get(kind)
+            if name and name in images:
+                data = base64.b64encode(images[name]).decode()
+                out.append(f'<img alt="{_h(table.title)}: {_h(alt)}" src="data:image/png;base64,{data}">')
+        out.append(_html_all_metrics(table))
+        out.append(_html_runs(table))
+    if report.plot_note:
+        out.append(f'<p class="note warn">Plots: {_h(report.plot_note)}</p>')
+    if report.without_results:
+        out.append("<h2>Runs without results</h2><table><thead><tr>" + "".join(
+            f'<th class="text">{h}</th>' for h in ("run", "model", "data", "seed", "status", "error"))
+            + "</tr></thead><tbody>")
+        for run in report.without_results:
+            out.append("<tr>" + "".join(f'<td class="text">{_h(v)}</td>' for v in (
+                _rel(run.run_dir), run.get("model", "?"), run.get("data", "?"), run.get("seed", "?"),
+                run.status, run.error or "–")) + "</tr>")
+        out.append("</tbody></table>")
+    superseded = report.superseded()
+    if superseded:
+        out.append("<h2>Superseded records</h2>"
+                   "<p class='note'>Same config and seed as a newer record; not counted.</p><ul>"
+                   + "".join(f"<li><code>{_h(_rel(run.path))}</code></li>" for run in superseded) + "</ul>")
+    out.append("<footer><h2>Definitions</h2><dl>" + "".join(
+        f"<dt>{_h(name)}</dt><dd>{_h(text)}</dd>" for name, text in DEFINITIONS) + "</dl>")
+    definitions = _metric_definitions(report)
+    if definitions:
+        out.append("<h3>Metrics (as recorded by the runs)</h3><dl>" + "".join(
+            f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in definitions.items()) + "</dl>")
+    out.append("</footer></body></html>")
+    return "\n".join(out)
+
+
+def _html_all_metrics(table: Table) -> str:
+    metrics = table.all_metrics()
+    out = ["<details><summary>All test metrics</summary><div class='scroll'><table><thead><tr>"
+           "<th class='text'>model</th>"
+           + "".join(f"<th>{_h(short_metric(m))} {_arrow(table, m)}</th>" for m in metrics) + "</tr></thead><tbody>"]
+    for row in table.rows:
+        out.append(f"<tr><td class='text'>{_h(row.label)}</td>" + "".join(
+            f"<td class='{'best' if _is_best(table, m, row.metrics.get(m)) else ''}'>"
+            f"{_h(fmt_stat(row.metrics.get(m)))}</td>"
+            for m in metrics) + "</tr>")
+    out.append("</tbody></table></div></details>")
+    return "".join(out)
+
+
+def _html_runs(table: Table) -> str:
+    out = ["<details><summary>Runs</summary><div class='scroll'><table><thead><tr>" + "".join(
+        f"<th class='text'>{h}</th>" for h in ("model", "config key", "seed", "run", f"valid {table.monitor}",
+                                                f"{short_metric(table.primary)}", "train s", "git commit"))
+        + "</tr></thead><tbody>"]
+    for row in table.rows:
+        for run in row.runs:
+            metrics = run.get("metrics") or {}
+            out.append("<tr>" + "".join(f"<td class='text'>{_h(v)}</td>" for v in (
+                row.label, row.key, run.get("seed"), _rel(run.run_dir),
+                fmt(metrics.get("valid", {}).get(table.monitor, math.nan)),
+                fmt(metrics.get("test", {}).get(table.primary, math.nan)),
+                fmt(run.get("train_seconds", math.nan), 1), (run.get("git_commit") or "–")[:10])) + "</tr>")
+    out.append("</tbody></table></div></details>")
+    return "".join(out)
+
+
+CSV_COLUMNS = ["status", "data", "data_source", "monitor", "model", "label", "config_key", "role", "task",
+               "reference", "metric", "direction", "n", "mean", "sd", "ci95", "seeds", "values",
+               "delta_vs_reference", "p_value", "n_pairs", "train_seconds_mean", "samples_per_second_mean",
+               "parameters", "run", "error"]
+
+
+def render_csv(report: Report) -> str:
+    """Long format: one line per (table, row, metric); runs without results as status lines."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for table in report.tables:
+        for row in table.rows:
+            for metric in table.all_metrics():
+                stat = row.metrics.get(metric, Stat({}))
+                test = row.paired.get(metric)
+                writer.writerow({
+                    "status": "finished", "data": table.data, "data_source": table.data_source,
+                    "monitor": table.monitor, "model": row.model, "label": row.label, "config_key": row.key,
+                    "role": row.role, "task": row.task, "reference": table.reference.label if table.reference else "",
+                    "metric": metric, "direction": table.direction(metric), "n": stat.n, "mean": _csv(stat.mean),
+                    "sd": _csv(stat.sd), "ci95": _csv(stat.ci95), "seeds": " ".join(map(str, sorted(stat.values))),
+                    "values": " ".join(repr(stat.values[s]) for s in sorted(stat.values)),
+                    "delta_vs_reference": _csv(test.delta) if test else "", "p_value": _csv(test.p) if test else "",
+                    "n_pairs": test.n if test else "", "train_seconds_mean": _csv(row.mean_of("train_seconds")),
+                    "samples_per_second_mean": _csv(row.mean_of("train_samples_per_second")),
+                    "parameters": _csv(row.mean_of("parameters")), "run": "", "error": ""})
+    for run in report.without_results:
+        writer.writerow({"status": run.status, "data": run.get("data", ""), "model": run.get("model", ""),
+                         "label": run.get("model", ""), "task": run.get("task", ""), "seeds": run.get("seed", ""),
+                         "run": _rel(run.run_dir), "error": run.error})
+    return buffer.getvalue()
+
+
+def _csv(value: float) -> str:
+    return repr(float(value)) if value is not None and math.isfinite(value) else ""
+
+
+def render_json(report: Report) -> dict[str, Any]:
+    tables = []
+    for table in report.tables:
+        tables.append({
+            "data": table.data, "data_source": table.data_source, "monitor": table.monitor, "mode": table.mode,
+            "primary_metric": table.primary, "experiments": table.experiments, "papers": table.papers,
+            "reference": table.reference.label if table.reference else None,
+            "plots": {k: f"{PLOTS_DIR}/{v}" for k, v in report.plots.get(table.slug, {}).items()},
+            "rows": [{
+                "label": row.label, "model": row.model, "config_key": row.key, "role": row.role, "task": row.task,
+                "is_reference": row.is_reference, "seeds": row.seeds, "n_seeds": len(row.runs),
+                "metrics": {m: s.to_json() for m, s in sorted(row.metrics.items())},
+                "selection": row.selection.to_json() if row.selection else None,
+                "paired_vs_reference": {m: p.to_json() for m, p in sorted(row.paired.items())},
+                "train_seconds_mean": _num(row.mean_of("train_seconds")),
+                "samples_per_second_mean": _num(row.mean_of("train_samples_per_second")),
+                "parameters": _num(row.mean_of("parameters")),
+                "runs": [_rel(run.path) for run in row.runs],
+                "superseded": [_rel(run.path) for run in row.superseded],
+                "git_commits": sorted({str(run.get("git_commit")) for run in row.runs}),
+                "config": semantic_config(row.runs[0].record)} for row in table.rows]})
+    return {"generated": report.generated, "folders": [str(f) for f in report.folders],
+            "definitions": dict(DEFINITIONS),
+            "metric_definitions": _metric_definitions(report), "tables": tables,
+            "runs_without_results": [{"run": _rel(run.run_dir), "status": run.status, "model": run.get("model"),
+                                      "data": run.get("data"), "seed": run.get("seed"), "error": run.error}
+                                     for run in report.without_results]}

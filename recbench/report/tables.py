@@ -1,0 +1,202 @@
+"""The leaderboard model: records -> tables of rows (one per model and config key) with their statistics,
+roles and reference row."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recbench.report.collect import Run, config_key, distinguishing_suffixes, semantic_config
+from recbench.report.statistics import Paired, Stat, paired_t_test
+
+# A metric is lower-is-better when its name (test/<name>/<target>) matches; the monitored metric's
+# direction comes from the record (task.monitor_mode).
+LOWER_IS_BETTER = re.compile(r"(^|_)(loss|logloss|mae|rmse|mse|error)($|_)")
+
+
+def lower_is_better(metric: str) -> bool:
+    """metric: <split>/<name>/<target> (or any '/'-joined name): lower is better when a part after the
+    split names an error or a loss (mae, rmse, logloss, ...)."""
+    parts = metric.split("/")
+    parts = parts[1:] if parts[0] in ("test", "valid", "train") else parts
+    return any(LOWER_IS_BETTER.search(part) for part in parts)
+
+
+@dataclass
+class Row:
+    key: str  # config key
+    model: str
+    task: str
+    runs: list[Run]  # the counted runs: one per seed
+    superseded: list[Run]
+    label: str = ""
+    role: str = ""  # proposed | baseline | ablation | "" (none declared)
+    metrics: dict[str, Stat] = field(default_factory=dict)  # test metrics
+    selection: Stat | None = None  # validation value of the monitored metric
+    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> test vs the reference row
+    is_reference: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(run.get("seed")) for run in self.runs)
+
+    def mean_of(self, key: str) -> float:
+        values = [float(run.get(key)) for run in self.runs if _finite(run.get(key))]
+        return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class Table:
+    data: str
+    data_source: str
+    monitor: str  # e.g. valid/auc/mean
+    mode: str  # max | min
+    rows: list[Row]
+    experiments: list[str]
+    papers: list[str]
+    roles_declared: bool
+    reference: Row | None = None
+
+    @property
+    def primary(self) -> str:
+        return "test/" + self.monitor.split("/", 1)[1] if "/" in self.monitor else self.monitor
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9_]+", "-", f"{self.data}-{self.data_source}-{self.primary[5:]}".lower()).strip("-")
+
+    @property
+    def title(self) -> str:
+        return f"{self.data} · {self.data_source} data · selected on {self.monitor}"
+
+    def all_metrics(self) -> list[str]:
+        names = {m for row in self.rows for m in row.metrics}
+        return sorted(names, key=lambda m: (m != self.primary, m))
+
+    def headline_metrics(self) -> list[str]:
+        """The primary metric, then per metric name its `mean` target if it has one, else each target."""
+        names = self.all_metrics()
+        has_mean = {m.split("/")[1] for m in names if m.count("/") == 2 and m.endswith("/mean")}
+        keep = [m for m in names if m.count("/") != 2 or m.endswith("/mean") or m.split("/")[1] not in has_mean]
+        return sorted(keep, key=lambda m: (m != self.primary, m))
+
+    def direction(self, metric: str) -> str:
+        if metric == self.primary:
+            return self.mode
+        return "min" if lower_is_better(metric) else "max"
+
+    def best(self, metric: str) -> float:
+        means = [row.metrics[metric].mean for row in self.rows if metric in row.metrics
+                 and row.metrics[metric].n > 0]
+        if not means:
+            return math.nan
+        return min(means) if self.direction(metric) == "min" else max(means)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _split_metrics(run: Run, split: str) -> dict[str, Any]:
+    metrics = run.get("metrics")
+    values = metrics.get(split) if isinstance(metrics, dict) else None
+    return values if isinstance(values, dict) else {}
+
+
+def _benchmark(run: Run) -> dict[str, Any]:
+    return (run.get("config") or {}).get("benchmark") or {}
+
+
+def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None) -> list[Table]:
+    finished = [run for run in runs if run.status == "finished"]
+    grouped: dict[tuple[str, str, str, str], list[Run]] = {}
+    for run in finished:
+        monitor = run.get("monitor") or {}
+        key = (str(run.get("data")), str(run.get("data_source", "unknown")), str(monitor.get("metric", "?")),
+               str(monitor.get("mode", "max")))
+        grouped.setdefault(key, []).append(run)
+    tables = []
+    for (data, source, monitor, mode), members in sorted(grouped.items()):
+        tables.append(_build_table(data, source, monitor, mode, members, baselines))
+    return tables
+
+
+def _build_table(data: str, source: str, monitor: str, mode: str, members: list[Run],
+                 baselines: Sequence[str] | None) -> Table:
+    by_row: dict[str, list[Run]] = {}
+    for run in members:
+        by_row.setdefault(config_key(run.record), []).append(run)
+    rows = []
+    for key, runs in by_row.items():
+        latest: dict[Any, Run] = {}
+        superseded = []
+        for run in sorted(runs, key=lambda r: (r.mtime, str(r.path))):
+            seed = run.get("seed")
+            if seed in latest:
+                superseded.append(latest[seed])
+            latest[seed] = run
+        counted = [latest[s] for s in sorted(latest, key=lambda s: (str(type(s)), s))]
+        first = counted[0]
+        rows.append(Row(key, str(first.get("model")), str(first.get("task")), counted, superseded))
+    # labels: the model name, plus what differs where one model has several config keys
+    for model in {row.model for row in rows}:
+        same = [row for row in rows if row.model == model]
+        suffixes = distinguishing_suffixes({row.key: semantic_config(row.runs[0].record) for row in same},
+                                           {row.key: row.task for row in same})
+        for row in same:
+            row.label = row.model + (f" ({suffixes[row.key]})" if suffixes[row.key] else "")
+    # statistics
+    for row in rows:
+        names = {m for run in row.runs for m in _split_metrics(run, "test") if m != "epoch"}
+        for name in names:
+            row.metrics[name] = Stat({int(run.get("seed")): float(_split_metrics(run, "test")[name])
+                                      for run in row.runs if _finite(_split_metrics(run, "test").get(name))})
+        row.selection = Stat({int(run.get("seed")): float(_split_metrics(run, "valid")[monitor])
+                              for run in row.runs if _finite(_split_metrics(run, "valid").get(monitor))})
+    # roles: --baselines, else the experiment configs' benchmark blocks
+    declared: dict[str, set[str]] = {"proposed": set(), "baselines": set(), "ablations": set()}
+    experiments, papers = set(), set()
+    for run in members:
+        bench = _benchmark(run)
+        for role in declared:
+            declared[role].update(str(m) for m in bench.get(role) or [])
+        if bench.get("name"):
+            experiments.add(str(bench["name"]))
+        if bench.get("paper"):
+            papers.add(str(bench["paper"]))
+    if baselines:
+        declared = {"proposed": set(), "baselines": set(baselines), "ablations": set()}
+    roles_declared = any(declared.values())
+    for row in rows:
+        row.role = ("proposed" if row.model in declared["proposed"] else
+                    "ablation" if row.model in declared["ablations"] else
+                    "baseline" if row.model in declared["baselines"] else "")
+    table = Table(data, source, monitor, mode, rows, sorted(experiments), sorted(papers), roles_declared)
+    # the reference: the best baseline by the validation value of the monitored metric
+    candidates = [row for row in rows if (row.role == "baseline" if declared["baselines"] else True)
+                  and row.selection is not None and row.selection.n > 0]
+    if candidates:
+        pick = min if mode == "min" else max
+        table.reference = pick(candidates, key=lambda row: row.selection.mean)
+        table.reference.is_reference = True
+        for row in rows:
+            if row is table.reference:
+                continue
+            for name, stat in row.metrics.items():
+                if name in table.reference.metrics:
+                    row.paired[name] = paired_t_test(stat.values, table.reference.metrics[name].values)
+    # order: best first by the primary test metric; rows without it last
+    sign = 1.0 if mode == "min" else -1.0
+
+    def order(row: Row) -> tuple:
+        stat = row.metrics.get(table.primary)
+        missing = stat is None or stat.n == 0
+        return (missing, 0.0 if missing else sign * stat.mean, row.label)
+
+    rows.sort(key=order)
+    return table
