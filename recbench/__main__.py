@@ -85,21 +85,23 @@ def check_config(cfg: Any) -> None:
 
 def check_fit(cfg: Any, choices: dict[str, str]) -> None:
     """A model or task head made for another kind of dataset (LCU on Tmall): one line, before any
-    data is read. Components compare their `data_kinds` with the adapter's."""
+    data is read. The net and every head must accept one of the schemas the adapter produces."""
     from hydra.utils import get_class
 
-    available = getattr(get_class(cfg.data._target_), "data_kinds", frozenset())
-    if not available:
-        return
+    from recbench.data.schema import fits, names
+
+    produces = get_class(cfg.data._target_).produces
     parts = [("model", choices.get("model"), cfg.model.net._target_)]
     parts += [("task", choices.get("task"), head._target_) for head in cfg.task.heads.values()]
     for group, name, target in parts:
-        kinds = getattr(get_class(target), "data_kinds", None)
-        if kinds and not kinds & available:
-            raise UserInputError(f"{group} '{name}' does not fit data '{choices.get('data')}': it is made for "
-                                 f"{'/'.join(sorted(kinds))} data, this dataset has "
-                                 f"{'/'.join(sorted(available))} samples. "
-                                 "Fix: pick a model and task made for this dataset (README, 'A tour of the configs')")
+        accepts = getattr(get_class(target), "accepts", ())
+        if not accepts:
+            raise UserInputError(f"{group} '{name}' ({target}) declares no accepted schema. Fix: set `accepts = (...)` "
+                                 "on its class to the recbench.data.schema schemas it reads")
+        if not fits(accepts, produces):
+            raise UserInputError(f"{group} '{name}' does not fit data '{choices.get('data')}': it reads "
+                                 f"{names(accepts)} batches, this dataset produces {names(produces) or 'no declared'} "
+                                 "batches. Fix: pick a model and task made for this dataset (README, 'A tour of the configs')")
 
 
 def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
@@ -111,13 +113,6 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
     from recbench.module import RecModule
 
     check_fit(cfg, choices)
-    if cfg.data.get("text_embeddings") == "auto":  # the adapter's texts through the text stage first
-        from omegaconf import open_dict
-
-        from recbench.text.__main__ import auto_text_embeddings
-
-        with open_dict(cfg.data):
-            cfg.data.text_embeddings = str(auto_text_embeddings(cfg))
     adapter = instantiate(cfg.data)
     datamodule = RecDataModule(adapter, seed=cfg.seed, **cfg.loader)
     prepared = datamodule.prepare()
@@ -204,6 +199,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     return {"status": "finished", "model": choices["model"], "data": choices["data"], "task": choices["task"],
             "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
+            "text_embeddings": prepared.meta.get("text_embeddings"),  # the folder read (data.text_embeddings=auto: the stage's)
             "dataset_stats": prepared.meta.get("stats", {}), "seed": cfg.seed,
             "metrics": {"valid": best, "test": module.results.get("test", {})},
             "monitor": {"metric": monitor, "mode": mode, "best_epoch": best.get("epoch")},

@@ -224,7 +224,7 @@ def test_fuxictr_export_holds_the_same_rows(tiny_datamodule, tmp_path):
     tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
     for split in ("train", "valid", "test"):
         frame = pl.read_parquet(info["files"][split])
-        rows = torch.arange(len(tables[f"{split}_ep"]))
+        rows = torch.arange(len(tables[f"{split}_rows"]))
         batch = adapter.assemble(tables, split, rows)
         assert frame.height == len(rows) and frame["row"].to_list() == rows.tolist()
         assert frame["item"].to_list() == [str(v) for v in batch["item"].tolist()]

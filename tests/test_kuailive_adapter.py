@@ -99,7 +99,7 @@ def adapter(raw: Path, tmp: Path, source: str = "raw", **overrides) -> KuaiLiveA
 
 def batch_of(kuailive: KuaiLiveAdapter, prepared, split: str) -> dict[str, torch.Tensor]:
     tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
-    return kuailive.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_ep"])))
+    return kuailive.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_rows"])))
 
 
 def labels(batch: dict[str, torch.Tensor], key: str = "label") -> list[list[int]]:
@@ -139,7 +139,7 @@ def test_moment_stream_reports_first_positives_then_exit(official):
     train = batch_of(kuailive, prepared, "train")
     # n1 (not clicked): one row; c1: click @0, long view + first comment @tick 2, gift @tick 14, the
     # remaining like (0) at exit @tick 20; c2: click @0, the rest at exit @tick 1
-    assert prepared.arrays["train_ep"].tolist() == [0, 1, 1, 1, 1, 2, 2]
+    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 1, 1, 2, 2]
     assert labels(train) == [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0],
                              [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
     assert labels(train, "mask") == [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1],
@@ -147,7 +147,7 @@ def test_moment_stream_reports_first_positives_then_exit(official):
     assert not any(map(any, labels(train, "pu")))
     # every task is trained exactly once per exposure (first-only: the repeated comment is not reported)
     mask = np.array(labels(train, "mask"))
-    assert np.bincount(prepared.arrays["train_ep"], weights=mask.sum(1)).tolist() == [5, 5, 5]
+    assert np.bincount(prepared.arrays["train_rows"], weights=mask.sum(1)).tolist() == [5, 5, 5]
 
 
 def test_window_stream_fast_rows_and_pu_slow_rows(tmp_path):
@@ -155,7 +155,7 @@ def test_window_stream_fast_rows_and_pu_slow_rows(tmp_path):
     prepared = kuailive.prepare()
     train = batch_of(kuailive, prepared, "train")
     # c1's gift comes after 7 minutes: missing from its fast row, re-reported by the slow window with PU
-    assert prepared.arrays["train_ep"].tolist() == [0, 1, 1, 2]
+    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 2]
     assert labels(train) == [[0, 0, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]]
     assert labels(train, "mask") == [[1] * 5, [1] * 5, [0, 0, 0, 0, 1], [1] * 5]
     assert labels(train, "pu") == [[0] * 5, [0] * 5, [0, 0, 0, 0, 1], [0] * 5]
@@ -163,7 +163,7 @@ def test_window_stream_fast_rows_and_pu_slow_rows(tmp_path):
     moment = adapter(tmp_path / "raw", tmp_path, stream="moment").prepare()
     assert moment.meta["fingerprint"] == prepared.meta["fingerprint"]
     assert len(list((tmp_path / "cache").iterdir())) == 1
-    for key in ("valid_ep", "valid_label", "test_ep", "test_label"):
+    for key in ("valid_rows", "valid_label", "test_rows", "test_label"):
         np.testing.assert_array_equal(moment.arrays[key], prepared.arrays[key])
 
 
@@ -314,7 +314,7 @@ def test_no_sequence_element_at_or_after_the_exposure(replica):
     kuailive, tables = replica.adapter, replica.tables
     np.testing.assert_array_equal(replica.prepared.arrays["sample_time"], exposure_times(replica))
     for split in ("train", "valid", "test"):
-        exposure = tables[f"{split}_ep"]
+        exposure = tables[f"{split}_rows"]
         now = tables["sample_time"][exposure][:, None]
         for name in SEQUENCES:
             item, valid = kuailive.sequence_items(tables, name, exposure)
@@ -340,11 +340,11 @@ def exposure_times(datamodule) -> np.ndarray:
 
 def test_valid_and_test_are_disjoint_later_days(replica):
     arrays = replica.prepared.arrays
-    assert not np.intersect1d(arrays["valid_ep"], arrays["test_ep"]).size
-    assert not np.intersect1d(arrays["train_ep"], arrays["valid_ep"]).size
+    assert not np.intersect1d(arrays["valid_rows"], arrays["test_rows"]).size
+    assert not np.intersect1d(arrays["train_rows"], arrays["valid_rows"]).size
     time = arrays["sample_time"]
-    assert time[arrays["train_ep"]].max() < time[arrays["valid_ep"]].min()
-    assert time[arrays["valid_ep"]].max() < time[arrays["test_ep"]].min()
+    assert time[arrays["train_rows"]].max() < time[arrays["valid_rows"]].min()
+    assert time[arrays["valid_rows"]].max() < time[arrays["test_rows"]].min()
 
 
 def test_batches_follow_the_spec(replica):

@@ -115,7 +115,7 @@ def adapter(raw: Path, tmp: Path, source: str = "raw", **overrides) -> KuaiLiveM
 
 def batch_of(m3: KuaiLiveM3Adapter, prepared, split: str) -> dict[str, torch.Tensor]:
     tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
-    return m3.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_ep"])))
+    return m3.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_rows"])))
 
 
 def labels(batch: dict[str, torch.Tensor], key: str = "label") -> list[list[int]]:
@@ -151,7 +151,7 @@ def test_moment_stream_with_gift_at_session_end(handmade):
     train = batch_of(m3, prepared, "train")
     # show: one row; s1: click @0, long view + comment @tick 2, the gift at its end (tick 20) shares the
     # exit row with the like's negative; s2: click @0, the rest at exit (tick 1)
-    assert prepared.arrays["train_ep"].tolist() == [0, 1, 1, 1, 2, 2]
+    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 1, 2, 2]
     assert labels(train) == [[0] * 5, [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0] * 5]
     assert labels(train, "mask") == [[1] * 5, [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [1, 0, 0, 0, 0],
                                      [0, 1, 1, 1, 1]]
@@ -259,10 +259,10 @@ def test_replica_through_the_adapter(replica):
     tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
     cards = prepared.meta["spec"]["cardinalities"]
     for split in ("train", "valid", "test"):
-        batch = m3.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_ep"])))
+        batch = m3.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_rows"])))
         for field in prepared.meta["spec"]["user_fields"] + prepared.meta["spec"]["item_fields"]:
             assert batch[field].dtype == torch.int64 and batch[field].max() < cards[field]
-        exposure = tables[f"{split}_ep"]
+        exposure = tables[f"{split}_rows"]
         now = tables["sample_time"][exposure][:, None]
         for name in SEQUENCES:  # no sequence element at or after the exposure
             item, valid = m3.sequence_items(tables, name, exposure)

@@ -44,7 +44,7 @@ def fake_live_spec(content_dim: int = 8, length: int = 6) -> dict:
     return {"user_fields": ["user", "user_active"], "item_fields": ["live", "streamer", "category"],
             "context_fields": ["hour"], "cardinalities": cardinalities, "tasks": list(TASKS),
             "sequences": list(SEQUENCES), "sequence_lengths": {name: length for name in SEQUENCES},
-            "content_dim": content_dim}
+            "content_dim": content_dim, "schemas": ["live"]}
 
 
 def fake_live_batch(spec: dict, B: int, seed: int = 0) -> dict[str, torch.Tensor]:

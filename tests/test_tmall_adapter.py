@@ -70,7 +70,7 @@ def tables_of(prepared: Prepared) -> dict[str, torch.Tensor]:
 
 def batch_of(adapter: TmallAdapter, prepared: Prepared, split: str) -> dict[str, torch.Tensor]:
     tables = tables_of(prepared)
-    return adapter.assemble(tables, split, torch.arange(len(tables[f"{split}_ep"])))
+    return adapter.assemble(tables, split, torch.arange(len(tables[f"{split}_rows"])))
 
 
 def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -199,7 +199,7 @@ def test_hand_episodes_split_and_meta(hand):
     assert stats["split_start_days"] == {"valid": D0 + 5, "test": D0 + 8}
     assert meta["splits"] == {"train": 6, "valid": 2, "test": 2}
     for split, rows in EP_SPLIT.items():
-        assert a[f"{split}_ep"].tolist() == rows, split
+        assert a[f"{split}_rows"].tolist() == rows, split
     np.testing.assert_array_equal(a["ep_start"], np.array(EP_START) + D0)
     first = np.array([[NEVER if d is None else D0 + d for d in row] for row in EP_FIRST])
     np.testing.assert_array_equal(a["ep_first_day"], first)
@@ -264,7 +264,7 @@ def test_hand_no_label_among_features(hand):
     adapter, prepared = hand
     tables = tables_of(prepared)
     for split in SPLITS:
-        batch = adapter.assemble(tables, split, torch.arange(len(tables[f"{split}_ep"])))
+        batch = adapter.assemble(tables, split, torch.arange(len(tables[f"{split}_rows"])))
         assert {k for k in batch if "label" in k} == set(LABEL_KEYS)
         features = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
         assert set(features) == {"user", "age", "gender", "item", "cat", "seller", "brand", "group",
@@ -274,11 +274,11 @@ def test_hand_no_label_among_features(hand):
         scrambled = dict(tables)
         for key in LABEL_KEYS:
             scrambled[f"{split}_{key}"] = torch.full_like(tables[f"{split}_{key}"], 7)
-        again = adapter.assemble(scrambled, split, torch.arange(len(tables[f"{split}_ep"])))
+        again = adapter.assemble(scrambled, split, torch.arange(len(tables[f"{split}_rows"])))
         for key, value in features.items():
             assert torch.equal(again[key], value), key
         # a sample's features do not depend on its own actions (its future)
-        for r, ep in enumerate(tables[f"{split}_ep"].tolist()):
+        for r, ep in enumerate(tables[f"{split}_rows"].tolist()):
             future = dict(tables)
             first = tables["ep_first_day"].clone()
             first[ep] = torch.where(first[ep] >= tables["ep_start"][ep], first[ep] + 1, first[ep])
@@ -389,7 +389,7 @@ def check_no_leakage(adapter: TmallAdapter, prepared: Prepared) -> None:
     start, group, first = a["ep_start"], a["ep_group"], a["ep_first_day"]
     n = len(start)
     # splits: a partition of the episodes, chronological by whole days
-    eps = {s: a[f"{s}_ep"] for s in SPLITS}
+    eps = {s: a[f"{s}_rows"] for s in SPLITS}
     assert sorted(np.concatenate(list(eps.values())).tolist()) == list(range(n))
     assert not set(eps["valid"].tolist()) & set(eps["test"].tolist())
     assert start[eps["train"]].max() < start[eps["valid"]].min()
@@ -517,7 +517,7 @@ def test_auto_with_empty_raw_dir_uses_synthetic_with_banner(tmp_path, capsys):
     assert "SYNTHETIC" in err and "no real tmall files" in err
     assert Path(prepared.meta["files_dir"]).parent == tmp_path / "syn"
     assert (Path(prepared.meta["files_dir"]) / LOG_FILE).is_file()
-    assert all(len(prepared.arrays[f"{s}_ep"]) > 0 for s in SPLITS)
+    assert all(len(prepared.arrays[f"{s}_rows"]) > 0 for s in SPLITS)
 
 
 def test_auto_with_real_file_uses_it_quietly(tmp_path, capsys):

@@ -144,7 +144,7 @@ def export_for_fuxictr(adapter, prepared, settings: CTRSettings, out_dir: Path, 
     column = list(prepared.meta["spec"]["target_actions"]).index(settings.label)
     info: dict[str, Any] = {"files": {}, "rows": {}, "positive_rate": {}, "labels": {}, "groups": {}}
     for split in ("train", "valid", "test"):
-        n = len(tables[f"{split}_ep"])
+        n = len(tables[f"{split}_rows"])
         frames, labels, groups = [], [], []
         for start in range(0, n, chunk):
             rows = torch.arange(start, min(n, start + chunk))

@@ -5,7 +5,10 @@ An adapter subclass knows one dataset's real file format. It implements:
   - `write_replica(out_dir)`: write the synthetic replica in the *same* file format;
   - `build(raw_dir)`: read + validate the files and return `Prepared` arrays;
   - `assemble(tables, split, rows, keys)`: turn a batch of row indices into a dict of tensors;
-    `keys` (None: all) names the ones the model and heads read, and an adapter may skip the rest.
+    `keys` (None: all) names the ones the model and heads read, and an adapter may skip the rest;
+  - `produces`: the schemas (recbench/data/schema.py) its spec, row arrays and batches follow;
+  - optionally `smoke_replica`: replica settings small enough for the dataset x model matrix test,
+    and `text_corpus` / `text_tasks` when it has texts for the text stage (`text_embeddings=auto`).
 
 This base class resolves `source` (auto | raw | synthetic), hashes the input files together with
 the preprocessing config, and stores the built arrays under `cache_dir/<fingerprint>/` with an
@@ -39,12 +42,12 @@ import numpy as np
 import polars as pl
 import torch
 
+from recbench.data.schema import SPLITS, Schema
 from recbench.errors import UserInputError
 from recbench.records import atomic_folder, swap_folder_into_place
 
 SOURCES = ("auto", "raw", "synthetic")
 ARRAY_PREFIX = "array."  # cache layout: array.<name>.npy per array (older caches: arrays.npz)
-SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass
@@ -86,12 +89,15 @@ class DatasetAdapter:
     version: str = "1"  # bump when the build logic changes, so old caches are not reused
     required_files: tuple[str, ...] = ()
     optional_files: tuple[str, ...] = ()
-    # what kind of samples this dataset makes (e.g. "actions", "staytime", "comments", "live"): a model
-    # or task head declaring `data_kinds` must share one with it; empty = not declared, not checked
-    data_kinds: frozenset[str] = frozenset()
+    # the schemas (recbench/data/schema.py) this dataset's spec and batches follow; a model or task head
+    # must accept one of them (checked before any data is read, and on the prepared data)
+    produces: tuple[Schema, ...] = ()
+    # `replica:` settings for the smallest replica a one-step smoke run can use (tests/test_matrix.py)
+    smoke_replica: dict[str, Any] = {}
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, *, text_embeddings: str | None = None, text: Any = None,
+                 text_dir: str | None = None) -> None:
         if source not in SOURCES:
             raise UserInputError(f"data.source='{source}' is not one of {', '.join(SOURCES)}. "
                                  "Fix: pass data.source=auto|raw|synthetic")
@@ -100,6 +106,9 @@ class DatasetAdapter:
         self.cache_dir = Path(cache_dir)
         self.replica_dir = Path(replica_dir)
         self.use_cache = use_cache
+        # text embeddings: a folder (python -m recbench.text), "auto" (run or reuse the text stage on
+        # this dataset, with conf/text_stage.yaml changed by `text`, under `text_dir`) or None
+        self.text_embeddings, self.text, self.text_dir = text_embeddings, text, text_dir
 
     # ----------------------------------------------------------------- subclass hooks
     def preprocess_config(self) -> dict[str, Any]:
@@ -179,6 +188,13 @@ class DatasetAdapter:
             if self.use_cache:
                 _save_atomic(prepared, target)
         prepared.meta.update(source=source, files_dir=str(files_dir), fingerprint=fingerprint)
+        prepared.meta["spec"]["schemas"] = [schema.name for schema in self.produces]
+        if self.text_embeddings == "auto":  # this dataset's texts through the text stage, once
+            from recbench.text.stage import embeddings_for
+
+            self.text_embeddings = str(embeddings_for(self, prepared, self.text, self.text_dir or "models/text"))
+        if self.text_embeddings:
+            prepared.meta["text_embeddings"] = self.text_embeddings
         self.attach(prepared)
         return prepared
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from recbench.data.base import SPLITS, DatasetAdapter, Prepared
+from recbench.data.base import DatasetAdapter, Prepared
+from recbench.data.schema import ROW_ARRAYS, SPLITS, check_prepared
 from recbench.errors import UserInputError
 
 
@@ -29,7 +30,7 @@ class _SplitBatches(Dataset):
     def __init__(self, adapter: DatasetAdapter, tables: dict[str, torch.Tensor], split: str,
                  keys: frozenset[str] | None = None) -> None:
         self.adapter, self.tables, self.split, self.keys = adapter, tables, split, keys
-        self.size = len(tables[f"{split}_ep"])
+        self.size = len(tables[ROW_ARRAYS.format(split=split)])
 
     def __len__(self) -> int:
         return self.size
@@ -117,16 +118,20 @@ class RecDataModule(L.LightningDataModule):
     def prepare(self) -> Prepared:
         """Read or build the dataset once; returns the arrays and their metadata."""
         if self.prepared is None:
-            self.prepared = self.adapter.prepare()
-            self.tables = {k: torch.from_numpy(v) for k, v in self.prepared.arrays.items()}
+            prepared = self.adapter.prepare()
+            arrays, spec = prepared.arrays, prepared.meta.get("spec", {})
+            tables = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            check_prepared(self.adapter.name, self.adapter.produces, arrays, spec,
+                           lambda split, rows: self.adapter.assemble(tables, split, rows))
             for split in SPLITS:
-                if len(self.tables[f"{split}_ep"]) == 0:
-                    raise UserInputError(f"{self.prepared.meta['files_dir']}: the {split} split is empty. "
+                if len(arrays[ROW_ARRAYS.format(split=split)]) == 0:
+                    raise UserInputError(f"{prepared.meta['files_dir']}: the {split} split is empty. "
                                          "Fix: use more data or change the split fractions")
             # model selection must never see test rows: validation and test are disjoint
-            overlap = np.intersect1d(self.prepared.arrays["valid_ep"], self.prepared.arrays["test_ep"])
+            overlap = np.intersect1d(arrays[ROW_ARRAYS.format(split="valid")], arrays[ROW_ARRAYS.format(split="test")])
             if overlap.size:
                 raise RuntimeError(f"{self.adapter.name}: {overlap.size} rows are in both validation and test")
+            self.prepared, self.tables = prepared, tables
         return self.prepared
 
     @property

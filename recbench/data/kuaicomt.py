@@ -1,41 +1,20 @@
-"""KuaiComt (Kuaishou micro-videos with comments) -> comment-section impressions with staytime.
+"""KuaiComt (Kuaishou micro-videos with comments) -> comment-section impressions with staytime, long-view,
+per-shown-comment engagement and comment-score labels, and the user's comment history.
 
-Files (datasets/kuaicomt/raw/README.md says where they come from; the real data is gated):
-  user_video_inter.csv    one row per video impression; comment_stay_time (ms) is the target
-  user_comment_inter.csv  positive comment interactions (is_like, is_reply), time_stamp in seconds
-  user_features.csv       user profile ranges and activity degree
-  video_features.csv      author, type, caption (Chinese text), duration (ms), category
-  comment_features.csv    comment text, video, like / reply counts
-Accepted variants: `photo_id` for `video_id` and `photo_type` for `video_type` (as in the authors'
-code and in user_comment_inter.csv), comma- or tab-separated files.
-Checked on reading (one line naming file, column and fix): ids numeric, present and >= 0;
-comment_stay_time a non-negative number; time_ms Unix milliseconds and time_stamp Unix seconds.
-Repeated rows: a video / comment / user id listed twice keeps its first row; exact duplicate
-impression rows are kept (each row is one impression) with a warning on stderr.
+Format and preprocessing rules: datasets/kuaicomt/raw/README.md
 
-Preprocessing (config keys, all part of the cache fingerprint):
- 1. Impressions of videos lasting `min_duration_s`..`max_duration_s` (the authors' filter: 5..400).
-    An impression whose comment_stay_time > 0 OPENED the comment section. By default every
-    impression is a sample (staytime 0 when not opened: the zero-inflated target WLR is made for);
-    with `only_opened` the samples are the opened impressions only.
- 2. Split by local date (Asia/Shanghai) of the impression: [train_start, valid_start) train,
-    [valid_start, test_start) validation, [test_start, test_end) test; the defaults are the
-    authors' dates and the replica covers the same period.
- 3. Shown comments: the `shown_comments` (6) most-liked comments of the video (ties by comment
-    id), in a fixed pseudo-random slot order so that the slot does not reveal the popularity rank. Only comment interactions are logged, not comment impressions, so this is
-    the set every user sees first. Choosing it from the user's own interactions instead would leak
-    the user-specific label into which comments are shown.
- 4. Labels: staytime in seconds; `long_view` = staytime above the `long_view_quantile` of the
-    training staytimes (the authors take the 70th percentile over the whole file; training-only
-    avoids reading the test distribution); per shown comment, the user-specific label (the user
-    liked or replied to it during this impression: interactions are matched to the latest
-    impression of the same user and video at or before them) and the user-agnostic score
-    log1p(likes) + log1p(replies), whose order is the ListMLE target.
- 4b. Comment history (the paper's S_{c,u}): the user's last `comment_history` liked / replied
-    comments with a timestamp strictly before the impression (so never the impression's own labels),
-    newest last, 0-padded.
- 5. Id vocabularies come from the training split (0 padding, 1 unseen); texts (captions, comments)
-    are kept in side tables keyed by the same indices for the text stage.
+Code map (KuaiComtAdapter.build, in order):
+  read + validate  read_all (SPECS: the five files' columns and types; ids, times, staytime, duplicates)
+  samples + split  _impressions (duration filter, only_opened, local-date split), _catalogue (videos, comments)
+  features         _user_table (register buckets), _index (training vocabularies: vocabulary; duration bucket)
+  shown comments   _shown (most-liked comments in pseudo-random slots)
+  labels           _clicked (user-specific), comment_scores, the long-view threshold, duration_quantiles (D2Q)
+  history          _comment_history
+  arrays           _arrays: sample_<user / video field>, sample_hour, sample_group, sample_comment_history, shown,
+                   comment_score, <split>_rows, <split>_label_staytime / _label_long_view / _label_clicked;
+                   _spec -> meta["spec"]; frames video_text / comment_text
+  text stage       attach (video_text_emb, comment_text_emb), text_corpus, text_tasks (LCU stage 1)
+  assemble         assemble: a batch (fields, shown comments, history, text embeddings, labels)
 """
 
 from __future__ import annotations
@@ -48,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recbench.data import schema
 from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.readers import (
     first_bad,
@@ -70,25 +50,27 @@ TIMEZONE = "Asia/Shanghai"
 
 
 class KuaiComtAdapter(DatasetAdapter):
-    data_kinds = frozenset({"staytime", "comments"})  # the kinds of dataset this works on (checked before any data is read)
+    produces = (schema.STAYTIME, schema.COMMENTS)  # the batch contracts it follows (recbench/data/schema.py)
+    smoke_replica = {"n_users": 300, "n_videos": 200}  # the smallest replica a one-step smoke run uses
 
     name = "kuaicomt"
-    version = "3"  # 2: shown comments in pseudo-random slot order; 3: comment history
+    version = "4"  # 2: shown comments in pseudo-random slot order; 3: comment history; 4: row arrays `<split>_rows`
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
                  min_duration_s: float, max_duration_s: float, only_opened: bool, train_start: str,
                  valid_start: str, test_start: str, test_end: str, shown_comments: int,
                  long_view_quantile: float, text_embeddings: str | None, replica: dict[str, Any],
-                 comment_history: int = 10, use_cache: bool = True) -> None:
-        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
+                 comment_history: int = 10, use_cache: bool = True, text: Any = None,
+                 text_dir: str | None = None) -> None:
+        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache, text_embeddings=text_embeddings,
+                         text=text, text_dir=text_dir)
         self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
         self.only_opened = only_opened
         self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
         self.shown_comments = shown_comments
         self.comment_history = comment_history
         self.long_view_quantile = long_view_quantile
-        self.text_embeddings = text_embeddings
         self.replica = replica
 
     def preprocess_config(self) -> dict[str, Any]:
@@ -259,7 +241,7 @@ class KuaiComtAdapter(DatasetAdapter):
         staytime, split = col("staytime", np.float32), impressions["split"].to_numpy()
         for index, name in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split == index)
-            arrays[f"{name}_ep"] = rows.astype(np.int64)
+            arrays[f"{name}_rows"] = rows.astype(np.int64)
             arrays[f"{name}_label_staytime"] = staytime[rows]
             arrays[f"{name}_label_long_view"] = (staytime[rows] > threshold).astype(np.float32)
             arrays[f"{name}_label_clicked"] = clicked[rows]
@@ -303,7 +285,7 @@ class KuaiComtAdapter(DatasetAdapter):
         staytime bucket, top comment among the shown ones, and which shown comments this user
         engaged with. The user is described by the captions of their previous opened videos."""
         a, rng = prepared.arrays, np.random.default_rng(seed)
-        rows = a["train_ep"]
+        rows = a["train_rows"]
         pick = np.sort(rng.choice(len(rows), size=min(per_task, len(rows)), replace=False))
         caption = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
         comment = dict(zip(prepared.frames["comment_text"]["comment"], prepared.frames["comment_text"]["text"]))
@@ -331,7 +313,7 @@ class KuaiComtAdapter(DatasetAdapter):
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
                  keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
-        sample = take(tables[f"{split}_ep"], rows)
+        sample = take(tables[f"{split}_rows"], rows)
         batch = {f: take(tables[f"sample_{f}"], sample) for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
         batch["group"] = take(tables["sample_group"], sample)
         batch["comment_history"] = take(tables["sample_comment_history"], sample)

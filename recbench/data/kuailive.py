@@ -1,69 +1,22 @@
-"""KuaiLive (Kuaishou live streaming, 2025-05-05..25) -> live exposures with five task labels, a Moment
-(30-second) or window (5-min / 1-h) training stream and the five Cross sequences of Moment&Cross.
+"""KuaiLive (Kuaishou live streaming, 2025-05-05..25) -> live exposures with five task labels (click, long_view,
+comment, like, gift), a Moment (30-s) or window (5-min / 1-h) training stream and Moment&Cross's five sequences.
 
-Files (datasets/kuailive/raw/README.md says where they come from; all timestamps Unix MILLISECONDS):
-  click.csv       user_id,live_id,streamer_id,timestamp,watch_live_time   clicked exposures (watch in ms)
-  negative.csv    user_id,live_id,streamer_id,timestamp                   exposures not clicked
-  comment.csv / like.csv  user_id,live_id,streamer_id,timestamp
-  gift.csv        user_id,live_id,streamer_id,timestamp,gift_price
-  room.csv        p_date,live_id,streamer_id,live_type,start_timestamp,end_timestamp,
-                  live_content_category,live_name_id            (one row per p_date for cross-day rooms)
-  user.csv / streamer.csv  profiles (range strings such as "10-100")
-  title_embeddings.npy     [n_titles, D]: row k = the title of the k-th smallest live_name_id != -1
-Checked on reading (one line naming file, column and fix): ids numeric, present and >= 0 (live_name_id may
-be -1: no title), timestamps Unix milliseconds, watch_live_time / gift_price non-negative numbers, each event's
-streamer in streamer.csv. Exact duplicate event rows are kept (each row is one event) with a warning on stderr;
-a profile listed twice keeps its first row.
-Accepted variants: the names used before 2025-07-29 (author_id for streamer_id, author.csv, mapped_room.csv,
-title_embeddings_pca128.npy; the official preprocess.py still reads author_id), comma- or tab-separated.
-Optional short-video domain (KuaiLive has none; KuaiLive-M3 column names, the synthetic replica writes it):
-  photo_interaction.csv   user_id,photo_id,author_id,...,complete_play_cnt,... and `timestamp` (ms of the
-                          play) or `p_date` (yyyyMMdd daily aggregate: usable from the next local midnight)
-  photo_tag.csv           photo_id,first_level_category_name,... (the short video's category)
-Short-video authors are people in the streamer id space (streamer ids = creator ids).
+Format and preprocessing rules: datasets/kuailive/raw/README.md
 
-Preprocessing (config keys; all but `stream` are part of the cache fingerprint):
- 1. Rooms: room.csv rows are merged per live_id (earliest start, latest end; an empty end = still live);
-    live_content_category is lower-cased and stripped.
- 2. Every event (click, negative, comment, like, gift) is placed in a room by its [start, end) window:
-    its own live_id when that room is the event's streamer's and contains the time, else the streamer's
-    room whose window contains it (the official preneg.py mapping). An event in no window, of a
-    streamer missing from streamer.csv, or with second-unit timestamps is bad input (one line, nothing
-    cached); `unmatched_events: drop` drops window misses instead (counted in meta.stats).
- 3. Exposures = clicks (click 1) + negatives (click 0), split by their local date (Asia/Shanghai):
-    [train_start, valid_start) train, [valid_start, test_start) valid, [test_start, test_end) test.
- 4. Labels (tasks click, long_view, comment, like, gift): long_view = watch_live_time above
-    `long_view_seconds`; comment / like / gift = such an event matched to the exposure (the user's latest
-    click in that room at or before the event). Each positive has a time (click: the exposure, long view:
-    exposure + threshold, others: their first event) and counts only before the end of the exposure's
-    split (no label read from later days). Unclicked exposures are negative for every task.
- 5. Training stream (both are built and cached; `stream` picks one, valid/test are the same exposures
-    with every label and mask 1 in both):
-    - moment: rows at `moment_seconds` ticks after the exposure. Each task's FIRST positive is reported
-      at its tick (label 1, only that task's mask on); at exit (end of the watch; the exposure itself
-      when not clicked) one row carries the remaining tasks' labels 0; positives of the same tick share
-      a row. Repeats are never reported (the first-only mask).
-    - window: a fast row per exposure with the labels seen within `fast_window_minutes` (every mask
-      1), and a slow row re-reporting only the positives first seen between the fast and the slow
-      window (`slow_window_minutes`) with pu_<task> = 1 (PU correction); later positives are lost.
- 6. Features: user / streamer profile fields; context: local hour, minutes since the room started
-    (bucketed) and real-time room counters over the last `counter_minutes` strictly BEFORE the
-    exposure (shows, clicks, comment+like+gift events; log2 buckets): what the model sees of the moment.
-    live_content_emb = the room's title embedding (zeros without title); streamer_longterm_emb = the
-    mean title embedding of the streamer's rooms that started before this one.
- 7. Sequences (all elements strictly earlier than the exposure; newest last, padded at the front):
-    short = the user's latest short videos; long = latest short videos of the candidate's category;
-    aid = latest short videos by the candidate streamer; livelong = latest clicked live rooms of the
-    candidate's category; mixed = latest long views of both kinds (a live long view counts from
-    click + threshold, when it became known; a short video's long view is a complete play).
-    "Similarity" is the dot product of one-hot category embeddings, i.e. a category hard search
-    (SIM-hard), which is exact and vectorised. Without a short-video file, short / long / aid are empty
-    (mask all False).
- 8. Categorical indices come from the TRAINING exposures (0 padding / missing, 1 unseen); streamer and
-    category vocabularies also include the authors / categories of short videos played before
-    valid_start (one id space for both domains).
-Arrays kept beside the batch inputs: `sample_time` (exposure ms) and `item_time` (sequence element ms),
-for time-ordered training and leakage checks; gift_price is validated but the gift task is binary.
+Code map (KuaiLiveAdapter.build, in order; KuaiLiveM3Adapter reuses all but the reading):
+  read + validate  read_all -> read_rooms, read_events, read_profiles, read_titles, read_photos (find_file: old
+                   names; check_ms: Unix ms); check_streamers
+  rooms, exposures merge_rooms, place (room windows); _exposures (clicks + negatives, local-date split)
+  labels           _first_positive (each task's first positive, censored at the split end)
+  features         short_videos, _index (training vocabularies: vocabulary, encode), _features (hour, live age,
+                   count_before room counters); _embeddings + streamer_longterm (content)
+  streams          _labels_and_streams -> _moment, _window; attach picks data.stream
+  sequences        _sequences -> last_before; sequence_items reads a window in a batch
+  arrays           sample_<field>, sample_group, sample_time, sample_hour, sample_live_age, sample_room_<what>_<m>m,
+                   title_emb, sample_title, room_longterm_emb, sample_room, item_<author|category|kind|time>,
+                   seq_<name>_order, sample_seq_<name>_first / _end, train_<moment|window>_<rows|label|mask|pu>,
+                   <valid|test>_rows / _label; _spec -> meta["spec"]
+  assemble         assemble: a batch (fields, label_ / mask_ / pu_<task>, content embeddings, seq_<name>_*)
 """
 
 from __future__ import annotations
@@ -76,6 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recbench.data import schema
 from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.kuailive_replica import (
     CLICK_FILE,
@@ -125,10 +79,12 @@ MINUTE_MS, DAY_MS, LOCAL_OFFSET_MS = 60_000, 86_400_000, 8 * 3_600_000  # Asia/S
 
 
 class KuaiLiveAdapter(DatasetAdapter):
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    produces = (schema.LIVE,)  # the batch contracts it follows (recbench/data/schema.py)
+    # the smallest replica a one-step smoke run uses
+    smoke_replica = {"n_users": 150, "n_streamers": 120, "n_authors": 150, "live_exposures_per_user": 40.0}
 
     name = "kuailive"
-    version = "1"
+    version = "2"  # 2: row arrays `<split>_rows` (were `_ep`)
     required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,
                       STREAMER_FILE, TITLE_FILE)
     optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE)
@@ -216,7 +172,7 @@ class KuaiLiveAdapter(DatasetAdapter):
                 "users": int(exposures["user_id"].n_unique()), "events": {k: v.height for k, v in events.items()},
                 "dropped_outside_windows": dropped, "short_video_rows": 0 if short is None else short.height,
                 "short_per_live": 0.0 if short is None else round(short.height / exposures.height, 3),
-                "train_rows": {s: len(arrays[f"train_{s}_ep"]) for s in ("moment", "window")},
+                "train_rows": {s: len(arrays[f"train_{s}_rows"]) for s in ("moment", "window")},
                 "positive_rate": {"train": rate(split == 0), "test": rate(split == 2)}}
 
     def _exposures(self, events: dict[str, pl.DataFrame], rooms: pl.DataFrame, raw_dir: Path) -> pl.DataFrame:
@@ -318,12 +274,12 @@ class KuaiLiveAdapter(DatasetAdapter):
         arrays = {}
         for index, name in ((1, "valid"), (2, "test")):
             rows = np.flatnonzero(split == index)
-            arrays[f"{name}_ep"], arrays[f"{name}_label"] = rows.astype(np.int64), positive[rows]
+            arrays[f"{name}_rows"], arrays[f"{name}_label"] = rows.astype(np.int64), positive[rows]
         train = np.flatnonzero(split == 0)
         exit_ms = np.maximum(exposures["watch"].to_numpy()[train], first[train].max(1))
         for stream, built in (("moment", self._moment(train, first[train], exit_ms)),
                               ("window", self._window(train, first[train]))):
-            for key, value in zip(("ep", "label", "mask", "pu"), built):
+            for key, value in zip(("rows", "label", "mask", "pu"), built):
                 arrays[f"train_{stream}_{key}"] = value
         return arrays
 
@@ -422,7 +378,7 @@ class KuaiLiveAdapter(DatasetAdapter):
     def attach(self, prepared: Prepared) -> None:
         """Pick the training stream (both are cached) and give valid / test full masks."""
         arrays = prepared.arrays
-        for key in ("ep", "label", "mask", "pu"):
+        for key in ("rows", "label", "mask", "pu"):
             arrays[f"train_{key}"] = arrays[f"train_{self.stream}_{key}"]
         for split in ("valid", "test"):
             arrays[f"{split}_mask"] = np.ones_like(arrays[f"{split}_label"])
@@ -444,7 +400,7 @@ class KuaiLiveAdapter(DatasetAdapter):
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
                  keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
         t = tables
-        ep = take(t[f"{split}_ep"], rows)
+        ep = take(t[f"{split}_rows"], rows)
         batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}
         batch["group"] = take(t["sample_group"], ep)
         for key in ("label", "mask", "pu"):

@@ -1,51 +1,20 @@
 """KuaiLive-M3 (Kuaishou live streaming + short video; github.com/imgkkk574/KuaiLive-M3, data on Hugging Face
 imgkkk2004/KuaiLive-M3) -> exactly the batches of the KuaiLive adapter (same spec, keys, dtypes): live
 exposures with five task labels, the Moment / window training stream and the five Cross sequences, here
-with a real short-video domain (about 9x more short-video plays than live exposures).
+with a real short-video domain and segment content embeddings.
 
-Layout read (file and column names from the official field catalogue `website/app/dataset-fields.ts` and
-the official loader `klm3.py`, commit 3c0a9c2; datasets/kuailive_m3/raw/README.md says where to get them):
-  live_interaction.csv   user_id,author_id,live_id,live_play_start_timestamp,play_duration (ms),send_gift_cnt,...
-                         one row per watch session = a CLICKED live exposure (every entry, also slide / auto)
-  live_show.parquet      live_id,user_id,author_id,show_timestamp   impressions not entered = NEGATIVE exposures
-  live_comment.csv       live_stream_id,user_id,author_id,content,comment_ts (Unix ms)   comment events
-  live_like.csv          user_id,live_id,like_timestamp             like events (the room gives the streamer)
-  live_room_meta.parquet live_id,author_id,start_timestamp,end_timestamp (null: not ended),live_name,...
-                         cross-day rooms have one row per date (merged per live_id as in KuaiLive)
-  author_profile.csv     author_id,gender,age_segment,fans_user_num,...  (streamers AND short-video creators)
-  photo_tag.csv          photo_id,first_level_category_name,...     the short video's category
-  photo_play.parquet     user_id,photo_id,author_id,enter_timestamp,is_complete_play   play EVENTS (preferred)
-    or photo_interaction.csv  user_id,photo_id,author_id,complete_play_cnt + p_date (daily aggregate, used
-                         from the next local midnight) or timestamp (Unix ms)
-  live_emb_128_ts/*.parquet  live_stream_id (str),segment_id,feature_128 (128 floats),timestamp (segment END, ms)
-    or live_emb_64.parquet   live_id,embedding (64 floats, one per room)
-  user_id_set.csv        user_id (optional)
-Not read: live_share, live_questionnaire, live_room_set, photo_meta / photo_emb_128 / photo_id_set; the
-comment TEXT (live_comment.content), the room titles (live_name) and photo_meta texts are left for the text
-stage (recbench/text); here only the comment times are used.
+Format and preprocessing rules: datasets/kuailive_m3/raw/README.md (what M3 changes) and
+datasets/kuailive/raw/README.md (the shared pipeline).
 
-Assumptions where the public docs are silent (each checked by tests/test_kuailive_m3.py):
-- Time columns typed "timestamp" in the catalogue may be Unix ms integers, datetime strings (the official
-  loader parses them with pandas; its mock writes "2024-01-01T00:00:00Z") or parquet datetimes. Strings
-  with Z / an offset are exact; naive strings and naive parquet datetimes are Asia/Shanghai local time (the
-  p_date partitions are local days). Integers must be milliseconds: seconds are an error.
-- M3 has no gift event table: a session with send_gift_cnt > 0 is a gift positive at its end (start +
-  play_duration - 1 ms: known when the user leaves). Comments and likes use their own event tables.
-- M3 has no user profile and no live category or live type: user profile fields and live_type are
-  missing (index 0); a room's category is its streamer's most played first-level short-video category
-  before valid_start (one category space for both domains, as the Cross searches need); author profiles
-  fill the streamer fields (gender, age_segment -> age, fans_user_num; operation tag / live count missing).
-  Authors missing from author_profile.csv are allowed (their fields are missing), unlike KuaiLive.
-- Content (`data.content_embeddings`): `segment` = the latest live_emb_128_ts segment of the room that
-  ENDED strictly before the exposure (causal; zeros if none yet) and, for streamer_longterm_emb, the mean
-  of each earlier room's segments; `room` = live_emb_64 of the room (the whole room: static, like a
-  title); `auto` = segment when the shards exist, else room. All segments of the exposed streamers' rooms
-  are loaded at once: fine for the replica and for samples; the full release (~88M segments) needs a
-  per-shard pass (not done).
-- A like whose live_id is not in live_room_meta, and any event outside its room's [start, end) window,
-  stops the build (one line, nothing cached) unless data.unmatched_events=drop.
-Everything after reading (placing events in rooms, labels, streams, counters, sequences, vocabularies)
-is the KuaiLive adapter's code (`KuaiLiveAdapter`, module recbench.data.kuailive), reused unchanged.
+Code map (KuaiLiveM3Adapter.build, in order):
+  read + validate  _read -> read_m3 (CSV or parquet: read_parquet; times: to_ms, parse_datetime), _short_videos;
+                   find (CSV / parquet variants), shards; missing_files, fingerprint (+ the shards' bytes)
+  M3 -> KuaiLive   _read: clicks and gifts from the sessions, likes' streamers from the rooms, room categories
+                   from short-video plays, author profiles as streamer profiles
+  pipeline         KuaiLiveAdapter's steps unchanged (place, _exposures, _first_positive, _index, _features,
+                   _labels_and_streams, _sequences); m3_errors names the M3 files in their messages
+  content          _content (room: live_emb_64) / _segment_content (segment: live_emb_128_ts), embedding_matrix
+  arrays, assemble KuaiLiveAdapter's (recbench/data/kuailive.py)
 """
 
 from __future__ import annotations
@@ -98,7 +67,8 @@ CONTENT = ("auto", "segment", "room")
 
 class KuaiLiveM3Adapter(KuaiLiveAdapter):
     name = "kuailive_m3"
-    version = "1"
+    version = "2"  # 2: row arrays `<split>_rows` (were `_ep`)
+    smoke_replica = {"n_users": 60, "n_streamers": 60, "n_authors": 80, "live_exposures_per_user": 20.0}  # one-step smoke runs
     required_files = (INTERACTION_FILE, SHOW_FILE, COMMENT_FILE, LIKE_FILE, ROOM_META_FILE, AUTHOR_FILE,
                       PHOTO_TAG_FILE)
     optional_files = (PHOTO_PLAY_FILE, PHOTO_FILE, ROOM_EMB_FILE, USER_SET_FILE)

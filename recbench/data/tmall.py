@@ -1,31 +1,18 @@
-"""Tmall (IJCAI-15 "Repeat Buyers") multi-behaviour log -> per-(user, item) action episodes.
+"""Tmall (IJCAI-15 "Repeat Buyers") multi-behaviour log -> per-(user, item) action episodes with
+cart / purchase / favourite outcome, delay (days) and ordered-sequence labels, and the user's history.
 
-Files (datasets/tmall/README.md says where to get them):
-  user_log_format1.csv   user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type   (required)
-  user_info_format1.csv  user_id,age_range,gender                                          (optional)
-Accepted variants: a leading unnamed index column, brand_id written as a float or left empty,
-time_stamp as MMDD with or without the leading zero ("0829" or "829"; the year is 2014).
-action_type: 0 click, 1 add-to-cart, 2 purchase, 3 add-to-favourite.
+Format and preprocessing rules: datasets/tmall/raw/README.md
 
-Preprocessing (each step is a config key, all part of the cache fingerprint):
- 1. Stable order: rows sorted by (user, day, file position): the file is not in time order and
-    days carry no time of day, so file position is the only within-day order there is.
- 2. `dedupe`: exact duplicate rows (same user, item, ..., day, action) are dropped.
- 3. Episode = all of one user's rows on one item. Its start is its first row in that order; the
-    first day (and file position) of each action type is kept.
- 4. `min_user_episodes`: users with fewer episodes are dropped (they have no history).
- 5. Chronological split on the episode start day: the last `test_fraction` of episodes (whole days)
-    is test, the `valid_fraction` before it validation, the rest train.
- 6. Labels of an episode, for cart / purchase / favourite: whether the action happens within
-    `label_horizon_days` of the start and before the end of the episode's split (so no label of a
-    training episode is read from validation days), and its delay in days. The target action
-    sequence is those actions ordered by first occurrence, then `exit` (its time = the last
-    event's delay).
- 7. History = the user's last `history_length` episodes that started on strictly earlier days,
-    each with 4 action slots (click, cart, purchase, favourite): an action fills its slot only if
-    it happened on a day before the target's start (no peeking at the future of past items).
- 8. Id vocabularies are built on the training split (`min_count` occurrences); index 0 is padding,
-    index 1 is "unseen or rare".
+Code map (TmallAdapter.build, in order):
+  read + validate  read_log (compact streaming read) / read_log_checked (the exact bad line), read_user_info
+  episodes         _episodes -> _block_episodes, _block_columns (min_user_episodes); distinct_rows (dedupe count)
+  split            _split (chronological, whole start days)
+  features         _index_ids -> vocabulary_index (training vocabularies), _profile (age, gender)
+  labels           _labels -> _label_block (horizon and split censoring, the target action sequence)
+  arrays           _arrays: ep_<user|item|cat|seller|brand|age|gender>, ep_group, ep_start, ep_first_day,
+                   ep_hist_end, ep_user_start; <split>_rows, <split>_label_action / _label_time / _label_seq /
+                   _label_seq_time; _spec -> meta["spec"]
+  assemble         assemble + _history: a batch (target, user, the history window, labels; only `keys` if given)
 """
 
 from __future__ import annotations
@@ -37,6 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recbench.data import schema
 from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.readers import (
     first_bad,
@@ -62,10 +50,11 @@ ITEM_FIELDS = ("item", "cat", "seller", "brand")
 
 
 class TmallAdapter(DatasetAdapter):
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    produces = (schema.ACTIONS,)  # the batch contracts it follows (recbench/data/schema.py)
+    smoke_replica = {"n_users": 150, "n_items": 1500, "episodes_per_user": 15.0}  # the smallest replica a one-step smoke run uses
 
     name = "tmall"
-    version = "2"
+    version = "3"  # 3: row arrays `<split>_rows` (were `_ep`)
     required_files = (LOG_FILE,)
     optional_files = (INFO_FILE,)
 
@@ -284,7 +273,7 @@ class TmallAdapter(DatasetAdapter):
         ends = (cut[0], cut[1], NEVER)
         for s, name in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split == s)
-            arrays[f"{name}_ep"] = rows.astype(np.int64)
+            arrays[f"{name}_rows"] = rows.astype(np.int64)
             arrays.update({f"{name}_{k}": v for k, v in self._labels(ep, rows, ends[s]).items()})
         return arrays
 
@@ -335,7 +324,7 @@ class TmallAdapter(DatasetAdapter):
         `keys`, only those (a CTR model reads neither the action history nor the sequence labels)."""
         t = tables
         wanted = (lambda key: True) if keys is None else keys.__contains__  # noqa: E731
-        ep = take(t[f"{split}_ep"], rows)
+        ep = take(t[f"{split}_rows"], rows)
         batch = {f: take(t[f"ep_{f}"], ep).long() for f in ("user", "age", "gender", *ITEM_FIELDS) if wanted(f)}
         if wanted("group"):
             batch["group"] = take(t["ep_group"], ep)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbench.data.schema import ACTIONS
 from recbench.models.layers import MLP, FieldEmbedding, TimeEmbedding
 
 
@@ -76,7 +77,7 @@ class ContextAwareAttention(nn.Module):
 
 
 class A2Gen(nn.Module):
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, model_dim: int, heads: int,
                  context_hidden: Sequence[int], generator: str, dropout: float, sparse_embeddings: bool) -> None:

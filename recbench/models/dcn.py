@@ -11,11 +11,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import STAYTIME
 from recbench.models.layers import DCNTower, FieldEmbedding
 
 
 class DCN(nn.Module):
-    data_kinds = frozenset({"staytime"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (STAYTIME,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, cross_layers: int, mlp_hidden: Sequence[int],
                  dropout: float, sparse_embeddings: bool) -> None:

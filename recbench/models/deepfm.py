@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import ACTIONS
 from recbench.models.din import init_linear
 from recbench.models.layers import MLP
 from recbench.models.lookup import FusedEmbedding
@@ -25,7 +26,7 @@ from recbench.models.lookup import FusedEmbedding
 
 class DeepFM(nn.Module):
     """Linear + FM + MLP over shared field embeddings -> `logit` [B]."""
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, history_fields: Sequence[str],
                  mlp_hidden: Sequence[int], dropout: float, embedding_init_std: float,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbench.data.schema import ACTIONS
 from recbench.models.layers import MLP
 from recbench.models.lookup import FusedEmbedding
 
@@ -113,7 +114,7 @@ class DINAttention(nn.Module):
 
 class DIN(nn.Module):
     """User fields + target item fields + attention-pooled history -> MLP -> `logit` [B]."""
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, history_fields: Sequence[str],
                  attention_hidden: Sequence[int], attention_activation: str, attention_softmax: bool,

@@ -240,12 +240,6 @@ class LiveHistoryEncoder(nn.Module):
         return torch.cat(parts, dim=-1)
 
 
-def is_live_spec(spec: dict[str, Any]) -> bool:
-    """A live-streaming spec names ranking `tasks` and behaviour `sequences` (Tmall's has
-    `target_actions` and an action history instead)."""
-    return "tasks" in spec and "sequences" in spec
-
-
 def in_batch_infonce(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, temperature: float,
                      group: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE (softmax cross-entropy) of query[i] -> key[i] over the `valid` rows, on

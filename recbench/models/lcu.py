@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import COMMENTS
 from recbench.models.layers import MLP, DCNTower, FieldEmbedding
 
 
@@ -76,7 +77,7 @@ class _TokenEncoder(nn.Module):
 
 
 class LCU(nn.Module):
-    data_kinds = frozenset({"comments"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (COMMENTS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, heads: int, cross_layers: int,
                  mlp_hidden: Sequence[int], comment_hidden: Sequence[int], dropout: float, use_text: bool,

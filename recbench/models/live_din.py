@@ -13,11 +13,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import LIVE
 from recbench.models.layers import MLP, LiveHistoryEncoder
 
 
 class LiveDIN(nn.Module):
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, sequences: Sequence[str],
                  attention_hidden: Sequence[int], mlp_hidden: Sequence[int], dropout: float,

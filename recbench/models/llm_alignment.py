@@ -54,6 +54,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import LIVE
 from recbench.models.layers import (MLP, BehaviourSequenceEmbedding, DCNTower, FieldEmbedding, check_sequences,
                                     in_batch_infonce, masked_mean)
 
@@ -169,7 +170,7 @@ class UserTower(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 class LLMAlignment(nn.Module):
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, tower_dim: int, tower_hidden: Sequence[int],
                  user_sequences: Sequence[str], use_llm: bool, fusion: str, retrieval_weight: float,

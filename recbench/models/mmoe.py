@@ -1,9 +1,9 @@
 """MMoE (Ma et al., KDD 2018): shared experts, one softmax gate and one tower per task.
 
-The input encoder and the outputs follow the data's spec:
-  action data (Tmall: `target_actions`): a task is one target action; each tower predicts that
-      action's outcome logit and delay -> `action_logit`, `action_time` [B, K];
-  live data (KuaiLive: `tasks`, `sequences`): a task is one ranking target (click, long view, ...);
+The input encoder and the outputs follow the schema the data produces (recbench/data/schema.py):
+  `actions` (e.g. Tmall): a task is one target action; each tower predicts that action's outcome
+      logit and delay -> `action_logit`, `action_time` [B, K];
+  `live` (e.g. KuaiLive): a task is one ranking target (click, long view, ...);
       fields + DIN-pooled live history (layers.LiveHistoryEncoder) -> `task_logits` [B, T].
 """
 
@@ -14,17 +14,18 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower, is_live_spec
+from recbench.data.schema import ACTIONS, LIVE, pick
+from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower
 
 
 class MMoE(nn.Module):
-    data_kinds = frozenset({"actions", "live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS, LIVE)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_experts: int, expert_hidden: Sequence[int], tower_hidden: Sequence[int],
                  dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.live = is_live_spec(spec)
+        self.live = pick(spec, self.accepts) is LIVE
         encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
         self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
         n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])

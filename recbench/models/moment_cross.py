@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from recbench.data.schema import LIVE
 from recbench.models.layers import (MLP, BehaviourSequenceEmbedding, FieldEmbedding, check_sequences,
                                     in_batch_infonce, masked_mean)
 from recbench.models.ple import extract, extraction_levels
@@ -73,7 +74,7 @@ def drop_sequence(sequences: Sequence[str], weights: dict[str, float], anchor: s
 
 
 class MomentCross(nn.Module):
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, sequences: Sequence[str], attention_dim: int,
                  attention_heads: int, anchor: str, contrastive_weights: dict[str, float], temperature: float,

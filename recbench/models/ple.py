@@ -5,8 +5,8 @@ gate mixes its own experts with the shared ones, and (below the top) a shared ga
 experts to feed the next level's shared input. `num_levels=1` is CGC. `extraction_levels` and
 `extract` are the backbone alone (Moment&Cross puts it on its own inputs).
 
-The input encoder and the outputs follow the data's spec (as in mmoe.py): action data ->
-`action_logit`, `action_time` [B, K]; live data -> `task_logits` [B, T].
+The input encoder and the outputs follow the data's schema (as in mmoe.py): `actions` ->
+`action_logit`, `action_time` [B, K]; `live` -> `task_logits` [B, T].
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower, is_live_spec
+from recbench.data.schema import ACTIONS, LIVE, pick
+from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower
 
 
 class _ExtractionLevel(nn.Module):
@@ -62,13 +63,13 @@ def extract(levels: nn.ModuleList, features: torch.Tensor, n_tasks: int) -> list
 
 
 class PLE(nn.Module):
-    data_kinds = frozenset({"actions", "live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS, LIVE)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
                  tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.live = is_live_spec(spec)
+        self.live = pick(spec, self.accepts) is LIVE
         encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
         self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
         n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])

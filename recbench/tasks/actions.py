@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from recbench import metrics as M
+from recbench.data.schema import ACTIONS
 from recbench.tasks.base import TaskHead
 
 GAUC_WEIGHTS = ("impressions", "positives", "uniform")
@@ -25,7 +26,7 @@ GAUC_WEIGHTS = ("impressions", "positives", "uniform")
 
 class ActionOutcomeHead(TaskHead):
     """Per action: binary outcome (BCE) and delay on positives (MSE); AUC/GAUC/logloss/MAE."""
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], bce_weight: float, time_weight: float, gauc_weight: str) -> None:
         super().__init__(spec)
@@ -78,7 +79,7 @@ class ActionOutcomeHead(TaskHead):
 
 class ActionSequenceHead(TaskHead):
     """Generated action sequence: step cross-entropy, step-time MSE, auxiliary and time-order terms."""
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], ce_weight: float, time_weight: float, aux_ce_weight: float,
                  aux_time_weight: float, order_weight: float) -> None:

@@ -1,10 +1,9 @@
 """Binary CTR-style target: one 0/1 label per sample, scored from one logit.
 
 Model output read here: `logit` [B] (DIN, DeepFM, ...).
-Label: column `label` of `batch["label_action"]` [B, K] when `label` is one of
-spec["target_actions"] (on Tmall, `label=purchase`: "does this (user, item) episode end in a
-purchase within the label horizon"), else `batch["label_<label>"]` [B] for a dataset that lists
-`label` in spec["binary_labels"]. `group` [B] is the GAUC group key (the user).
+Label: column `label` of `batch["label_action"]` [B, K], `label` one of spec["target_actions"] of
+the `actions` schema (on Tmall, `label=purchase`: "does this (user, item) episode end in a purchase
+within the label horizon"). `group` [B] is the GAUC group key (the user).
 """
 
 from __future__ import annotations
@@ -15,34 +14,31 @@ import torch
 import torch.nn.functional as F
 
 from recbench import metrics as M
+from recbench.data.schema import ACTIONS
 from recbench.tasks.actions import GAUC_WEIGHTS
 from recbench.tasks.base import TaskHead
 
 
 class CTRHead(TaskHead):
     """Binary cross-entropy on `logit`; exact AUC, GAUC and logloss over the whole split."""
-    data_kinds = frozenset({"actions"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], label: str, bce_weight: float, gauc_weight: str) -> None:
         super().__init__(spec)
         if gauc_weight not in GAUC_WEIGHTS:
             raise ValueError(f"gauc_weight must be one of {GAUC_WEIGHTS}, got {gauc_weight!r}")
-        actions = list(spec.get("target_actions", []))
-        known = actions + list(spec.get("binary_labels", []))
-        if label not in known:
+        actions = list(spec["target_actions"])
+        if label not in actions:
             # KeyError: the CLI turns it into "this task does not fit this dataset"
-            raise KeyError(f"label '{label}' (its binary targets: {', '.join(known) or 'none'})")
-        self.label = label
-        self.column = actions.index(label) if label in actions else None
+            raise KeyError(f"label '{label}' (its target actions: {', '.join(actions)})")
+        self.label, self.column = label, actions.index(label)
         self.bce_weight, self.gauc_weight = bce_weight, gauc_weight
 
     def target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.column is None:
-            return batch[f"label_{self.label}"].float()
         return batch["label_action"][:, self.column]
 
     def batch_keys(self) -> set[str]:
-        return {"label_action" if self.column is not None else f"label_{self.label}", "group"}
+        return {"label_action", "group"}
 
     def loss(self, outputs, batch):
         bce = F.binary_cross_entropy_with_logits(outputs["logit"], self.target(batch))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from recbench import metrics as M
+from recbench.data.schema import LIVE
 from recbench.tasks.base import TaskHead
 
 GAUC_WEIGHTS = ("impressions", "positives", "uniform")
@@ -39,7 +40,7 @@ def masked_task_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tens
 
 class MultiTaskHead(TaskHead):
     """Per-task masked BCE (+ PU correction), weighted; per-task AUC, GAUC, logloss and their means."""
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], task_weights: dict[str, float], gauc_weight: str) -> None:
         super().__init__(spec)
@@ -106,7 +107,7 @@ class RetrievalHead(TaskHead):
 
     Training is the model's own (`aux_loss/retrieval`), so this head has no loss terms.
     """
-    data_kinds = frozenset({"live"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], cutoffs: Sequence[int], positive_task: str) -> None:
         super().__init__(spec)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from recbench import metrics as M
+from recbench.data.schema import COMMENTS, STAYTIME
 from recbench.tasks.base import TaskHead
 
 RANK_CUTOFFS = (1, 3, 5)
@@ -45,7 +46,7 @@ STAYTIME_DEFINITIONS = {
 
 
 class _StaytimeHead(TaskHead):
-    data_kinds = frozenset({"staytime"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (STAYTIME,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def collect(self, outputs, batch):
         # Decode in float64: in float32 sigmoid(z) rounds to 1 above z ~ 17, so the WLR odds of confident
@@ -161,7 +162,7 @@ class CommentRankingHead(TaskHead):
     order (ListMLE on logits). The LCU code applies both losses to softmax outputs; we apply them to
     logits, where the losses are defined (documented deviation).
     """
-    data_kinds = frozenset({"comments"})  # the kinds of dataset this works on (checked before any data is read)
+    accepts = (COMMENTS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], user_specific_weight: float, user_agnostic_weight: float) -> None:
         super().__init__(spec)
