@@ -25,7 +25,8 @@ def ms(day: int, hour: int) -> int:
     return int(dt.datetime(2023, 10, day, hour, tzinfo=SHANGHAI).timestamp() * 1000)
 
 
-def write_files(folder: Path, separator: str = ",", video_key: str = "video_id", type_key: str = "video_type") -> Path:
+def write_files(folder: Path, separator: str = ",", video_key: str = "video_id", type_key: str = "video_type",
+                extra_interactions: tuple = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     join = separator.join
     rows = [IMPRESSION_HEADER.replace(",", separator).replace("video_id", video_key)]
@@ -36,6 +37,7 @@ def write_files(folder: Path, separator: str = ",", video_key: str = "video_id",
                     join(map(str, (11, 9001, ms(5, 10) // 1000 + 2, 101, 1, 0))),   # in the day-5 impression
                     join(map(str, (12, 9003, ms(28, 20) // 1000 + 1, 102, 0, 1))),  # comment of another video
                     join(map(str, (12, 9004, ms(23, 9) // 1000 + 5, 101, 0, 1)))]   # in the day-23 impression
+    interactions += [join(map(str, row)) for row in extra_interactions]
     (folder / "user_comment_inter.csv").write_text("\n".join(interactions) + "\n")
     quote = '"' if separator == "," else ""
     users = [join(("user_id", "user_active_degree", "follow_user_num_range", "fans_user_num_range",
@@ -85,9 +87,10 @@ def test_documented_layout_builds_opened_impressions_with_labels(tmp_path):
     assert batch["comments"][0].tolist() == [0] * 6  # video 103 has no comments
     # the day-5 impression liked comment 9001 (index 3), wherever its slot is
     assert batch["label_clicked"][2].tolist() == (shown == 3).float().tolist()
-    # the user-agnostic score log1p(likes) + log1p(replies) travels with its comment, whatever the slot
+    # the user-agnostic score log1p(likes) + log1p(replies) of the split's own days travels with its comment:
+    # in training only the day-5 like of 9001 (index 3) counts
     scores = dict(zip(shown.tolist(), batch["label_comment_score"][2].tolist()))
-    assert scores == pytest.approx({i + 2: math.log1p(10 - i) + math.log1p(i % 3) for i in range(5)} | {0: 0.0})
+    assert scores == pytest.approx({2: 0.0, 3: math.log1p(1), 4: 0.0, 5: 0.0, 6: 0.0, 0: 0.0})
     valid = adapter(tmp_path / "raw", tmp_path).assemble(tables, "valid", torch.arange(1))
     assert valid["label_clicked"][0].tolist() == (valid["comments"][0] == 6).float().tolist()  # reply to 9004
     assert valid["label_clicked"][0].sum() == 1
@@ -174,3 +177,65 @@ def test_missing_file_with_source_raw(tmp_path):
     (raw / "user_features.csv").unlink()
     with pytest.raises(UserInputError, match="user_features.csv"):
         adapter(raw, tmp_path).prepare()
+
+
+# ---------------------------------------------------------------------- adversarial leak tests (issue 16)
+def built(tmp_path: Path, *extra, **overrides):
+    kuaicomt = adapter(write_files(tmp_path / "raw", extra_interactions=extra), tmp_path, **overrides)
+    prepared = kuaicomt.prepare()
+    tables = {k: torch.from_numpy(v) for k, v in prepared.arrays.items()}
+    return prepared, lambda split, n: kuaicomt.assemble(tables, split, torch.arange(n))
+
+
+def test_a_like_from_a_later_split_or_outside_the_window_is_no_label(tmp_path):
+    # user 11 watched video 101 on day 5 (train, opened) and never again before day 29 (test):
+    # a like of 9002 on day 20 (train, 15 days later) and one on day 26 (valid) must not become day-5 labels
+    late = (11, 9002, ms(20, 10) // 1000, 101, 1, 0)
+    next_split = (11, 9000, ms(26, 10) // 1000, 101, 1, 0)
+    prepared, batch = built(tmp_path, late, next_split)
+    day5 = batch("train", 3)
+    assert day5["label_clicked"][2].sum() == 1  # only the like 2 s after the impression (9001)
+    # widening the attribution window admits the day-20 like (same split), never the day-26 one
+    prepared, batch = built(tmp_path / "wide", late, next_split, comment_window_s=30 * 86_400)
+    day5 = batch("train", 3)
+    hits = {int(c) for c, hit in zip(day5["comments"][2], day5["label_clicked"][2]) if hit}
+    assert hits == {3, 4}  # 9001 and 9002 (catalogue = id indices here), not 9000
+
+
+def test_an_interaction_in_the_impressions_own_second_is_its_label_not_its_history(tmp_path):
+    # the day-5 impression starts at ms(5, 10) (whole second); the like below carries that same second
+    same_second = (11, 9000, ms(5, 10) // 1000, 101, 1, 0)
+    prepared, batch = built(tmp_path, same_second, comment_history=3)
+    day5 = batch("train", 3)
+    hits = {int(c) for c, hit in zip(day5["comments"][2], day5["label_clicked"][2]) if hit}
+    assert hits == {2, 3}  # 9000 (same second) and 9001 (2 s later)
+    assert day5["comment_history"][2].tolist() == [0, 0, 0]
+    # the next impression of user 11 (day 29, test) sees both in its history, oldest first
+    assert batch("test", 2)["comment_history"][1].tolist() == [0, 2, 3]
+
+
+def test_the_comment_popularity_target_differs_between_splits(tmp_path):
+    # 9002 is liked three times in training and never later; 9004 is replied to only in validation
+    likes = [(50 + k, 9002, ms(10, 10) // 1000 + k, 101, 1, 0) for k in range(3)]
+    prepared, batch = built(tmp_path, *likes)
+    a = prepared.arrays
+    assert a["train_comment_score"][4] == pytest.approx(math.log1p(3))  # 9002 = catalogue index 4
+    assert a["valid_comment_score"][4] == 0 and a["test_comment_score"][4] == 0
+    assert a["valid_comment_score"][6] == pytest.approx(math.log1p(1)) and a["train_comment_score"][6] == 0
+    # a lookup of training targets does not reproduce the validation list of the same video
+    train_list, valid_list = batch("train", 3)["label_comment_score"][2], batch("valid", 1)["label_comment_score"][0]
+    assert batch("train", 3)["video"][2] == batch("valid", 1)["video"][0]
+    assert not torch.equal(train_list, valid_list)
+
+
+def test_id_vocabularies_come_from_the_training_split_only(tmp_path):
+    prepared, batch = built(tmp_path)
+    a, spec = prepared.arrays, prepared.meta["spec"]
+    # video 102 (catalogue index 3) is watched only on day 28 (test): its id is "unseen" (1), its comments too
+    assert a["video_id_of"].tolist() == [0, 1, 2, 1, 3]  # pad, unknown, 101, 102 (test only), 103
+    test = batch("test", 2)
+    assert test["video"][0] == 1 and set(test["comments"][0].tolist()) <= {0, 1}
+    assert spec["cardinalities"]["video"] == 4 and spec["cardinalities"]["comment"] == 7
+    # texts stay keyed by the catalogue: the test video's caption is still found by the text stage
+    captions = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
+    assert captions[int(a["sample_video"][a["test_rows"][0]])] == "美食探店[馋]"

@@ -8,10 +8,13 @@ Code map (KuaiComtAdapter.build, in order):
   samples + split  _impressions (duration filter, only_opened, local-date split), _catalogue (videos, comments)
   features         _user_table (register buckets), _index (training vocabularies: vocabulary; duration bucket)
   shown comments   _shown (most-liked comments in pseudo-random slots)
-  labels           _clicked (user-specific), comment_scores, the long-view threshold, duration_quantiles (D2Q)
+  labels           _engaged (likes / replies, seconds), _clicked (user-specific: latest impression, window,
+                   split end), _popularity (per-split user-agnostic scores), the long-view threshold,
+                   duration_quantiles (D2Q); _id_vocabularies (training-only video / comment ids)
   history          _comment_history
   arrays           _arrays: sample_<user / video field>, sample_hour, sample_group, sample_comment_history, shown,
-                   comment_score, <split>_rows, <split>_label_staytime / _label_long_view / _label_clicked;
+                   <split>_comment_score, video_id_of / comment_id_of, <split>_rows,
+                   <split>_label_staytime / _label_long_view / _label_clicked;
                    _spec -> meta["spec"]; frames video_text / comment_text
   text stage       attach (video_text_emb, comment_text_emb), text_corpus, text_tasks (LCU stage 1)
   assemble         assemble: a batch (fields, shown comments, history, text embeddings, labels)
@@ -37,7 +40,7 @@ from recbench.data.readers import (
     require_non_null,
     warn_duplicates,
 )
-from recbench.errors import bad_input
+from recbench.errors import UserInputError, bad_input
 
 IMPRESSIONS, INTERACTIONS = "user_video_inter.csv", "user_comment_inter.csv"
 USERS, VIDEOS, COMMENTS = "user_features.csv", "video_features.csv", "comment_features.csv"
@@ -54,15 +57,18 @@ class KuaiComtAdapter(DatasetAdapter):
     smoke_replica = {"n_users": 300, "n_videos": 200}  # the smallest replica a one-step smoke run uses
 
     name = "kuaicomt"
-    version = "4"  # 2: shown comments in pseudo-random slot order; 3: comment history; 4: row arrays `<split>_rows`
+    # 2: shown comments in pseudo-random slot order; 3: comment history; 4: row arrays `<split>_rows`;
+    # 5: comment labels censored (split end, attribution window) at second resolution, per-split comment
+    # popularity targets, training-only video / comment id vocabularies
+    version = "5"
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
                  min_duration_s: float, max_duration_s: float, only_opened: bool, train_start: str,
                  valid_start: str, test_start: str, test_end: str, shown_comments: int,
                  long_view_quantile: float, text_embeddings: str | None, replica: dict[str, Any],
-                 comment_history: int = 10, use_cache: bool = True, text: Any = None,
-                 text_dir: str | None = None) -> None:
+                 comment_history: int = 10, comment_window_s: float = 3600, use_cache: bool = True,
+                 text: Any = None, text_dir: str | None = None) -> None:
         super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache, text_embeddings=text_embeddings,
                          text=text, text_dir=text_dir)
         self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
@@ -70,6 +76,10 @@ class KuaiComtAdapter(DatasetAdapter):
         self.dates = tuple(dt.date.fromisoformat(d) for d in (train_start, valid_start, test_start, test_end))
         self.shown_comments = shown_comments
         self.comment_history = comment_history
+        if comment_window_s < 0:
+            raise UserInputError(f"data.comment_window_s is {comment_window_s}; it must be >= 0 seconds. Fix: pass "
+                                 "data.comment_window_s=<seconds after an impression its comment interactions count>")
+        self.comment_window_s = int(comment_window_s)
         self.long_view_quantile = long_view_quantile
         self.replica = replica
 
@@ -77,7 +87,7 @@ class KuaiComtAdapter(DatasetAdapter):
         return {"min_duration_s": self.min_duration_s, "max_duration_s": self.max_duration_s,
                 "only_opened": self.only_opened, "dates": [d.isoformat() for d in self.dates],
                 "shown_comments": self.shown_comments, "long_view_quantile": self.long_view_quantile,
-                "comment_history": self.comment_history}
+                "comment_history": self.comment_history, "comment_window_s": self.comment_window_s}
 
     def replica_config(self) -> dict[str, Any]:
         from recbench.data.kuaicomt_replica import KuaiComtReplicaConfig
@@ -97,13 +107,16 @@ class KuaiComtAdapter(DatasetAdapter):
         impressions = impressions.join(self._user_table(tables["users"]), on="user_id", how="left",
                                        maintain_order="left")
         impressions = self._index(impressions, videos)
+        engaged = _engaged(tables["interactions"], comments)
         shown = self._shown(comments, n_videos=videos.height + 2)
-        clicked = self._clicked(impressions, tables["interactions"], comments, shown)
+        clicked = self._clicked(impressions, engaged, shown)
         threshold = float(impressions.filter(pl.col("split") == 0)["staytime"]
                           .quantile(self.long_view_quantile, "linear"))
-        arrays = self._arrays(impressions, shown, clicked, comments, threshold)
-        arrays["sample_comment_history"] = self._comment_history(impressions, tables["interactions"], comments)
-        spec = self._spec(impressions, comments)
+        arrays = self._arrays(impressions, shown, clicked, threshold)
+        arrays["sample_comment_history"] = self._comment_history(impressions, engaged)
+        arrays.update(self._popularity(engaged, n_comments=comments.height + 2))
+        arrays.update(self._id_vocabularies(arrays))
+        spec = self._spec(impressions, arrays)
         spec["staytime_quantiles"] = duration_quantiles(impressions.filter(pl.col("split") == 0),
                                                         spec["cardinalities"]["duration_bucket"])
         meta = {"spec": spec, "long_view_threshold_s": threshold,
@@ -111,7 +124,9 @@ class KuaiComtAdapter(DatasetAdapter):
                 "stats": {"impressions": tables["impressions"].height, "samples": impressions.height,
                           "users": int(impressions["user_id"].n_unique()), "videos": videos.height,
                           "comments": comments.height, "interactions": tables["interactions"].height,
-                          "clicked_rate": float(arrays["test_label_clicked"].mean())}}
+                          "clicked_rate": float(arrays["test_label_clicked"].mean()),
+                          "comment_interactions_attributed": int(clicked.sum()),
+                          "comment_interactions_engaged": engaged.height}}
         frames = {"video_text": videos.select("video", "video_id", pl.col("caption").fill_null("").alias("text")),
                   "comment_text": comments.select("comment", "comment_id",
                                                   pl.col("comment_content").fill_null("").alias("text"))}
@@ -126,9 +141,14 @@ class KuaiComtAdapter(DatasetAdapter):
         train_start, valid_start, test_start, test_end = self.dates
         split = (pl.when(pl.col("date") >= test_start).then(2).when(pl.col("date") >= valid_start).then(1)
                  .otherwise(0))
+        split_end = (pl.when(pl.col("date") >= test_start).then(local_midnight_s(test_end))
+                     .when(pl.col("date") >= valid_start).then(local_midnight_s(test_start))
+                     .otherwise(local_midnight_s(valid_start)))
         kept = (frame.filter(pl.col("duration_s").is_between(self.min_duration_s, self.max_duration_s),
                              pl.col("date") >= train_start, pl.col("date") < test_end)
-                .with_columns(split=split.cast(pl.Int8)))
+                .with_columns(split=split.cast(pl.Int8), split_end_s=split_end.cast(pl.Int64),
+                              # interactions carry whole seconds: impressions are compared at that resolution
+                              time_s=(pl.col("time_ms") // 1000).cast(pl.Int64)))
         if self.only_opened:
             kept = kept.filter(pl.col("staytime") > 0)
         for index, name in enumerate(("train", "valid", "test")):
@@ -192,39 +212,42 @@ class KuaiComtAdapter(DatasetAdapter):
         shown[ranked["video"].to_numpy(), ranked["slot"].to_numpy()] = ranked["comment"].to_numpy()
         return shown
 
-    def _clicked(self, impressions: pl.DataFrame, interactions: pl.DataFrame, comments: pl.DataFrame,
-                 shown: np.ndarray) -> np.ndarray:
-        """[n_samples, K] 1 where the user liked / replied to that shown comment in that impression."""
-        rows = impressions.select(pl.int_range(pl.len()).alias("row"), "user_id", "video_id", "time_ms",
-                                  "video").sort("time_ms")
-        events = _engaged(interactions).sort("time_ms")
-        matched = events.join_asof(rows, on="time_ms", by=["user_id", "video_id"], strategy="backward",
-                                  check_sortedness=False)  # both sorted by time above
-        matched = matched.drop_nulls("row")
+    def _clicked(self, impressions: pl.DataFrame, engaged: pl.DataFrame, shown: np.ndarray) -> np.ndarray:
+        """[n_samples, K] 1 where the user liked / replied to that shown comment in that impression.
+
+        An interaction belongs to the latest impression of the same user and video in the same or an
+        earlier second, and counts only within `comment_window_s` seconds of it and before the end of
+        that impression's split (no label is read from a later split's days)."""
+        rows = impressions.select(pl.int_range(pl.len()).alias("row"), "user_id", "video_id", "time_s", "video",
+                                  "split_end_s", pl.col("time_s").alias("impression_s")).sort("time_s")
+        matched = (engaged.sort("time_s")
+                   .join_asof(rows, on="time_s", by=["user_id", "video_id"], strategy="backward",
+                              check_sortedness=False)  # both sorted by time above
+                   .filter(pl.col("row").is_not_null(), pl.col("time_s") < pl.col("split_end_s"),
+                           pl.col("time_s") - pl.col("impression_s") <= self.comment_window_s))
         clicked = np.zeros((impressions.height, shown.shape[1]), np.float32)
         if matched.height:
-            hit = matched.join(comments.select("comment_id", "comment"), on="comment_id", how="inner")
-            row = hit["row"].to_numpy()
-            slots = shown[hit["video"].to_numpy()] == hit["comment"].to_numpy()[:, None]
+            row = matched["row"].to_numpy()
+            slots = shown[matched["video"].to_numpy()] == matched["comment"].to_numpy()[:, None]
             np.maximum.at(clicked, row, slots.astype(np.float32))
         return clicked
 
-    def _comment_history(self, impressions: pl.DataFrame, interactions: pl.DataFrame,
-                         comments: pl.DataFrame) -> np.ndarray:
-        """[n_samples, H] the user's last H engaged comments before each impression (0 = none)."""
-        events = (_engaged(interactions).join(comments.select("comment_id", "comment"), on="comment_id", how="inner")
-                  .join(impressions.select("user_id", "group").unique("user_id"), on="user_id", how="inner")
-                  .sort("group", "time_ms"))
+    def _comment_history(self, impressions: pl.DataFrame, engaged: pl.DataFrame) -> np.ndarray:
+        """[n_samples, H] the user's last H engaged comments (catalogue indices) in seconds strictly
+        before the impression's second (0 = none): an interaction in the impression's own second is
+        that impression's label, never its history."""
+        events = (engaged.join(impressions.select("user_id", "group").unique("user_id"), on="user_id", how="inner")
+                  .sort("group", "time_s"))
         history = np.zeros((impressions.height, self.comment_history), np.int64)
         if not events.height or not self.comment_history:
             return history
         # one sorted int64 key per event and per impression, user rank * span + time: searchsorted with
         # side="left" finds the user's events strictly earlier than the impression
-        start = int(min(events["time_ms"].min(), impressions["time_ms"].min()))
-        span = int(max(events["time_ms"].max(), impressions["time_ms"].max())) - start + 1
-        event_key = events["group"].to_numpy().astype(np.int64) * span + (events["time_ms"].to_numpy() - start).astype(np.int64)
+        start = int(min(events["time_s"].min(), impressions["time_s"].min()))
+        span = int(max(events["time_s"].max(), impressions["time_s"].max())) - start + 1
+        event_key = events["group"].to_numpy().astype(np.int64) * span + (events["time_s"].to_numpy() - start)
         user = impressions["group"].to_numpy().astype(np.int64) * span
-        end = np.searchsorted(event_key, user + (impressions["time_ms"].to_numpy() - start).astype(np.int64), side="left")
+        end = np.searchsorted(event_key, user + (impressions["time_s"].to_numpy() - start), side="left")
         first = np.searchsorted(event_key, user, side="left")
         position = end[:, None] - self.comment_history + np.arange(self.comment_history)
         valid = position >= first[:, None]
@@ -232,12 +255,48 @@ class KuaiComtAdapter(DatasetAdapter):
         history[valid] = ids[position[valid]]
         return history
 
+    def _popularity(self, engaged: pl.DataFrame, n_comments: int) -> dict[str, np.ndarray]:
+        """<split>_comment_score [n_comments]: log1p(likes) + log1p(replies) a comment received in the
+        interaction log during that split's own days (the user-agnostic ranking target).
+
+        Each split's target counts only its own period: the end-of-period snapshot counts of
+        comment_features.csv include the test days, and one snapshot for every split would make
+        validation and test lists equal to training ones (a lookup of training labels would score them)."""
+        bounds = [local_midnight_s(d) for d in self.dates]
+        out = {}
+        for index, name in enumerate(("train", "valid", "test")):
+            period = engaged.filter(pl.col("time_s") >= bounds[index], pl.col("time_s") < bounds[index + 1])
+            counts = period.group_by("comment").agg(pl.col("is_like").sum(), pl.col("is_reply").sum())
+            score = np.zeros(n_comments, np.float32)
+            score[counts["comment"].to_numpy()] = (np.log1p(counts["is_like"].to_numpy().astype(np.float64))
+                                                   + np.log1p(counts["is_reply"].to_numpy().astype(np.float64)))
+            out[f"{name}_comment_score"] = score
+        return out
+
+    @staticmethod
+    def _id_vocabularies(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Catalogue index -> id-embedding index, from the training split only: the videos of training
+        impressions and the comments they show or hold in their histories get 2, 3, ...; the rest 1
+        (unseen), padding 0. Texts stay keyed by catalogue index: content is known up front."""
+        train = arrays["train_rows"]
+        videos = arrays["sample_video"][train]
+        comments = np.r_[arrays["shown"][videos].ravel(), arrays["sample_comment_history"][train].ravel()]
+
+        def remap(size: int, seen: np.ndarray) -> np.ndarray:
+            index = np.ones(size, np.int64)
+            index[0] = 0
+            seen = np.unique(seen[seen >= 2])
+            index[seen] = np.arange(2, len(seen) + 2)
+            return index
+
+        return {"video_id_of": remap(len(arrays["shown"]), videos),
+                "comment_id_of": remap(len(arrays["train_comment_score"]), comments)}
+
     def _arrays(self, impressions: pl.DataFrame, shown: np.ndarray, clicked: np.ndarray,
-                comments: pl.DataFrame, threshold: float) -> dict[str, np.ndarray]:
+                threshold: float) -> dict[str, np.ndarray]:
         col = lambda name, dtype=np.int64: impressions[name].to_numpy().astype(dtype)  # noqa: E731
         arrays = {f"sample_{f}": col(f) for f in (*USER_FIELDS, *VIDEO_FIELDS)}
-        arrays.update(sample_hour=col("hour") + 1, sample_group=col("group"), shown=shown,
-                      comment_score=np.r_[np.zeros(2, np.float32), comment_scores(comments)])
+        arrays.update(sample_hour=col("hour") + 1, sample_group=col("group"), shown=shown)
         staytime, split = col("staytime", np.float32), impressions["split"].to_numpy()
         for index, name in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split == index)
@@ -247,9 +306,10 @@ class KuaiComtAdapter(DatasetAdapter):
             arrays[f"{name}_label_clicked"] = clicked[rows]
         return arrays
 
-    def _spec(self, impressions: pl.DataFrame, comments: pl.DataFrame) -> dict[str, Any]:
-        cards = {f: int(impressions[f].max()) + 1 for f in (*USER_FIELDS, *VIDEO_FIELDS)}
-        cards.update(hour=25, comment=int(comments["comment"].max()) + 1)
+    def _spec(self, impressions: pl.DataFrame, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        cards = {f: int(impressions[f].max()) + 1 for f in (*USER_FIELDS, *VIDEO_FIELDS) if f != "video"}
+        cards.update(hour=25, video=int(arrays["video_id_of"].max()) + 1,
+                     comment=int(arrays["comment_id_of"].max()) + 1)
         return {"cardinalities": cards, "user_fields": list(USER_FIELDS), "item_fields": list(VIDEO_FIELDS),
                 "context_fields": ["hour"], "shown_comments": self.shown_comments, "time_unit": "seconds",
                 "comment_history": self.comment_history}
@@ -304,7 +364,7 @@ class KuaiComtAdapter(DatasetAdapter):
             stay = buckets[int(np.searchsorted(edges, a["train_label_staytime"][i]))]
             examples.append((head + "问：用户在评论区停留多久？答：", stay))
             if shown:
-                top = int(np.argmax(a["comment_score"][shown])) + 1
+                top = int(np.argmax(a["train_comment_score"][shown])) + 1
                 examples.append((head + "问：哪条评论最热门？答：", str(top)))
                 clicked = [str(k + 1) for k, hit in enumerate(a["train_label_clicked"][i][slots]) if hit > 0]
                 examples.append((head + "问：用户会和哪些评论互动？答：", ",".join(clicked) or "无"))
@@ -314,26 +374,36 @@ class KuaiComtAdapter(DatasetAdapter):
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
                  keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
         sample = take(tables[f"{split}_rows"], rows)
-        batch = {f: take(tables[f"sample_{f}"], sample) for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour")}
+        video = take(tables["sample_video"], sample)  # catalogue indices: texts; *_id_of: id embeddings
+        batch = {f: take(tables[f"sample_{f}"], sample) for f in (*USER_FIELDS, *VIDEO_FIELDS, "hour") if f != "video"}
+        batch["video"] = take(tables["video_id_of"], video)
         batch["group"] = take(tables["sample_group"], sample)
-        batch["comment_history"] = take(tables["sample_comment_history"], sample)
-        comments = take(tables["shown"], batch["video"])
-        batch["comments"], batch["comments_mask"] = comments, comments > 0
-        batch["label_comment_score"] = take(tables["comment_score"], comments)
+        shown, history = take(tables["shown"], video), take(tables["sample_comment_history"], sample)
+        batch["comments"], batch["comments_mask"] = take(tables["comment_id_of"], shown), shown > 0
+        batch["comment_history"] = take(tables["comment_id_of"], history)
+        batch["label_comment_score"] = take(tables[f"{split}_comment_score"], shown)
         if "video_text_emb" in tables:
-            batch["video_text_emb"] = take(tables["video_text_emb"], batch["video"])
-            batch["comment_text_emb"] = take(tables["comment_text_emb"], comments)
-            batch["history_text_emb"] = take(tables["comment_text_emb"], batch["comment_history"])
+            batch["video_text_emb"] = take(tables["video_text_emb"], video)
+            batch["comment_text_emb"] = take(tables["comment_text_emb"], shown)
+            batch["history_text_emb"] = take(tables["comment_text_emb"], history)
         for key in ("staytime", "long_view", "clicked"):
             batch[f"label_{key}"] = take(tables[f"{split}_label_{key}"], rows)
         return batch
 
 
-def _engaged(interactions: pl.DataFrame) -> pl.DataFrame:
-    """Liked or replied comment interactions with their time in milliseconds."""
+def _engaged(interactions: pl.DataFrame, comments: pl.DataFrame) -> pl.DataFrame:
+    """Liked or replied comment interactions of catalogued comments: user, video, comment (catalogue
+    index), whole-second time, is_like / is_reply."""
     return (interactions.filter((pl.col("is_like") > 0) | (pl.col("is_reply") > 0))
-            .select("user_id", "video_id", "comment_id",
-                    (pl.col("time_stamp").cast(pl.Float64) * 1000.0).alias("time_ms")))
+            .join(comments.select("comment_id", "comment"), on="comment_id", how="inner", maintain_order="left")
+            .select("user_id", "video_id", "comment", pl.col("time_stamp").cast(pl.Int64).alias("time_s"),
+                    (pl.col("is_like") > 0).cast(pl.Int64).alias("is_like"),
+                    (pl.col("is_reply") > 0).cast(pl.Int64).alias("is_reply")))
+
+
+def local_midnight_s(day: dt.date) -> int:
+    """Unix seconds of 00:00 Asia/Shanghai on `day` (UTC+8, no daylight saving since 1991)."""
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp())
 
 
 def vocabulary(values: pl.Series) -> pl.DataFrame:
@@ -343,21 +413,17 @@ def vocabulary(values: pl.Series) -> pl.DataFrame:
 
 
 def duration_quantiles(train: pl.DataFrame, buckets: int, levels: int = 101) -> list[list[float]]:
-    """Per duration bucket (row = bucket index), the 0..100th percentiles of training staytime.
-    D2Q regresses a sample's percentile within its bucket; empty buckets use all of training."""
+    """Per duration bucket (row = bucket index), the training staytime at the `levels` evenly spaced
+    levels 0, 1/(levels-1), ..., 1 (numpy linear quantiles: the sample of rank r among n sits at level
+    (r-1)/(n-1)); empty buckets use all of training. A staytime many samples share (0 s) fills a run of
+    equal entries: D2Q (recbench/tasks/staytime.py) labels it with the middle level of its run (the
+    mid-rank percentile, ties share their average rank) and decodes through the runs' middles."""
     grid = np.linspace(0, 1, levels)
     overall = np.quantile(train["staytime"].to_numpy(), grid)
     table = np.tile(overall, (buckets, 1))
     for bucket, group in train.group_by("duration_bucket"):
         table[int(bucket[0])] = np.quantile(group["staytime"].to_numpy(), grid)
     return table.round(6).tolist()
-
-
-def comment_scores(comments: pl.DataFrame) -> np.ndarray:
-    """User-agnostic comment quality: log1p(likes) + log1p(replies), ordered by comment index."""
-    ordered = comments.sort("comment")
-    return (np.log1p(ordered["comment_like_cnt"].to_numpy().clip(0))
-            + np.log1p(ordered["comment_reply_out"].to_numpy().clip(0))).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- reading + validation
