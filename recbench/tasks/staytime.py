@@ -5,7 +5,8 @@ Model outputs read here:
   companion_logit [B]  WLR only: a plain (unweighted) long-view classifier, used to decode staytime
   comment_user_logits [B, K], comment_agnostic_logits [B, K]  per shown comment (`CommentRankingHead`)
 Batch labels: label_staytime [B] seconds, label_long_view [B] 0/1, label_clicked [B, K] 0/1,
-label_comment_score [B, K] (user-agnostic quality), comments_mask [B, K]; `group` [B] is the user.
+label_comment_score [B, K] (user-agnostic quality), comments_mask [B, K]; `group` [B] is the user;
+duration_bucket [B] (D2Q only).
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ RANK_CUTOFFS = (1, 3, 5)
 
 def staytime_metrics(pred: np.ndarray, staytime: np.ndarray, long_view: np.ndarray, score: np.ndarray,
                      group: np.ndarray) -> dict[str, float]:
-    """Regression (MAE, RMSE, XAUC global and per user) and long-view ranking (AUC, GAUC)."""
-    return {"mae/staytime": M.mae(pred, staytime), "rmse/staytime": M.rmse(pred, staytime),
-            "xauc/staytime": M.xauc(pred, staytime),
-            "user_xauc/staytime": M.grouped_xauc(pred, staytime, group, weight="pairs"),
-            "auc/long_view": M.auc(score, long_view), "gauc/long_view": M.gauc(score, long_view, group)}
+    """Regression (MAE, RMSE, XAUC global and per user), long-view ranking (AUC, GAUC) and the authors'
+    per-user video ranking (nDCG@1/3/5, MRR: each user's impressions ranked by score, relevance = long view)."""
+    out = {"mae/staytime": M.mae(pred, staytime), "rmse/staytime": M.rmse(pred, staytime),
+           "xauc/staytime": M.xauc(pred, staytime),
+           "user_xauc/staytime": M.grouped_xauc(pred, staytime, group, weight="pairs"),
+           "auc/long_view": M.auc(score, long_view), "gauc/long_view": M.gauc(score, long_view, group)}
+    out.update({f"ndcg@{k}/video_per_user": M.ndcg_at_k(score, long_view, group, k) for k in RANK_CUTOFFS})
+    out["mrr/video_per_user"] = M.mrr(score, long_view, group)
+    return out
 
+
+_SCORE = ("the head's long-view score, a logit or raw value in float64 (WLR: the companion logit; VR: the "
+          "regressed log1p-seconds; D2Q: the percentile logit), never a sigmoid probability")
+_PER_USER = (" Here (video_per_user, the LCU authors' 'relevance ranking'): one list per user = all of the "
+             "user's impressions in the split, relevance = the long-view label (KuaiComt: staytime above the "
+             "data.long_view_quantile of training staytimes, 0.7 as the authors' long_view2), ranked by " + _SCORE
+             + "; users without a long view are skipped.")
 
 STAYTIME_DEFINITIONS = {
     "mae": "Mean absolute error of the predicted staytime, seconds.",
@@ -38,10 +50,11 @@ STAYTIME_DEFINITIONS = {
     "xauc": M.METRIC_DEFINITIONS["xauc"] + " Here: on the predicted staytime, decoded in float64.",
     "user_xauc": "XAUC over pairs of the same user only, pooled over users (weight = pairs); predicted staytime "
                  "decoded in float64.",
-    "auc": M.METRIC_DEFINITIONS["auc"] + " Here: the long-view label scored by the head's long-view score, a "
-           "logit or raw value in float64 (WLR: the companion logit; VR: the regressed log1p-seconds; D2Q: the "
-           "quantile logit), never a sigmoid probability.",
+    "auc": M.METRIC_DEFINITIONS["auc"] + " Here: the long-view label scored by " + _SCORE + ".",
     "gauc": M.METRIC_DEFINITIONS["gauc"] + " Here: grouped by user, weight = impressions, scored as for auc.",
+    # keyed by name/target: LCU's comment head defines ndcg@k and mrr for its own lists
+    "ndcg@k/video_per_user": M.METRIC_DEFINITIONS["ndcg@k"] + _PER_USER + " Gain: linear (0/1).",
+    "mrr/video_per_user": M.METRIC_DEFINITIONS["mrr"] + _PER_USER,
 }
 
 
@@ -109,34 +122,71 @@ class ValueRegressionHead(_StaytimeHead):
 
 
 class D2QHead(_StaytimeHead):
-    """D2Q (duration-deconfounded quantile): regress the percentile of the staytime among training
-    samples of the same duration bucket (removes the duration bias), decode it back to seconds
-    through that bucket's percentile table (`spec["staytime_quantiles"]`)."""
+    """D2Q (duration-deconfounded quantile, Zhan et al. KDD 2022): regress the percentile of the staytime
+    among training samples of the same duration bucket (removes the duration bias), decode it back to
+    seconds through that bucket's percentile table.
+
+    The table (`spec["staytime_quantiles"]`, built by `recbench.data.kuaicomt.duration_quantiles`) holds,
+    per bucket, the training staytime at the L evenly spaced levels 0, 1/(L-1), ..., 1 (numpy's linear
+    quantiles: the sample of rank r among n sits at level (r-1)/(n-1)). A staytime shared by many samples
+    (0 s for every impression whose comment section stayed closed: most rows) fills a run of equal entries.
+
+    Label (mid-rank percentile): a staytime equal to a table value gets the middle of the levels its run
+    covers, i.e. tied samples share the average of their ranks (0 s at 87% of a bucket -> about 0.435,
+    not 0); a staytime between two table values gets the level linearly interpolated between them; below
+    the first / above the last value: 0 / 1. Resolution: half a level step (0.005 at L=101) on a tie.
+    Decoding (mid-quantile): each distinct table value is a knot at its label; a predicted percentile q
+    decodes to the staytime linearly interpolated between the knots around it (clamped to the first / last
+    value outside them). This is strictly increasing between the first and last knot, so predictions keep
+    the model's order: with plain quantile decoding every q inside the run of zeros decodes to 0 and the
+    predictions collapse to one value on a zero-inflated target. Decoding a table value's label returns it.
+    """
 
     def __init__(self, spec: dict[str, Any], weight: float) -> None:
         super().__init__(spec)
         self.weight = weight
-        self.register_buffer("table", torch.tensor(spec["staytime_quantiles"], dtype=torch.float32),
-                             persistent=False)
+        table = torch.tensor(spec["staytime_quantiles"], dtype=torch.float64)  # [buckets, L], rows ascending
+        if table.ndim != 2 or table.shape[1] < 2 or bool((table.diff(dim=1) < 0).any()):
+            raise ValueError("spec['staytime_quantiles'] must be [buckets, levels >= 2] with ascending rows")
+        step = 1.0 / (table.shape[1] - 1)
+        first = torch.searchsorted(table, table, right=False)      # first column of each entry's run
+        last = torch.searchsorted(table, table, right=True) - 1    # last column of that run
+        self.register_buffer("table", table, persistent=False)
+        self.register_buffer("knots", (first + last).double() * step / 2, persistent=False)  # mid-rank level
+        self.step = step
 
     def percentile(self, staytime: torch.Tensor, bucket: torch.Tensor) -> torch.Tensor:
+        """Mid-rank percentile of each staytime within its duration bucket (float64)."""
         rows = self.table[bucket]
-        position = torch.searchsorted(rows, staytime.unsqueeze(1).contiguous()).squeeze(1)
-        return (position.float() / (rows.shape[1] - 1)).clamp(0, 1)
+        size = rows.shape[1]
+        s = staytime.to(rows.dtype).unsqueeze(1).contiguous()
+        below = torch.searchsorted(rows, s, right=False)   # table entries < s
+        upto = torch.searchsorted(rows, s, right=True)     # table entries <= s
+        tied = (below + upto - 1).double() * self.step / 2
+        left, right = (below - 1).clamp(0, size - 1), below.clamp(0, size - 1)
+        x0, x1 = rows.gather(1, left), rows.gather(1, right)
+        frac = ((s - x0) / (x1 - x0).clamp(min=1e-12)).clamp(0, 1)
+        between = (left.double() + frac) * self.step
+        level = torch.where(upto > below, tied, torch.where(below == 0, 0.0, torch.where(below == size, 1.0, between)))
+        return level.squeeze(1)
 
     def loss(self, outputs, batch):
-        target = self.percentile(batch["label_staytime"], batch["duration_bucket"])
-        return {"d2q_mse": self.weight * F.mse_loss(torch.sigmoid(outputs["staytime_logit"]), target)}
+        logit = outputs["staytime_logit"]
+        target = self.percentile(batch["label_staytime"], batch["duration_bucket"]).to(logit.dtype)
+        return {"d2q_mse": self.weight * F.mse_loss(torch.sigmoid(logit), target)}
 
     def decode(self, outputs, batch):
-        q = torch.sigmoid(outputs["staytime_logit"])
-        rows = self.table[batch["duration_bucket"]]
-        position = q * (rows.shape[1] - 1)  # linear interpolation inside the percentile table
-        low = position.floor().long().clamp(max=rows.shape[1] - 2)
-        frac = position - low
-        below, above = torch.gather(rows, 1, low[:, None]), torch.gather(rows, 1, (low + 1)[:, None])
+        logit = outputs["staytime_logit"]
+        q = torch.sigmoid(logit.double()).unsqueeze(1).contiguous()
+        rows, knots = self.table[batch["duration_bucket"]], self.knots[batch["duration_bucket"]]
+        size = rows.shape[1]
+        after = torch.searchsorted(knots, q, right=True)   # first knot above q
+        left, right = (after - 1).clamp(0, size - 1), after.clamp(0, size - 1)
+        k0, k1 = knots.gather(1, left), knots.gather(1, right)
+        frac = torch.where(k1 > k0, (q - k0) / (k1 - k0).clamp(min=1e-12), torch.zeros_like(q)).clamp(0, 1)
+        v0, v1 = rows.gather(1, left), rows.gather(1, right)
         # long-view score: the logit itself (same order as q, but no sigmoid rounding confident rows to a tie)
-        return (below.squeeze(1) * (1 - frac) + above.squeeze(1) * frac), outputs["staytime_logit"]
+        return (v0 + (v1 - v0) * frac).squeeze(1), logit
 
 
 def list_mle(logits: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
