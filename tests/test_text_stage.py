@@ -1,4 +1,4 @@
-"""Text stage (LCU stage 1): tiny offline LM, LoRA SFT, resumable frozen embeddings."""
+"""Text stage (LCU stage 1): tiny offline LM + pretraining, LoRA SFT, SFT tasks, resumable frozen embeddings."""
 
 from __future__ import annotations
 
@@ -349,7 +349,7 @@ def _text_stage(models: Path, datasets: Path, kill_at: str | None = None):
     command = [sys.executable, "-m", "recbench.text", "data=kuaicomt", f"paths.datasets={datasets}",
                f"paths.models={models}", f"paths.experiments={models.parent / 'experiments'}",
                "data.replica.n_users=300", "data.replica.n_videos=200", "text.examples_per_task=40",
-               "text.lora.max_length=256", "text.export.chunk_size=48"]
+               "text.lora.max_length=256", "text.export.chunk_size=48", "text.pretrain.max_texts=2000"]
     env = {k: v for k, v in os.environ.items() if k != "RECBENCH_KILL_AT"}
     if kill_at:
         env["RECBENCH_KILL_AT"] = kill_at
@@ -415,3 +415,147 @@ def test_a_killed_tiny_lm_build_leaves_no_half_folder(tmp_path, monkeypatch):
         build_tiny_lm(tmp_path / "base", [c for _, c in make_comments(50, 0)], vocab_size=300, hidden=16,
                       layers=1, heads=2)
     assert not (tmp_path / "base").exists() and not list(tmp_path.iterdir())  # temp folder removed too
+
+
+# ----------------------------------------------------------------------------- pretraining of the tiny LM
+def test_pretraining_lowers_held_out_perplexity_and_is_deterministic(tiny_lm, tmp_path):
+    from recbench.text.pretrain import perplexity, pretrain_causal_lm
+
+    train, held = [t for _, t in TRAIN], [t for _, t in HELD_OUT]  # held-out comments: never trained on
+    runs = []
+    for name in ("a", "b"):
+        stats = pretrain_causal_lm(tiny_lm, train, tmp_path / name, held_out_texts=held, epochs=6, batch_size=16,
+                                   lr=5e-3, max_length=48, seed=0, key="k", progress=False)
+        runs.append((stats["epoch_losses"], (tmp_path / name / "model.safetensors").read_bytes()))
+    assert runs[0] == runs[1]  # seeded: same weights, byte for byte
+    # random weights: about the vocabulary size; pretrained on 160 other comments of the same topics
+    assert stats["perplexity_before"] > 500 and stats["perplexity_after"] < stats["perplexity_before"] / 5, stats
+    model, tokenizer = load_lm(tmp_path / "a")  # the saved folder loads through the generic path
+    assert perplexity(model, tokenizer, held, max_length=48) == pytest.approx(stats["perplexity_after"], rel=1e-4)
+    base, _ = load_lm(tiny_lm)
+    assert perplexity(base, tokenizer, held, max_length=48) == pytest.approx(stats["perplexity_before"], rel=1e-4)
+    assert json.loads((tmp_path / "a" / "pretrain_stats.json").read_text())["key"] == "k"
+    assert (tmp_path / "a" / "recbench_tiny_lm.json").is_file() and not list(tmp_path.glob(".*tmp*"))
+
+
+class ToyTexts:
+    """An adapter with texts and no dataset: the stage's contract (text_corpus / text_tasks) only."""
+
+    name = "toy"
+
+    def text_corpus(self, prepared):
+        return {"comment": (np.arange(len(COMMENTS), dtype=np.int64) + 100, [t for _, t in COMMENTS])}
+
+    def text_tasks(self, prepared, per_task, seed, general_share=0.0):
+        return sft_examples(TRAIN[:per_task])
+
+
+def _text_settings(out_dir: Path, **changes):
+    from omegaconf import OmegaConf
+
+    stage = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "text_stage.yaml")
+    small = {"out_dir": str(out_dir), "examples_per_task": 32, "tiny": {"vocab_size": 500, "hidden": 32},
+             "pretrain": {"max_texts": 200, "held_out": 40, "batch_size": 32},
+             "lora": {"max_length": 64}, "export": {"chunk_size": 100}}
+    return OmegaConf.merge(stage.text, small, changes)
+
+
+def test_both_arms_start_from_one_pretrained_lm_and_a_local_model_skips_pretraining(tiny_lm, tmp_path):
+    from recbench.text.stage import run_stage
+
+    lm_dir = tmp_path / "lm"
+    tuned = run_stage(ToyTexts(), None, _text_settings(tmp_path / "tuned"), seed=0, lm_dir=lm_dir)
+    stats_file = lm_dir / "pretrained" / "pretrain_stats.json"
+    written = stats_file.stat().st_mtime_ns
+    untuned = run_stage(ToyTexts(), None, _text_settings(tmp_path / "untuned", finetune=False), seed=0, lm_dir=lm_dir)
+    assert stats_file.stat().st_mtime_ns == written  # pretrained once, reused by the untuned arm
+    for folder, adapter in ((tuned, str(tmp_path / "tuned" / "adapter")), (untuned, None)):
+        manifest = json.loads((folder / "comment" / "manifest.json").read_text())
+        assert manifest["model"] == str(lm_dir / "pretrained") and manifest["adapter"] == adapter
+        stage = json.loads((folder.parent / "text_stage.json").read_text())
+        assert stage["pretrained"] and stage["perplexity_held_out_after"] < stage["perplexity_held_out_before"]
+
+    # a local Hugging Face model (here a saved tiny one) is used as given: no pretraining
+    local = run_stage(ToyTexts(), None, _text_settings(tmp_path / "local", model=str(tiny_lm)), seed=0)
+    assert not (tmp_path / "local" / "pretrained").exists() and not (tmp_path / "local" / "base").exists()
+    assert json.loads((local / "comment" / "manifest.json").read_text())["model"] == str(tiny_lm)
+    assert json.loads((tmp_path / "local" / "text_stage.json").read_text())["pretrained"] is False
+
+
+def test_the_settings_hash_covers_the_new_settings_and_the_arms_share_the_lm(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from recbench.text import stage as stage_mod
+
+    calls = []
+    monkeypatch.setattr(stage_mod, "run_stage", lambda adapter, prepared, text, seed, lm_dir: calls.append(
+        (Path(text.out_dir).name, lm_dir.name)))
+    prepared = SimpleNamespace(meta={"fingerprint": "f" * 64})
+    for changes in ({}, {"finetune": False}, {"lora": {"r": 4}}, {"general_share": 0.5},
+                    {"pretrain": {"epochs": 2}}, {"pretrain": {"enabled": False}}):
+        stage_mod.embeddings_for(SimpleNamespace(name="toy"), prepared, changes, tmp_path)
+    out_dirs, lm_dirs = zip(*calls)
+    assert len(set(out_dirs)) == 6  # every setting names its own stage folder
+    assert lm_dirs[0] == lm_dirs[1] == lm_dirs[2] and len(set(lm_dirs[2:])) == 4  # LoRA settings share the LM
+
+
+# ----------------------------------------------------------------------------- KuaiComt's SFT tasks
+@pytest.fixture(scope="module")
+def kuaicomt_prepared(tmp_path_factory):
+    from omegaconf import OmegaConf
+
+    from recbench.data.kuaicomt import KuaiComtAdapter
+
+    root = tmp_path_factory.mktemp("kuaicomt")
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "kuaicomt.yaml").data
+    settings = {k: v for k, v in OmegaConf.to_container(conf).items() if k not in ("_target_", "text", "text_dir")}
+    settings.update(source="synthetic", raw_dir=str(root / "raw"), cache_dir=str(root / "cache"),
+                    replica_dir=str(root / "synthetic"), text_embeddings=None)
+    settings["replica"].update(KuaiComtAdapter.smoke_replica)
+    adapter = KuaiComtAdapter(**settings)
+    return adapter, adapter.prepare()
+
+
+def _task_of(prompt: str, questions: dict[str, str]) -> str:
+    (task,) = [k for k, q in questions.items() if (prompt.startswith(q) if k == "general" else prompt.endswith(q))]
+    return task
+
+
+def test_kuaicomt_has_the_four_sft_tasks_from_training_rows_only(kuaicomt_prepared):
+    import collections
+    import dataclasses
+
+    import polars as pl
+
+    adapter, prepared = kuaicomt_prepared
+    examples = adapter.text_tasks(prepared, per_task=300, seed=2, general_share=0.2)
+    by_task = collections.defaultdict(list)
+    for prompt, answer in examples:
+        by_task[_task_of(prompt, adapter.TEXT_QUESTIONS)].append(answer)
+    assert set(by_task) == {"staytime", "top_comment", "interaction", "general"}
+    assert len(by_task["general"]) == pytest.approx(0.2 * len(examples), abs=1)
+    # staytime: "not opened" plus the three terciles of the opened training staytimes
+    stays = collections.Counter(by_task["staytime"])
+    assert len(stays) == 4 and "未打开" in stays and min(stays.values()) > 30, stays
+    assert all(a == "无" or set(a.split(",")) <= set("123456") for a in by_task["interaction"])
+    assert set(by_task["top_comment"]) <= set("123456")
+    assert not any(a.strip() == "" for a in by_task["general"])
+    assert adapter.text_tasks(prepared, per_task=300, seed=2, general_share=0.2) == examples  # seeded
+    assert not any(_task_of(p, adapter.TEXT_QUESTIONS) == "general"
+                   for p, _ in adapter.text_tasks(prepared, per_task=50, seed=2))  # general_share=0: none
+
+    # change everything that is not training data: labels of the other splits, and the captions of
+    # videos no training impression shows: the examples must not change
+    a = prepared.arrays
+    arrays = dict(a)
+    for split in ("valid", "test"):
+        arrays[f"{split}_label_staytime"] = np.asarray(a[f"{split}_label_staytime"]) * 10 + 1
+        arrays[f"{split}_label_clicked"] = np.ones_like(a[f"{split}_label_clicked"])
+        arrays[f"{split}_comment_score"] = np.random.default_rng(0).random(len(a[f"{split}_comment_score"]))
+    train_videos = np.unique(np.asarray(a["sample_video"])[a["train_rows"]])
+    captions = prepared.frames["video_text"].with_columns(
+        pl.when(pl.col("video").is_in(train_videos.tolist())).then(pl.col("text")).otherwise(pl.lit("泄漏"))
+        .alias("text"))
+    assert (captions["text"] == "泄漏").any()
+    poisoned = dataclasses.replace(prepared, arrays=arrays, frames={**prepared.frames, "video_text": captions})
+    assert adapter.text_tasks(poisoned, per_task=300, seed=2, general_share=0.2) == examples

@@ -340,35 +340,103 @@ class KuaiComtAdapter(DatasetAdapter):
         return {name: (prepared.frames[f"{name}_text"][raw].to_numpy(), prepared.frames[f"{name}_text"]["text"].to_list())
                 for name, raw in (("video", "video_id"), ("comment", "comment_id"))}
 
-    def text_tasks(self, prepared: Prepared, per_task: int, seed: int) -> list[tuple[str, str]]:
-        """The LCU stage-1 tasks as (prompt, answer) pairs built from TRAINING impressions only:
-        staytime bucket, top comment among the shown ones, and which shown comments this user
-        engaged with. The user is described by the captions of their previous opened videos."""
-        a, rng = prepared.arrays, np.random.default_rng(seed)
+    # the question that ends each task's prompt (the general-data prompt starts with its marker)
+    TEXT_QUESTIONS = {"staytime": "问：用户会在评论区停留多久？答：", "top_comment": "问：哪条评论最热门？答：",
+                      "interaction": "问：用户会和哪些评论互动？答：", "general": "续写："}
+
+    def text_tasks(self, prepared: Prepared, per_task: int, seed: int,
+                   general_share: float = 0.0) -> list[tuple[str, str]]:
+        """LCU stage 1's four SFT sources as (prompt, answer) pairs, from TRAINING impressions only.
+
+        1. staytime bucket: the user's history, the video and its shown comments -> "未打开" (not
+           opened: staytime 0) or the range of the tercile its staytime falls in, the terciles taken
+           over the OPENED training impressions (staytime > 0). Half the rows are drawn from opened
+           impressions (about 87% are not opened on the replica: all four answers stay present).
+        2. top comment: the video and its shown comments, no user -> the number of the one with the
+           highest training-period popularity (`train_comment_score`); lists without one single
+           top comment are skipped.
+        3. user-comment interaction: opened impressions; the user's history, the video and its
+           shown comments -> the numbers of those this user liked or replied to, or "无" (none).
+        4. general data: `general_share` of all examples are continuations of the dataset's own
+           texts (captions of training videos and the comments they show): the first part of a
+           text -> the rest. No general instruction corpus ships offline; this keeps plain-text
+           modelling, which is what the export embeds, in the mix.
+        Comments are listed in a fresh random order per example (the slot gives nothing away). The
+        user's history: captions of their last 3 earlier training impressions and their last 3
+        liked / replied comments before the impression (`sample_comment_history`). Tasks 1-3 draw
+        `per_task` training rows each (fewer when there are fewer)."""
+        if not 0.0 <= general_share < 1.0:
+            raise UserInputError(f"text.general_share={general_share}: not a share of the examples. "
+                                 "Fix: use a value in [0, 1)")
+        a, rng, ask = prepared.arrays, np.random.default_rng(seed), self.TEXT_QUESTIONS
         rows = a["train_rows"]
-        pick = np.sort(rng.choice(len(rows), size=min(per_task, len(rows)), replace=False))
         caption = dict(zip(prepared.frames["video_text"]["video"], prepared.frames["video_text"]["text"]))
         comment = dict(zip(prepared.frames["comment_text"]["comment"], prepared.frames["comment_text"]["text"]))
         videos, users = a["sample_video"][rows], a["sample_group"][rows]
-        edges = np.quantile(a["train_label_staytime"], [1 / 3, 2 / 3])
-        buckets = ("短", "中", "长")  # short / medium / long stay
-        examples = []
-        for i in pick:
-            earlier = np.flatnonzero(users[:i] == users[i])[-3:]  # the user's last opened videos
-            history = "；".join(caption.get(int(v), "") for v in videos[earlier]) or "无"
+        staytime, clicked = a["train_label_staytime"], a["train_label_clicked"]
+        opened, closed = np.flatnonzero(staytime > 0), np.flatnonzero(staytime <= 0)
+        edges, answers = self._staytime_buckets(staytime[opened])
+
+        def draw(pool: np.ndarray, n: int) -> np.ndarray:
+            return rng.choice(pool, size=min(n, len(pool)), replace=False)
+
+        def user(i: int) -> str:
+            earlier = np.flatnonzero(users[:i] == users[i])[-3:]  # training rows are in time order
+            watched = "；".join(caption.get(int(v), "") for v in videos[earlier]) or "无"
+            liked = [comment.get(int(c), "") for c in a["sample_comment_history"][rows[i]][-3:] if c > 0]
+            return f"用户最近看过：{watched}\n用户赞过或回复过的评论：{'；'.join(liked) or '无'}\n"
+
+        def section(i: int) -> tuple[str, np.ndarray, list[int]]:
             slots = np.flatnonzero(a["shown"][videos[i]] > 0)
-            slots = slots[rng.permutation(len(slots))]  # listed in random order: rank is the answer
+            slots = slots[rng.permutation(len(slots))]
             shown = [int(c) for c in a["shown"][videos[i]][slots]]
-            listing = "\n".join(f"{k + 1}. {comment[c]}" for k, c in enumerate(shown))
-            head = f"用户最近看过：{history}\n当前视频：{caption.get(int(videos[i]), '')}\n评论：\n{listing}\n"
-            stay = buckets[int(np.searchsorted(edges, a["train_label_staytime"][i]))]
-            examples.append((head + "问：用户在评论区停留多久？答：", stay))
+            listing = "".join(f"{k + 1}. {comment.get(c, '')}\n" for k, c in enumerate(shown))
+            return f"当前视频：{caption.get(int(videos[i]), '')}\n评论：\n{listing}", slots, shown
+
+        examples = []
+        for i in np.sort(np.r_[draw(opened, per_task // 2), draw(closed, per_task - per_task // 2)]):
+            stay = answers[0] if staytime[i] <= 0 else answers[1 + int(np.searchsorted(edges, staytime[i]))]
+            examples.append((user(i) + section(i)[0] + ask["staytime"], stay))
+        for i in np.sort(draw(np.arange(len(rows)), per_task)):
+            text, _, shown = section(i)
+            score = a["train_comment_score"][shown]
+            if len(score) and score.max() > 0 and (score == score.max()).sum() == 1:
+                examples.append((text + ask["top_comment"], str(int(np.argmax(score)) + 1)))
+        for i in np.sort(draw(opened, per_task)):
+            text, slots, shown = section(i)
             if shown:
-                top = int(np.argmax(a["train_comment_score"][shown])) + 1
-                examples.append((head + "问：哪条评论最热门？答：", str(top)))
-                clicked = [str(k + 1) for k, hit in enumerate(a["train_label_clicked"][i][slots]) if hit > 0]
-                examples.append((head + "问：用户会和哪些评论互动？答：", ",".join(clicked) or "无"))
+                hits = [str(k + 1) for k, hit in enumerate(clicked[i][slots]) if hit > 0]
+                examples.append((user(i) + text + ask["interaction"], ",".join(hits) or "无"))
+        if general_share > 0:
+            count = int(round(general_share / (1 - general_share) * len(examples)))
+            seen = np.unique(videos)
+            shown_comments = np.unique(a["shown"][seen])
+            texts = ([caption.get(int(v), "") for v in seen]
+                     + [comment.get(int(c), "") for c in shown_comments[shown_comments > 0]])
+            examples += self._continuations(texts, count, rng)
         return examples
+
+    @staticmethod
+    def _staytime_buckets(opened: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Tercile edges of the opened training staytimes and the four answers: not opened, then the
+        three terciles as second ranges (e.g. "2.1秒以内", "2.1到7.4秒", "7.4秒以上")."""
+        if not len(opened):
+            return np.array([np.inf, np.inf]), ("未打开", "短", "中", "长")
+        edges = np.quantile(opened, [1 / 3, 2 / 3])
+        low, high = (f"{x:.1f}".rstrip("0").rstrip(".") for x in edges)
+        return edges, ("未打开", f"{low}秒以内", f"{low}到{high}秒", f"{high}秒以上")
+
+    @classmethod
+    def _continuations(cls, texts: list[str], count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """`count` pairs "续写：<start of a text>" -> "<its rest>" from distinct texts of at least 4
+        characters, each cut at a random point between 40% and 70% of its length."""
+        usable = sorted({t for t in texts if len(t.strip()) >= 4})
+        out = []
+        for index in rng.permutation(len(usable))[:count]:
+            text = usable[int(index)]
+            cut = int(rng.integers(max(1, int(0.4 * len(text))), max(2, int(0.7 * len(text))) + 1))
+            out.append((cls.TEXT_QUESTIONS["general"] + text[:cut], text[cut:]))
+        return out
 
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,

@@ -1,7 +1,9 @@
-"""`python -m recbench.text data=<name>`: LM -> LoRA SFT on the dataset's tasks -> text embeddings.
+"""`python -m recbench.text data=<name>`: LM (pretrained) -> LoRA SFT on the dataset's tasks -> text embeddings.
 
-Writes under `text.out_dir`: base/ (the embedded tiny LM, when `text.model` is null), adapter/
-(the LoRA adapter and its training stats) and embeddings/<corpus>/ (chunked vectors + manifest).
+Writes under `text.out_dir`: base/ and pretrained/ (the embedded tiny LM, when `text.model` is null:
+random weights, then causal-LM pretraining on the corpus; pretrained/ is reused while its settings and
+texts match), adapter/ (the LoRA adapter and its training stats), embeddings/<corpus>/ (chunked
+vectors + manifest) and text_stage.json (written last: counts, held-out perplexity, losses, timings).
 A rerun resumes an interrupted export. The main job reads the embeddings with
 `data.text_embeddings=<out_dir>/embeddings` (or runs this stage itself with `data.text_embeddings=auto`).
 The work is in recbench/text/stage.py; this module is the command line.

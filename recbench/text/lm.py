@@ -6,7 +6,8 @@ so nothing is ever downloaded.
 
 `build_tiny_lm` writes such a folder from scratch (a tokenizer trained on the given corpus and a
 small randomly initialised Llama-architecture causal LM). It exists so that the text stage runs end to end
-without network access or big weights; its embeddings carry no pretrained knowledge.
+without network access or big weights. Its weights are random: the text stage then pretrains it
+on the corpus (recbench/text/pretrain.py) before any fine-tuning or export.
 
 Tokenizer design (tiny model): byte-level BPE, so any Unicode text round-trips and nothing maps to
 an unknown token, with a Unicode-aware pre-tokenizer in front of it:
