@@ -28,7 +28,8 @@ MODELS = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 SMOKE = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "loader.batch_size=128",
          "loader.eval_batch_size=512",
          # a text stage (data.text_embeddings=auto) on few, short examples
-         "++text.examples_per_task=20", "++text.lora.max_length=128", "++text.export.max_length=16"]
+         "++text.examples_per_task=20", "++text.lora.max_length=128", "++text.export.max_length=16",
+         "++text.pretrain.max_texts=1000"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -165,7 +165,7 @@ def test_comment_ranking_metrics_and_losses():
     assert all(torch.isfinite(v) and v > 0 for v in terms.values())
 
 
-TINY_TEXT_STAGE = ["+text.examples_per_task=40", "+text.lora.max_length=256"]
+TINY_TEXT_STAGE = ["+text.examples_per_task=40", "+text.lora.max_length=256", "+text.pretrain.max_texts=2000"]
 
 
 def run_cli(tmp_path, *overrides):
