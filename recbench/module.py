@@ -3,6 +3,9 @@
 Optimisation: parameters of sparse embedding tables (`nn.Embedding(sparse=True)`) get a row-wise
 sparse optimiser (only the rows a batch touches are read and written); everything else gets the
 dense optimiser. Two optimisers means manual optimisation, which also keeps the step explicit.
+A task-aware dense optimiser (recbench/optim, e.g. AdaTask) gets one gradient per task for the
+parameters several tasks share (recbench/optim/task_split.py); the heads then compute the loss from
+detached outputs so that its gradient can be split by task at the outputs.
 Evaluation: every head's `collect` output is kept for the whole split and `metrics` runs once at
 the end, so AUC/GAUC are exact rather than averages over batches.
 """
@@ -18,6 +21,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from recbench.optim.base import TaskAwareOptimizer
+from recbench.optim.task_split import TaskGradientSplit
 from recbench.tasks.base import TaskHead
 
 
@@ -39,6 +44,7 @@ class RecModule(L.LightningModule):
         self.make_sparse_optimizer: Callable = sparse_optimizer
         self.gradient_clip = gradient_clip
         self.automatic_optimization = False
+        self._split: TaskGradientSplit | None = None  # set when the dense optimiser is task-aware
         self._kept: dict[str, list[dict[str, torch.Tensor]]] = defaultdict(list)
         self.results: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, Any]] = []
@@ -51,15 +57,38 @@ class RecModule(L.LightningModule):
         sparse, dense = split_parameters(self.net)
         self._clipped = dense  # gradient clipping covers the dense parameters
         optimizers = [self.make_optimizer(dense)]
+        if isinstance(optimizers[0], TaskAwareOptimizer):
+            self._check_task_aware()
+            self._split = TaskGradientSplit(optimizers[0].task_outputs, dense, sparse)
         if sparse:
             optimizers.append(self.make_sparse_optimizer(sparse))
         return optimizers
 
-    def training_step(self, batch, batch_idx):
-        outputs = self.net(batch)
+    def _check_task_aware(self) -> None:
+        """Per-task gradients come from torch.autograd.grad, outside Lightning's backward: no DDP
+        all-reduce and no fp16 loss scaling reach them, so those setups are refused in one line."""
+        from recbench.errors import UserInputError
+
+        trainer = self._trainer
+        if trainer is None:
+            return
+        if trainer.world_size > 1:
+            raise UserInputError("a task-aware optimizer (optimizer=adatask) runs in one process: its per-task "
+                                 "gradients bypass DDP's gradient all-reduce. Fix: drop trainer=ddp, or use optimizer=adam")
+        if str(trainer.precision).startswith("16"):
+            raise UserInputError(f"a task-aware optimizer (optimizer=adatask) has no fp16 loss scaling (trainer.precision="
+                                 f"{trainer.precision}). Fix: trainer.precision=32-true or bf16-mixed")
+
+    def _loss_terms(self, outputs, batch) -> dict[str, torch.Tensor]:
         terms = {name: value for head in self.heads.values() for name, value in head.loss(outputs, batch).items()}
         # a net may add its own weighted training terms (e.g. a contrastive alignment) as `aux_loss/<name>`
         terms.update({key.split("/", 1)[1]: value for key, value in outputs.items() if key.startswith("aux_loss/")})
+        return terms
+
+    def training_step(self, batch, batch_idx):
+        outputs = self.net(batch)
+        read = outputs if self._split is None else self._split.detached(outputs)
+        terms = self._loss_terms(read, batch)
         loss = torch.stack(list(terms.values())).sum()
         if not torch.isfinite(loss):
             self._numerical_fault(terms)
@@ -67,9 +96,15 @@ class RecModule(L.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.gradient_clip:
-            torch.nn.utils.clip_grad_norm_(self._clipped, self.gradient_clip)
+        if self._split is None:
+            self.manual_backward(loss)
+            if self.gradient_clip:
+                torch.nn.utils.clip_grad_norm_(self._clipped, self.gradient_clip)
+        else:
+            task_grads = self._split.backward(outputs, read, loss)
+            if self.gradient_clip:
+                self._split.clip(task_grads, self.gradient_clip)
+            getattr(optimizers[0], "optimizer", optimizers[0]).set_task_gradients(task_grads)  # the wrapped torch optimiser
         for optimizer in optimizers:
             optimizer.step()
         size = len(next(iter(batch.values())))
