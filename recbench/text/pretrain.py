@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from recbench.errors import UserInputError
 from recbench.records import atomic_folder, write_json_atomic
 from recbench.text.lm import TINY_MARKER, _portable_tokenizer_class, load_lm
+from recbench.text.loop import train_epochs
 
 STATS = "pretrain_stats.json"  # inside the pretrained folder: settings key, perplexities, timing
 
@@ -127,9 +127,6 @@ def pretrain_causal_lm(base_dir: str | Path, texts: list[str], out_dir: str | Pa
     with `key`), loadable with `load_lm`. Returns the stats: held-out perplexity before and after,
     per-epoch mean loss, steps, seconds.
     """
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     if not texts:
         raise UserInputError(f"{out_dir}: no texts to pretrain on. Fix: pass a non-empty corpus")
@@ -146,32 +143,11 @@ def pretrain_causal_lm(base_dir: str | Path, texts: list[str], out_dir: str | Pa
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(len(rows) / batch_size)
-        total_steps = steps_per_epoch * epochs
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-        order_rng = torch.Generator().manual_seed(seed)
-        epoch_losses = []
-        start = time.perf_counter()
-        model.train()
-        bar = tqdm(total=total_steps, desc="LM pretraining", unit="step", disable=not progress)
-        for _ in range(epochs):
-            order = torch.randperm(len(rows), generator=order_rng).tolist()
-            losses = []
-            for first in range(0, len(order), batch_size):
-                loss = model(**_batch([rows[i] for i in order[first:first + batch_size]], pad_id, device)).loss
-                loss.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            epoch_losses.append(sum(losses) / len(losses))
-        bar.close()
-        seconds = time.perf_counter() - start
+        step_losses, total_steps, seconds = train_epochs(
+            model, list(model.parameters()), rows, lambda chunk: _batch(chunk, pad_id, device), epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+            max_grad_norm=max_grad_norm, seed=seed, desc="LM pretraining", progress=progress)
+        epoch_losses = [sum(losses) / len(losses) for losses in step_losses]
     model.eval()
     after = perplexity(model, tokenizer, held, max_length=max_length) if held else None
     stats = {

@@ -14,8 +14,6 @@ order, so a run is repeatable on the same hardware.
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import torch
 from recbench.errors import UserInputError
 from recbench.records import atomic_folder, write_json_atomic
 from recbench.text.lm import model_source
+from recbench.text.loop import train_epochs
 
 # Attention projection names across common architectures (Llama/Qwen/Mistral, GPT-NeoX/Falcon,
 # GPT-2, Phi/MPT, BERT-style). Only those present in the model are used.
@@ -83,8 +82,6 @@ def finetune_lora(model, tokenizer, examples: list[tuple[str, str]], out_dir: st
     `loss_last`), first/last step loss, `steps`, `seconds`, trainable / total parameter counts.
     """
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     if not examples:
         raise UserInputError(f"{out_dir}: no SFT examples. Fix: pass at least one (prompt, answer) pair")
@@ -113,35 +110,12 @@ def finetune_lora(model, tokenizer, examples: list[tuple[str, str]], out_dir: st
             peft_model.gradient_checkpointing_enable()
             peft_model.enable_input_require_grads()
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(len(encoded) / batch_size)
-        total_steps = steps_per_epoch * epochs
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-        order_rng = torch.Generator().manual_seed(seed)
-
-        epoch_losses, step_losses = [], []
-        start = time.perf_counter()
-        peft_model.train()
-        bar = tqdm(total=total_steps, desc="LoRA SFT", unit="step", disable=not progress)
-        for _ in range(epochs):
-            order = torch.randperm(len(encoded), generator=order_rng).tolist()
-            batch_losses = []
-            for first in range(0, len(order), batch_size):
-                batch = _collate([encoded[i] for i in order[first:first + batch_size]], pad_id, device)
-                loss = peft_model(**batch).loss
-                loss.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                batch_losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{batch_losses[-1]:.4f}")
-            step_losses.extend(batch_losses)
-            epoch_losses.append(sum(batch_losses) / len(batch_losses))
-        bar.close()
-        seconds = time.perf_counter() - start
+        per_epoch, total_steps, seconds = train_epochs(
+            peft_model, trainable, encoded, lambda chunk: _collate(chunk, pad_id, device), epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+            max_grad_norm=max_grad_norm, seed=seed, desc="LoRA SFT", progress=progress)
+        step_losses = [loss for losses in per_epoch for loss in losses]
+        epoch_losses = [sum(losses) / len(losses) for losses in per_epoch]
         peft_model.eval()
 
     trained_source = {"model": source.get("model"), "adapter": str(out), "merged": False}
