@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recbench.data.schema import SPLITS, Schema
+from recbench.data.schema import Schema
 from recbench.errors import UserInputError
 from recbench.records import atomic_folder, swap_folder_into_place
 
