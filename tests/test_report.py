@@ -343,3 +343,154 @@ document.getElementById("f").addEventListener("load", () => {{
     assert any("recbench-probe" in line for line in console), console
     assert any('"CHECK images=2 decoded=2 rows=' in line for line in console), console
     assert not [line for line in console if "leaderboard.html" in line], console  # nothing from the report
+
+
+# --- progressive validation (metrics.progressive, progressive_curve) ---------------------------------
+
+PROGRESSIVE = {  # model -> seed -> progressive/auc/mean over the training stream
+    "a2gen": {1: 0.68, 2: 0.66, 3: 0.71},
+    "mmoe": {1: 0.65, 2: 0.65, 3: 0.67},
+    "ple": {1: 0.66, 2: 0.64, 3: 0.69},
+}
+DAYS = [(1746460800000, "2025-05-06"), (1746547200000, "2025-05-07"), (1746633600000, "2025-05-08")]
+DAY_OFFSET = (-0.02, 0.0, 0.02)  # the curve of a run: its progressive auc + this, per day
+
+
+def with_progressive(record: dict, auc: float, *, missing_day: int | None = None) -> dict:
+    """A record as a live-stream run writes it: progressive metrics plus the per-day curve (buckets in
+    reverse order, so the report must sort them by start; `missing_day` has no positive: NaN)."""
+    record["metrics"]["progressive"] = {"progressive/auc/mean": auc, "progressive/logloss/mean": 1 - auc}
+    record["progressive_curve"] = [
+        {"start": start, "label": label, "rows": 100,
+         "progressive/auc/mean": math.nan if i == missing_day else auc + DAY_OFFSET[i],
+         "progressive/gauc/click": 0.5}
+        for i, (start, label) in reversed(list(enumerate(DAYS)))]
+    return record
+
+
+@pytest.fixture()
+def live_runs(tmp_path) -> Path:
+    """The toy runs on `kuailive` with progressive metrics (ple seed 2 has no positive on the first day),
+    beside the plain tmall toy runs."""
+    records = [make_record(m, s, a, v, mae=0.1 * s) for m, seeds in TOY.items() for s, (a, v) in seeds.items()]
+    records += [with_progressive(make_record(m, s, a, v, mae=0.1 * s, data="kuailive"), PROGRESSIVE[m][s],
+                                 missing_day=0 if (m, s) == ("ple", 2) else None)
+                for m, seeds in TOY.items() for s, (a, v) in seeds.items()]
+    write_records(tmp_path / "live", records)
+    return tmp_path / "live"
+
+
+def test_progressive_metrics_are_columns_with_the_same_statistics(live_runs, tmp_path, capsys):
+    live, plain = R.build_tables(R.find_runs([live_runs]))  # tables sorted by data: kuailive, tmall
+    assert live.has_progressive and not plain.has_progressive and live.progressive_primary == "progressive/auc/mean"
+    assert live.headline_metrics() == ["test/auc/mean", "test/time_mae/mean", "progressive/auc/mean",
+                                       "progressive/logloss/mean"]
+    assert live.direction("progressive/logloss/mean") == "min" and live.direction("progressive/auc/mean") == "max"
+    assert R.lower_is_better("progressive/time_mae/mean") and not R.lower_is_better("progressive/auc/mean")
+    rows = {row.model: row for row in live.rows}
+    assert live.reference is rows["mmoe"]  # the same reference row as for the test metrics
+    for model, seeds in PROGRESSIVE.items():
+        stat = rows[model].metrics["progressive/auc/mean"]
+        assert stat.values == pytest.approx(seeds)  # the same seeds as the test metrics
+        assert stat.ci95 == pytest.approx(T975[2] * np.std(list(seeds.values()), ddof=1) / math.sqrt(3), rel=1e-7)
+    # a2gen - mmoe per seed: 0.03, 0.01, 0.04 -> t = mean / (sd / sqrt 3); p at df=2: 1 - t / sqrt(t^2 + 2)
+    d = np.array([0.03, 0.01, 0.04])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    paired = rows["a2gen"].paired["progressive/auc/mean"]
+    assert paired.n == 3 and paired.delta == pytest.approx(d.mean()) and paired.p == pytest.approx(
+        1 - t / math.sqrt(t * t + 2), rel=1e-9)
+
+    done = run_report(capsys, str(live_runs), "--out", str(tmp_path / "out"), "--format", "md,html,csv,json",
+                      "--no-plots")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    live_md = md.split("## kuailive")[1].split("## tmall")[0]
+    assert "test (fixed days)" in live_md and "progressive (training stream)" in live_md
+    header = next(line for line in live_md.splitlines() if line.startswith("| model |"))
+    assert ("| test/auc/mean ↑ | test/time_mae/mean ↓ | progressive/auc/mean ↑ | progressive/logloss/mean ↓ | "
+            "Δ test/auc/mean vs mmoe | Δ progressive/auc/mean vs mmoe |") in header
+    a2gen = next(line for line in live_md.splitlines() if line.startswith("| a2gen |"))
+    assert f"**{R.fmt_stat(rows['a2gen'].metrics['progressive/auc/mean'])}**" in a2gen  # the best column mean
+    assert R.fmt_paired(rows["a2gen"], live, "progressive/auc/mean") in a2gen
+    assert f"({R.fmt_p(paired.p)}, n=3)" in a2gen
+    html = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "progressive/auc/mean ↑" in html and "progressive (training stream)" in html
+    lines = [line for line in csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text()))
+             if line["metric"] == "progressive/auc/mean"]
+    assert {line["data"] for line in lines} == {"kuailive"}
+    a2gen_csv = next(line for line in lines if line["model"] == "a2gen")
+    assert float(a2gen_csv["mean"]) == pytest.approx(np.mean([0.68, 0.66, 0.71]))
+    assert float(a2gen_csv["p_value"]) == pytest.approx(paired.p) and a2gen_csv["direction"] == "max"
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    row = next(r for t in board["tables"] if t["data"] == "kuailive" for r in t["rows"] if r["model"] == "a2gen")
+    assert row["paired_vs_reference"]["progressive/auc/mean"]["p"] == pytest.approx(paired.p)
+
+
+def test_tables_without_progressive_render_as_before(live_runs, toy_runs, tmp_path, capsys):
+    done = run_report(capsys, str(toy_runs), "--out", str(tmp_path / "plain"), "--format", "md,html,json",
+                      "--no-plots")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "plain" / "leaderboard.md").read_text()
+    html = (tmp_path / "plain" / "leaderboard.html").read_text()
+    assert "progressive" not in md and "progressive" not in html
+    header = ("| model | role | task | seeds | auc/mean ↑ | time_mae/mean ↓ | Δ auc/mean vs mmoe | train s | "
+              "samples/s | parameters |")
+    assert header in md.splitlines() and "All test metrics" in html
+    (table,) = json.loads((tmp_path / "plain" / "leaderboard.json").read_text())["tables"]
+    assert "progressive_curve" not in table
+    # beside a table with progressive metrics, the plain table is the same
+    done = run_report(capsys, str(live_runs), "--out", str(tmp_path / "mixed"), "--format", "md", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    mixed = (tmp_path / "mixed" / "leaderboard.md").read_text()
+    assert mixed.split("## tmall")[1].split("## Definitions")[0] == md.split("## tmall")[1].split("## Definitions")[0]
+
+
+def test_progressive_curve_table_has_the_means(live_runs, tmp_path, capsys):
+    live, plain = R.build_tables(R.find_runs([live_runs]))
+    assert live.curve_metric == "progressive/auc/mean" and plain.curve_metric is None
+    labels, means = live.curve_means("progressive/auc/mean")
+    assert labels == [label for _, label in DAYS]  # time order, though each record lists them backwards
+    expected = {m: [np.mean([auc + offset for s, auc in seeds.items() if (m, s, i) != ("ple", 2, 0)])
+                    for i, offset in enumerate(DAY_OFFSET)] for m, seeds in PROGRESSIVE.items()}
+    assert {row.model: row_means for row, row_means in zip(live.rows, means)} == pytest.approx(expected)
+    assert expected["ple"][0] == pytest.approx((0.66 + 0.69) / 2 - 0.02)  # the NaN bucket is left out
+
+    done = run_report(capsys, str(live_runs), "--out", str(tmp_path), "--format", "md,json", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "leaderboard.md").read_text().splitlines()
+    assert "| model | 2025-05-06 | 2025-05-07 | 2025-05-08 |" in md
+    assert "| ple | " + " | ".join(R.fmt(v) for v in expected["ple"]) + " |" in md
+    curve = next(t for t in json.loads((tmp_path / "leaderboard.json").read_text())["tables"]
+                 if t["data"] == "kuailive")["progressive_curve"]
+    assert curve["metric"] == "progressive/auc/mean" and curve["labels"] == labels
+    assert {r["label"]: r["means"] for r in curve["rows"]} == pytest.approx(expected)
+
+
+def test_curve_metric_falls_back_to_the_first_progressive_metric(tmp_path):
+    record = with_progressive(make_record("mmoe", 1, 0.7, 0.7), 0.6)
+    for bucket in record["progressive_curve"]:
+        del bucket["progressive/auc/mean"]  # no counterpart of valid/auc/mean in the curve
+        bucket["progressive/auc/click"] = None  # sorts first, but no value at all: never the curve's metric
+    record["progressive_curve"][-1]["progressive/gauc/click"] = math.nan  # the first day: no positive
+    write_records(tmp_path, [record])
+    (table,) = R.build_tables(R.find_runs([tmp_path]))
+    assert table.progressive_primary == "progressive/auc/mean" and table.curve_metric == "progressive/gauc/click"
+    labels, means = table.curve_means("progressive/gauc/click")
+    assert labels == [label for _, label in DAYS] and means == [pytest.approx([math.nan, 0.5, 0.5], nan_ok=True)]
+
+
+def test_progressive_plot_is_drawn_and_linked(live_runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    live, plain = R.build_tables(R.find_runs([live_runs]))
+    png = R.plot_progressive(live)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert R.plot_progressive(plain) is None  # no curve: no plot
+    done = run_report(capsys, str(live_runs), "--out", str(tmp_path), "--format", "md,html")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "leaderboard_files").iterdir()) == [
+        "kuailive-synthetic-auc-mean_bars.png", "kuailive-synthetic-auc-mean_curves.png",
+        "kuailive-synthetic-auc-mean_progressive.png", "tmall-synthetic-auc-mean_bars.png",
+        "tmall-synthetic-auc-mean_curves.png"]
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "(leaderboard_files/kuailive-synthetic-auc-mean_progressive.png)" in md
+    assert (tmp_path / "leaderboard.html").read_text().count('src="data:image/png;base64,') == 5

@@ -17,7 +17,11 @@ What it does, in order:
      records of the same row and seed: the newer counts, the older is listed as superseded;
   4. per row and metric: mean +- 95% confidence interval over seeds (Student t), number of seeds; the
      best mean per column is marked; each row is compared with the reference row (the best baseline
-     by the validation value of the monitored metric) by a paired t-test on the seeds both have;
+     by the validation value of the monitored metric) by a paired t-test on the seeds both have.
+     The metrics are the test ones (metrics.test: fixed test days) and, where a record has them,
+     the progressive ones (metrics.progressive: progressive validation over the training stream),
+     side by side with the same statistics; a record's `progressive_curve` (per time slice) becomes
+     a per-day table and a plot;
   5. writes leaderboard.md, a self-contained leaderboard.html (plots inlined) and the plots as PNG
      files (leaderboard_files/), or `--format csv|json` for machines. Every write is atomic.
 
@@ -32,18 +36,20 @@ from recbench.records import write_atomic
 from recbench.report.cli import FORMATS, main, make_report, parse_args, write_report
 from recbench.report.collect import (NON_SEMANTIC, SUFFIX_ORDER, Run, config_key, distinguishing_suffixes,
                                      find_runs, semantic_config)
-from recbench.report.plots import ROLE_COLOURS, plot_bars, plot_curves
-from recbench.report.render import (CSS, CSV_COLUMNS, DEFINITIONS, OUTPUT_STEM, PLOTS_DIR, SIGNIFICANCE, Report,
-                                    fmt, fmt_p, fmt_paired, fmt_stat, render_csv, render_html, render_json,
-                                    render_markdown, short_metric)
+from recbench.report.plots import ROLE_COLOURS, plot_bars, plot_curves, plot_progressive
+from recbench.report.render import (CSS, CSV_COLUMNS, DEFINITIONS, OUTPUT_STEM, PLOTS_DIR, PROGRESSIVE_NOTE,
+                                    SIGNIFICANCE, Report, column_name, fmt, fmt_p, fmt_paired, fmt_stat, render_csv,
+                                    render_html, render_json, render_markdown, short_metric)
 from recbench.report.statistics import (CONFIDENCE, STUDENT_T, Paired, Stat, betainc, paired_t_test, t_cdf,
                                         t_ppf, t_two_sided_p)
-from recbench.report.tables import LOWER_IS_BETTER, Row, Table, build_tables, lower_is_better
+from recbench.report.tables import (LEADERBOARD_SPLITS, LOWER_IS_BETTER, METRIC_SPLITS, Row, Table, build_tables,
+                                    lower_is_better)
 
-__all__ = ["CONFIDENCE", "CSS", "CSV_COLUMNS", "DEFINITIONS", "FORMATS", "LOWER_IS_BETTER", "NON_SEMANTIC",
-           "OUTPUT_STEM", "PLOTS_DIR", "ROLE_COLOURS", "SIGNIFICANCE", "STUDENT_T", "SUFFIX_ORDER", "Paired",
-           "Report", "Row", "Run", "Stat", "Table", "betainc", "build_tables", "config_key",
-           "distinguishing_suffixes", "find_runs", "fmt", "fmt_p", "fmt_paired", "fmt_stat", "lower_is_better",
-           "main", "make_report", "paired_t_test", "parse_args", "plot_bars", "plot_curves", "render_csv",
+__all__ = ["CONFIDENCE", "CSS", "CSV_COLUMNS", "DEFINITIONS", "FORMATS", "LEADERBOARD_SPLITS", "LOWER_IS_BETTER",
+           "METRIC_SPLITS", "NON_SEMANTIC", "OUTPUT_STEM", "PLOTS_DIR", "PROGRESSIVE_NOTE", "ROLE_COLOURS",
+           "SIGNIFICANCE", "STUDENT_T", "SUFFIX_ORDER", "Paired", "Report", "Row", "Run", "Stat", "Table", "betainc",
+           "build_tables", "column_name", "config_key", "distinguishing_suffixes", "find_runs", "fmt", "fmt_p",
+           "fmt_paired", "fmt_stat", "lower_is_better", "main", "make_report", "paired_t_test", "parse_args",
+           "plot_bars", "plot_curves", "plot_progressive", "render_csv",
            "render_html", "render_json", "render_markdown", "semantic_config", "short_metric", "t_cdf", "t_ppf",
            "t_two_sided_p", "write_atomic", "write_report"]

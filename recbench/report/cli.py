@@ -12,7 +12,7 @@ from pathlib import Path
 from recbench.errors import UserInputError
 from recbench.records import write_atomic
 from recbench.report.collect import find_runs
-from recbench.report.plots import _plt, plot_bars, plot_curves
+from recbench.report.plots import _plt, plot_bars, plot_curves, plot_progressive
 from recbench.report.render import (OUTPUT_STEM, PLOTS_DIR, Report, _rel, render_csv, render_html, render_json,
                                     render_markdown)
 from recbench.report.tables import build_tables
@@ -42,7 +42,7 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str], plots: b
         else:
             for table in report.tables:
                 names = {}
-                for kind, draw in (("bars", plot_bars), ("curves", plot_curves)):
+                for kind, draw in (("bars", plot_bars), ("curves", plot_curves), ("progressive", plot_progressive)):
                     png = draw(table)
                     if png:
                         names[kind] = f"{table.slug}_{kind}.png"

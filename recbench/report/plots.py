@@ -1,4 +1,5 @@
-"""The leaderboard's plots (matplotlib, imported when first drawn): test metrics as bars, training curves."""
+"""The leaderboard's plots (matplotlib, imported when first drawn): test metrics as bars, training curves,
+the progressive-validation curve over the training stream."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 
 from recbench.report.collect import Run
-from recbench.report.render import _arrow, _is_best, short_metric
+from recbench.report.render import _arrow, _is_best, column_name
 from recbench.report.tables import Table, _finite
 
 def _plt():
@@ -62,12 +63,13 @@ def plot_bars(table: Table) -> bytes:
                         color="#777")
         ax.set_yticks(y, labels, fontsize=8)
         ax.invert_yaxis()  # the table's order, best first
-        ax.set_title(f"{short_metric(metric)} {_arrow(table, metric)}" + ("  (axis zoomed)" if zoomed else ""),
+        ax.set_title(f"{column_name(table, metric)} {_arrow(table, metric)}" + ("  (axis zoomed)" if zoomed else ""),
                      fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(f"{table.title}: test mean ± 95% CI over seeds", fontsize=10)
+    what = "test and progressive" if table.has_progressive else "test"
+    fig.suptitle(f"{table.title}: {what} mean ± 95% CI over seeds", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
     return _png(fig, plt)
 
@@ -124,6 +126,41 @@ def plot_curves(table: Table) -> bytes | None:
         return None
     fig.suptitle(f"{table.title}: training curves (mean over seeds, band = min..max)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
+    return _png(fig, plt)
+
+
+def _per_day(values: dict[str, list[float]], labels: list[str], reduce) -> list[float]:
+    """reduce(seed values) per bucket; NaN where the row has no value, so the line shows a gap, not a guess."""
+    return [float(reduce(values[label])) if label in values else math.nan for label in labels]
+
+
+def plot_progressive(table: Table) -> bytes | None:
+    """The progressive-validation curve: per time slice of the training stream (x, e.g. a day) the
+    curve metric; line = mean over a row's seeds, band = min..max. None when no run has a curve."""
+    metric = table.curve_metric
+    labels = table.curve_labels() if metric else []
+    if not labels:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.35 * len(labels) + 3.0), 4.2))
+    xs = np.arange(len(labels))
+    for row in table.rows:
+        values = row.curve_values(metric)
+        if not values:
+            continue
+        line, = ax.plot(xs, _per_day(values, labels, np.mean), marker="o", markersize=3, label=row.label)
+        if len(row.runs) > 1:
+            ax.fill_between(xs, _per_day(values, labels, min), _per_day(values, labels, max),
+                            color=line.get_color(), alpha=0.15)
+    step = max(1, math.ceil(len(labels) / 20))  # at most ~20 tick labels, so day labels stay legible
+    ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel("time slice of the training stream")
+    ax.set_title(f"{metric} {_arrow(table, metric)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{table.title}\nprogressive validation on the training stream "
+                 "(mean over seeds, band = min..max)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # leave room for the two-line suptitle
     return _png(fig, plt)
 
 

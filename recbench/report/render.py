@@ -44,10 +44,11 @@ def fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
-def fmt_paired(row: Row, table: Table) -> str:
+def fmt_paired(row: Row, table: Table, metric: str | None = None) -> str:
+    """Δ of the metric (default: the primary) vs the reference row, with the paired t-test."""
     if row.is_reference:
         return "reference"
-    test = row.paired.get(table.primary)
+    test = row.paired.get(metric or table.primary)
     if test is None or test.n == 0:
         return "no common seeds"
     digits = 4 if abs(test.delta) < 10 else 2
@@ -59,6 +60,18 @@ def fmt_paired(row: Row, table: Table) -> str:
 
 def short_metric(metric: str) -> str:
     return metric.removeprefix("test/")
+
+
+def column_name(table: Table, metric: str) -> str:
+    """A metric's column name: test columns drop `test/` unless progressive/... columns stand beside them."""
+    return metric if table.has_progressive else short_metric(metric)
+
+
+PROGRESSIVE_NOTE = (
+    "Metric columns: test/… = test (fixed days): the fixed held-out test days, scored by the model selected on "
+    "validation. progressive/… = progressive (training stream): each time slice of the training stream scored by "
+    "the model trained on everything before it (after a warm-up), an online-style metric over the training "
+    "period. Both: mean ± 95% CI over the same seeds, paired t-test vs the same reference row.")
 
 
 def _arrow(table: Table, metric: str) -> str:
@@ -131,11 +144,17 @@ class Report:
         return [run for table in self.tables for row in table.rows for run in row.superseded]
 
 
+def _compared(table: Table) -> list[str]:
+    """The metrics with a Δ-vs-reference column: the primary, and its progressive counterpart if any."""
+    return [table.primary] + ([table.progressive_primary] if table.progressive_primary else [])
+
+
 def _table_header(table: Table) -> list[str]:
     ref = table.reference.label if table.reference else "reference"
     return (["model", "role", "task", "seeds"]
-            + [f"{short_metric(m)} {_arrow(table, m)}" for m in table.headline_metrics()]
-            + [f"Δ {short_metric(table.primary)} vs {ref}", "train s", "samples/s", "parameters"])
+            + [f"{column_name(table, m)} {_arrow(table, m)}" for m in table.headline_metrics()]
+            + [f"Δ {column_name(table, m)} vs {ref}" for m in _compared(table)]
+            + ["train s", "samples/s", "parameters"])
 
 
 def _table_cells(table: Table, row: Row) -> list[tuple[str, bool]]:
@@ -145,7 +164,8 @@ def _table_cells(table: Table, row: Row) -> list[tuple[str, bool]]:
         stat = row.metrics.get(metric)
         cells.append((fmt_stat(stat), _is_best(table, metric, stat)))
     params = row.mean_of("parameters")
-    cells += [(fmt_paired(row, table), False), (fmt(row.mean_of("train_seconds"), 1), False),
+    cells += [(fmt_paired(row, table, m), False) for m in _compared(table)]
+    cells += [(fmt(row.mean_of("train_seconds"), 1), False),
               (fmt(row.mean_of("train_samples_per_second"), 0), False),
               (f"{params:,.0f}" if math.isfinite(params) else "–", False)]
     return cells
@@ -162,7 +182,34 @@ def _caption_lines(table: Table) -> list[str]:
     if not table.roles_declared:
         lines.append("No baselines declared (no experiment config, no --baselines): the reference is the best "
                      "row by the validation metric.")
+    if table.has_progressive:
+        lines.append(PROGRESSIVE_NOTE)
     return lines
+
+
+def _curve_title(metric: str) -> str:
+    return (f"Progressive validation over the training stream: {metric} per time slice, mean over seeds "
+            "(– = no value, e.g. no positive in the slice).")
+
+
+def _curve_md(table: Table) -> list[str]:
+    """The progressive curve as a table (rows = leaderboard rows, columns = time slices): readable
+    without the plot."""
+    curve = table.progressive_curve()
+    if curve is None:
+        return []
+    metric, labels, means = curve
+    out = [_curve_title(metric), "", "| model | " + " | ".join(_md_escape(label) for label in labels) + " |",
+           "|---|" + "---:|" * len(labels)]
+    out += ["| " + " | ".join([_md_escape(row.label)] + [fmt(v) for v in values]) + " |"
+            for row, values in zip(table.rows, means)]
+    return out + [""]
+
+
+def _which_metrics(report: Report) -> str:
+    if any(table.has_progressive for table in report.tables):
+        return "Test metrics (and progressive validation on the training stream where runs have it)"
+    return "Test metrics"
 
 
 def _md_escape(text: str) -> str:
@@ -173,8 +220,8 @@ def render_markdown(report: Report) -> str:
     out = ["# recbench leaderboard", "",
            f"Generated {report.generated} by `python -m recbench.report` from "
            f"{sum(r.status == 'finished' for r in report.runs)} finished records under "
-           + ", ".join(f"`{_rel(f)}`" for f in report.folders) + ". Test metrics; mean ± 95% CI over seeds "
-           "(definitions at the end).", ""]
+           + ", ".join(f"`{_rel(f)}`" for f in report.folders)
+           + f". {_which_metrics(report)}; mean ± 95% CI over seeds (definitions at the end).", ""]
     if not report.tables:
         out += ["No finished runs.", ""]
     for table in report.tables:
@@ -187,7 +234,9 @@ def render_markdown(report: Report) -> str:
             cells = [f"**{_md_escape(t)}**" if best else _md_escape(t) for t, best in _table_cells(table, row)]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-        for kind, title in (("bars", "test metrics"), ("curves", "training curves")):
+        out += _curve_md(table)
+        for kind, title in (("bars", "test metrics"), ("curves", "training curves"),
+                            ("progressive", "progressive validation over time")):
             name = report.plots.get(table.slug, {}).get(kind)
             if name:
                 out += [f"![{table.title}: {title}]({PLOTS_DIR}/{name})", ""]
@@ -260,7 +309,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
            f'<p class="note">Generated {_h(report.generated)} by <code>python -m recbench.report</code> from '
            f"{sum(r.status == 'finished' for r in report.runs)} finished records under "
            + ", ".join(f"<code>{_h(_rel(f))}</code>" for f in report.folders)
-           + ". Test metrics; mean ± 95% CI over seeds (definitions below).</p>"]
+           + f". {_which_metrics(report)}; mean ± 95% CI over seeds (definitions below).</p>"]
     if not report.tables:
         out.append("<p>No finished runs.</p>")
     for table in report.tables:
@@ -278,7 +327,9 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
                 f'<td class="{"text" if i < 3 else ""}{" best" if best else ""}">{_h(text)}</td>'
                 for i, (text, best) in enumerate(cells)) + "</tr>")
         out.append("</tbody></table></div>")
-        for kind, alt in (("bars", "test metrics, mean ± 95% CI"), ("curves", "training curves")):
+        out += _curve_html(table)
+        for kind, alt in (("bars", "test metrics, mean ± 95% CI"), ("curves", "training curves"),
+                          ("progressive", "progressive validation over time")):
             name = report.plots.get(table.slug, {}).get(kind)
             if name and name in images:
                 data = base64.b64encode(images[name]).decode()
@@ -311,11 +362,27 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     return "\n".join(out)
 
 
+def _curve_html(table: Table) -> list[str]:
+    curve = table.progressive_curve()
+    if curve is None:
+        return []
+    metric, labels, means = curve
+    out = [f"<p class='note'>{_h(_curve_title(metric))}</p><div class='scroll'><table><thead><tr>"
+           "<th class='text'>model</th>" + "".join(f"<th>{_h(label)}</th>" for label in labels)
+           + "</tr></thead><tbody>"]
+    out += [f"<tr><td class='text'>{_h(row.label)}</td>" + "".join(f"<td>{_h(fmt(v))}</td>" for v in values)
+            + "</tr>" for row, values in zip(table.rows, means)]
+    out.append("</tbody></table></div>")
+    return ["".join(out)]
+
+
 def _html_all_metrics(table: Table) -> str:
     metrics = table.all_metrics()
-    out = ["<details><summary>All test metrics</summary><div class='scroll'><table><thead><tr>"
+    title = "All test and progressive metrics" if table.has_progressive else "All test metrics"
+    out = [f"<details><summary>{title}</summary><div class='scroll'><table><thead><tr>"
            "<th class='text'>model</th>"
-           + "".join(f"<th>{_h(short_metric(m))} {_arrow(table, m)}</th>" for m in metrics) + "</tr></thead><tbody>"]
+           + "".join(f"<th>{_h(column_name(table, m))} {_arrow(table, m)}</th>" for m in metrics)
+           + "</tr></thead><tbody>"]
     for row in table.rows:
         out.append(f"<tr><td class='text'>{_h(row.label)}</td>" + "".join(
             f"<td class='{'best' if _is_best(table, m, row.metrics.get(m)) else ''}'>"
@@ -380,6 +447,17 @@ def _csv(value: float) -> str:
     return repr(float(value)) if value is not None and math.isfinite(value) else ""
 
 
+def _curve_json(table: Table) -> dict[str, Any]:
+    """{"progressive_curve": metric, bucket labels, per row the means} where the runs have a curve, else {}
+    (so records without one give the same json as before)."""
+    curve = table.progressive_curve()
+    if curve is None:
+        return {}
+    metric, labels, means = curve
+    return {"progressive_curve": {"metric": metric, "labels": labels, "rows": [
+        {"label": row.label, "means": [_num(v) for v in values]} for row, values in zip(table.rows, means)]}}
+
+
 def render_json(report: Report) -> dict[str, Any]:
     tables = []
     for table in report.tables:
@@ -400,7 +478,7 @@ def render_json(report: Report) -> dict[str, Any]:
                 "runs": [_rel(run.path) for run in row.runs],
                 "superseded": [_rel(run.path) for run in row.superseded],
                 "git_commits": sorted({str(run.get("git_commit")) for run in row.runs}),
-                "config": semantic_config(row.runs[0].record)} for row in table.rows]})
+                "config": semantic_config(row.runs[0].record)} for row in table.rows], **_curve_json(table)})
     return {"generated": report.generated, "folders": [str(f) for f in report.folders],
             "definitions": dict(DEFINITIONS),
             "metric_definitions": _metric_definitions(report), "tables": tables,

@@ -18,12 +18,19 @@ from recbench.report.statistics import Paired, Stat, paired_t_test
 # direction comes from the record (task.monitor_mode).
 LOWER_IS_BETTER = re.compile(r"(^|_)(loss|logloss|mae|rmse|mse|error)($|_)")
 
+# The first part of a metric name: where it was measured. `progressive` is progressive validation on the
+# training stream (each time slice scored by the model trained on everything before it).
+METRIC_SPLITS = ("test", "valid", "train", "progressive")
+# The record sections (metrics[<split>]) that become leaderboard columns, in column order: the fixed test
+# days first, then (where a run has it) the progressive metric of the training stream.
+LEADERBOARD_SPLITS = ("test", "progressive")
+
 
 def lower_is_better(metric: str) -> bool:
     """metric: <split>/<name>/<target> (or any '/'-joined name): lower is better when a part after the
     split names an error or a loss (mae, rmse, logloss, ...)."""
     parts = metric.split("/")
-    parts = parts[1:] if parts[0] in ("test", "valid", "train") else parts
+    parts = parts[1:] if parts[0] in METRIC_SPLITS else parts
     return any(LOWER_IS_BETTER.search(part) for part in parts)
 
 
@@ -36,9 +43,9 @@ class Row:
     superseded: list[Run]
     label: str = ""
     role: str = ""  # proposed | baseline | ablation | "" (none declared)
-    metrics: dict[str, Stat] = field(default_factory=dict)  # test metrics
+    metrics: dict[str, Stat] = field(default_factory=dict)  # test/... and progressive/... metrics
     selection: Stat | None = None  # validation value of the monitored metric
-    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> test vs the reference row
+    paired: dict[str, Paired] = field(default_factory=dict)  # metric -> this row vs the reference row
     is_reference: bool = False
 
     @property
@@ -48,6 +55,16 @@ class Row:
     def mean_of(self, key: str) -> float:
         values = [float(run.get(key)) for run in self.runs if _finite(run.get(key))]
         return float(np.mean(values)) if values else math.nan
+
+    def curve_values(self, metric: str) -> dict[str, list[float]]:
+        """Bucket label -> the finite values of one progressive-curve metric over this row's seeds
+        (a bucket with no positive has NaN: it is left out, not counted as 0)."""
+        out: dict[str, list[float]] = {}
+        for run in self.runs:
+            for bucket in _curve(run):
+                if _finite(bucket.get(metric)):
+                    out.setdefault(_bucket_label(bucket), []).append(float(bucket[metric]))
+        return out
 
 
 @dataclass
@@ -74,19 +91,67 @@ class Table:
     def title(self) -> str:
         return f"{self.data} · {self.data_source} data · selected on {self.monitor}"
 
+    @property
+    def has_progressive(self) -> bool:
+        return any(m.startswith("progressive/") for row in self.rows for m in row.metrics)
+
+    @property
+    def progressive_primary(self) -> str | None:
+        """The progressive column compared with the reference, as the primary is for the test columns."""
+        return self._progressive_pick({m for row in self.rows for m in row.metrics})
+
+    @property
+    def curve_metric(self) -> str | None:
+        """The metric of the progressive curve (plot and per-day table), among those with a value."""
+        return self._progressive_pick({k for row in self.rows for run in row.runs for b in _curve(run)
+                                       for k, v in b.items() if _finite(v)})
+
+    def _progressive_pick(self, names: set[str]) -> str | None:
+        """The progressive counterpart of the monitored metric (valid/auc/mean -> progressive/auc/mean)
+        when among names, else the first progressive metric by name; None without any."""
+        progressive = sorted(m for m in names if m.startswith("progressive/"))
+        counterpart = "progressive/" + self.monitor.split("/", 1)[-1]
+        return counterpart if counterpart in progressive else (progressive[0] if progressive else None)
+
     def all_metrics(self) -> list[str]:
+        """Test metrics (the primary first), then progressive ones (also sorted by name)."""
         names = {m for row in self.rows for m in row.metrics}
-        return sorted(names, key=lambda m: (m != self.primary, m))
+        return sorted(names, key=lambda m: (m.startswith("progressive/"), m != self.primary, m))
 
     def headline_metrics(self) -> list[str]:
-        """The primary metric, then per metric name its `mean` target if it has one, else each target."""
+        """Per split (test, then progressive): its primary metric, then per metric name its `mean` target
+        if it has one, else each target."""
         names = self.all_metrics()
-        has_mean = {m.split("/")[1] for m in names if m.count("/") == 2 and m.endswith("/mean")}
-        keep = [m for m in names if m.count("/") != 2 or m.endswith("/mean") or m.split("/")[1] not in has_mean]
-        return sorted(keep, key=lambda m: (m != self.primary, m))
+        has_mean = {m.rsplit("/", 1)[0] for m in names if m.count("/") == 2 and m.endswith("/mean")}
+        keep = [m for m in names if m.count("/") != 2 or m.endswith("/mean") or m.rsplit("/", 1)[0] not in has_mean]
+        leads = (self.primary, self.progressive_primary)
+        return sorted(keep, key=lambda m: (m.startswith("progressive/"), m not in leads, m))
+
+    def curve_labels(self) -> list[str]:
+        """Every progressive-curve bucket of the table's runs, in time order (a bucket without a value,
+        e.g. no positive that day, stays: the axis keeps its days)."""
+        starts: dict[str, float] = {}
+        for row in self.rows:
+            for run in row.runs:
+                for bucket in _curve(run):
+                    start = bucket.get("start") if _finite(bucket.get("start")) else math.inf
+                    starts[_bucket_label(bucket)] = min(starts.get(_bucket_label(bucket), math.inf), start)
+        return sorted(starts, key=lambda label: (starts[label], label))
+
+    def progressive_curve(self) -> tuple[str, list[str], list[list[float]]] | None:
+        """(curve metric, bucket labels, per row the means) where the runs have a curve, else None."""
+        metric = self.curve_metric
+        return (metric, *self.curve_means(metric)) if metric else None
+
+    def curve_means(self, metric: str) -> tuple[list[str], list[list[float]]]:
+        """(bucket labels in time order, per row in table order: the mean over its seeds per bucket)."""
+        labels = self.curve_labels()
+        values = [row.curve_values(metric) for row in self.rows]
+        return labels, [[float(np.mean(v[label])) if label in v else math.nan for label in labels] for v in values]
 
     def direction(self, metric: str) -> str:
-        if metric == self.primary:
+        # the monitored metric's mode (task.monitor_mode) holds for its test and progressive values
+        if metric in (self.primary, "progressive/" + self.monitor.split("/", 1)[-1]):
             return self.mode
         return "min" if lower_is_better(metric) else "max"
 
@@ -106,6 +171,16 @@ def _split_metrics(run: Run, split: str) -> dict[str, Any]:
     metrics = run.get("metrics")
     values = metrics.get(split) if isinstance(metrics, dict) else None
     return values if isinstance(values, dict) else {}
+
+
+def _curve(run: Run) -> list[dict[str, Any]]:
+    """The run's progressive-validation buckets (time slices of the training stream); [] without them."""
+    curve = run.get("progressive_curve")
+    return [bucket for bucket in curve if isinstance(bucket, dict)] if isinstance(curve, list) else []
+
+
+def _bucket_label(bucket: dict[str, Any]) -> str:
+    return str(bucket.get("label") if bucket.get("label") is not None else bucket.get("start"))
 
 
 def _benchmark(run: Run) -> dict[str, Any]:
@@ -152,10 +227,12 @@ def _build_table(data: str, source: str, monitor: str, mode: str, members: list[
             row.label = row.model + (f" ({suffixes[row.key]})" if suffixes[row.key] else "")
     # statistics
     for row in rows:
-        names = {m for run in row.runs for m in _split_metrics(run, "test") if m != "epoch"}
-        for name in names:
-            row.metrics[name] = Stat({int(run.get("seed")): float(_split_metrics(run, "test")[name])
-                                      for run in row.runs if _finite(_split_metrics(run, "test").get(name))})
+        # progressive metrics are columns like the test ones: the same seeds, Stat and paired test
+        for split in LEADERBOARD_SPLITS:
+            names = {m for run in row.runs for m in _split_metrics(run, split) if m != "epoch"}
+            for name in names:
+                row.metrics[name] = Stat({int(run.get("seed")): float(_split_metrics(run, split)[name])
+                                          for run in row.runs if _finite(_split_metrics(run, split).get(name))})
         row.selection = Stat({int(run.get("seed")): float(_split_metrics(run, "valid")[monitor])
                               for run in row.runs if _finite(_split_metrics(run, "valid").get(monitor))})
     # roles: --baselines, else the experiment configs' benchmark blocks
