@@ -1,8 +1,10 @@
 """Tests of the KuaiLive synthetic replica: file layout, determinism, real-file quirks, rates, and the
-planted signal (the moment inside a room, short-video interest -> live clicks)."""
+planted signal: the Moment&Cross premises (room counters that go stale, late labels, short-video familiarity
+that helps live-sparse users)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -31,7 +33,9 @@ from recbench.data.kuailive_replica import (
     USER_FILE,
     WINDOW_END_MS,
     WINDOW_START_MS,
+    KuaiLiveReplica,
     KuaiLiveReplicaConfig,
+    measure_premises,
     simulate_kuailive_replica,
     write_kuailive_replica,
 )
@@ -152,6 +156,13 @@ def test_validate_rejects_bad_configs():
             simulate_kuailive_replica(KuaiLiveReplicaConfig(**bad))
 
 
+def test_smoke_config_has_exposures_in_every_split():
+    smoke = KuaiLiveReplicaConfig(n_users=150, n_streamers=120, n_authors=150, live_exposures_per_user=40.0)
+    t = simulate_kuailive_replica(smoke).exposures.filter(pl.col("clicked"))["timestamp"].to_numpy()
+    day = (t - WINDOW_START_MS) // 86_400_000  # 0 = 2025-05-05 local; train ..19, valid 20..22, test 23..25
+    assert (day <= 14).sum() > 0 and ((day >= 15) & (day <= 17)).sum() > 0 and (day >= 18).sum() > 0
+
+
 # ---------------------------------------------------------------------------------- size, rates
 def test_default_size_rates_and_heavy_tails(default):
     replica, seconds = default
@@ -191,28 +202,117 @@ def test_short_video_interest_predicts_live_clicks(default):
     assert fans.height > 1000 and fans["clicked"].mean() > others["clicked"].mean() + 0.02
 
 
-def recent_room_gauc(config: KuaiLiveReplicaConfig) -> float:
-    """Room-grouped AUC of the room's click rate over the previous 5 minutes (>= 3 shows), i.e. how well
-    what just happened IN THE SAME ROOM ranks the clicks; 0.5 if the click rate were constant per room."""
-    exposures = simulate_kuailive_replica(config).exposures.sort("live_id", "timestamp")
-    room, t = exposures["live_id"].to_numpy(), exposures["timestamp"].to_numpy()
-    clicked = exposures["clicked"].to_numpy().astype(float)
-    key = room.astype(np.int64) * (1 << 42) + (t - WINDOW_START_MS)
-    before = np.searchsorted(key, key, side="left")
-    since = np.searchsorted(key, key - 5 * 60_000, side="left")
-    shows, clicks = before - since, np.r_[0, np.cumsum(clicked)][before] - np.r_[0, np.cumsum(clicked)][since]
-    seen = shows >= 3
-    return gauc(clicks[seen] / shows[seen], clicked[seen], room[seen], weight="impressions")
-
-
 def test_click_rate_depends_on_the_current_segment(default):
     replica, _ = default
     exposures = replica.exposures.with_columns(
         within=pl.col("segment_quality") - pl.col("segment_quality").mean().over("live_id"))
     # hidden: inside a room, the current segment's quality ranks the clicks
     assert auc(exposures["within"].to_numpy(), exposures["clicked"].to_numpy()) > 0.6
-    # observable: the room's last 5 minutes rank clicks inside the room, far less so when content does not drift
-    light = {"n_users": 2400, "short_per_live": 0.3}  # more users: denser rooms; short videos play no part
-    drifting = recent_room_gauc(KuaiLiveReplicaConfig(**light))
-    constant = recent_room_gauc(KuaiLiveReplicaConfig(**light, segment_quality_sd=0.0, drift_rate=0.0))
-    assert drifting > 0.54 and drifting > constant + 0.03
+
+
+# ---------------------------------------------------------------------------------- Moment&Cross premises
+# dense rooms (~50K exposures in ~400 rooms) so that 5-minute room counters have shows; short videos play no part
+DENSE = KuaiLiveReplicaConfig(n_users=800, n_streamers=80, n_authors=100, short_per_live=0.5, seed=0)
+STILL = {"segment_quality_sd": 0.0, "drift_rate": 0.0, "hype_sd": 0.0, "hype_click_weight": 0.0, "audience_drift": 0.0}
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return simulate_kuailive_replica(DENSE)
+
+
+def test_room_counters_carry_the_moment_and_go_stale(dense):
+    drifting = measure_premises(dense)
+    still = measure_premises(simulate_kuailive_replica(dataclasses.replace(DENSE, **STILL)))
+    fresh = drifting["fresh_room_gauc"]
+    assert drifting["counter_rows"] > 3000
+    # the room's click rate over the last 5 minutes ranks the exposure's click inside the room ...
+    assert fresh > 0.55
+    # ... the same counter taken 30 or 60 minutes later does not (a slow stream trains on stale rows) ...
+    assert fresh > max(drifting["stale30_room_gauc"], drifting["stale60_room_gauc"]) + 0.04
+    # ... and most of that comes from the drift: with still content and audience the fresh counter knows less
+    assert fresh > still["fresh_room_gauc"] + 0.03
+
+
+def test_audience_follows_the_current_segment():
+    def off_topic_exposures(config: KuaiLiveReplicaConfig) -> tuple[pl.DataFrame, KuaiLiveReplica]:
+        replica = simulate_kuailive_replica(config)
+        rooms = replica.rooms.select("live_id", pl.col("topic").alias("room_topic"))
+        off_topic = replica.exposures.join(rooms, on="live_id").filter(pl.col("segment_topic") != pl.col("room_topic"))
+        return off_topic, replica
+
+    drifted, replica = off_topic_exposures(SMALL)
+    fixed, _ = off_topic_exposures(dataclasses.replace(SMALL, audience_drift=0.0))
+    # who is exposed during an off-topic segment likes that segment's topic (not only the room's)
+    assert drifted["affinity"].mean() > fixed["affinity"].mean() + 0.1
+    # a hyped segment draws more exposures per minute, and more clicks per exposure
+    segments = replica.segments.join(replica.exposures.group_by("segment").agg(
+        pl.len().alias("shows"), pl.col("clicked").mean().alias("ctr")), on="segment", how="left")
+    volume = segments.group_by(hot=pl.col("hype") > 0).agg(
+        per_minute=pl.col("shows").sum() / ((pl.col("end_ms") - pl.col("start_ms")).sum() / 60_000),
+        ctr=(pl.col("ctr") * pl.col("shows")).sum() / pl.col("shows").sum()).sort("hot")
+    (cold_rate, hot_rate), (cold_ctr, hot_ctr) = volume["per_minute"].to_list(), volume["ctr"].to_list()
+    assert hot_rate > 1.4 * cold_rate and hot_ctr > cold_ctr + 0.03
+
+
+def first_event_delays(files: dict[str, pl.DataFrame], name: str) -> np.ndarray:
+    """Minutes from a click to the first event of that task in the click's room (the event attributed to the
+    user's latest click in that room at or before it), from the written files."""
+    clicks = files[CLICK_FILE].with_row_index("click").select("user_id", "live_id", "timestamp", "click",
+                                                              pl.col("timestamp").alias("click_ms"))
+    events = (files[name].sort("timestamp")
+              .join_asof(clicks.sort("timestamp"), on="timestamp", by=["user_id", "live_id"], strategy="backward",
+                         check_sortedness=False))
+    assert events["click"].null_count() == 0  # every event follows a click of the same user in the room
+    first = events.group_by("click").agg((pl.col("timestamp") - pl.col("click_ms")).min().alias("delay"))
+    return first["delay"].to_numpy() / 60_000
+
+
+def test_engaged_viewers_stay_so_labels_arrive_late(small, default):
+    _, files = small
+    pooled = []
+    for name in (COMMENT_FILE, LIKE_FILE, GIFT_FILE):
+        minutes = first_event_delays(files, name)
+        # seconds to tens of minutes: a 5-minute window misses a large share of the first events (from the
+        # files, a re-entry into the room shortens some delays)
+        assert 0.25 < (minutes > 5).mean() < 0.8, name
+        assert (minutes < 1).mean() > 0.05, name
+        pooled.append(minutes)
+    pooled = np.concatenate(pooled)
+    assert (pooled > 30).mean() > 0.015 and (pooled > 60).sum() > 0
+    # the hidden delays after the click that caused them, at default size: some arrive after 30 and 60 minutes
+    replica, _ = default
+    for task in ("comment", "like", "gift"):
+        delay = replica.exposures.filter(pl.col(f"first_{task}_ms") >= 0)[f"first_{task}_ms"].to_numpy() / 60_000
+        assert 0.4 < (delay > 5).mean() < 0.75 and (delay > 30).mean() > 0.04 and (delay > 60).mean() > 0.005, task
+    # the viewers who comment / like / gift stay long; the others do not (long-view share as before: see the
+    # default size test)
+    clicked = replica.exposures.filter(pl.col("clicked"))
+    engaged = clicked.filter(pl.any_horizontal(pl.col("first_comment_ms", "first_like_ms", "first_gift_ms") >= 0))
+    others = clicked.filter(pl.all_horizontal(pl.col("first_comment_ms", "first_like_ms", "first_gift_ms") < 0))
+    assert engaged["watch_ms"].median() > 5 * 60_000 and others["watch_ms"].median() < 60_000
+
+
+CROSS = KuaiLiveReplicaConfig(n_users=800, n_streamers=200, n_authors=300, live_sparse_share=0.5, seed=0)
+
+
+def test_short_video_author_match_raises_clicks_of_live_sparse_users():
+    replica = simulate_kuailive_replica(CROSS)
+    # live-sparse users: few live exposures, as many short videos as anyone
+    users = pl.DataFrame({"user_id": replica.user_ids, "sparse": replica.live_sparse})
+    live = replica.exposures.group_by("user_id").len().join(users, on="user_id")
+    short = replica.tables[PHOTO_FILE].group_by("user_id").agg(pl.col("show_cnt").sum()).join(users, on="user_id")
+    live_ratio = live.filter("sparse")["len"].mean() / live.filter(~pl.col("sparse"))["len"].mean()
+    short_ratio = short.filter("sparse")["show_cnt"].mean() / short.filter(~pl.col("sparse"))["show_cnt"].mean()
+    assert live_ratio < 0.25 and 0.75 < short_ratio < 1.33
+    with_cross = measure_premises(replica)
+    without = measure_premises(simulate_kuailive_replica(dataclasses.replace(CROSS, cross_author_weight=0.0)))
+    assert with_cross["rows_sparse"] > 1000
+    # users with < 5 earlier live clicks click more on a streamer whose short videos they played before ...
+    lift = with_cross["ctr_aid_sparse"] - with_cross["ctr_noaid_sparse"]
+    assert lift > 0.02
+    # ... because short-video familiarity carries into live (without it the lift is gone: popular streamers
+    # appear in everyone's short videos)
+    assert lift > without["ctr_aid_sparse"] - without["ctr_noaid_sparse"] + 0.03
+    # and the user's short-video share of the room's category ranks their clicks
+    assert with_cross["share_auc_sparse"] > 0.58

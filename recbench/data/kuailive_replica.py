@@ -38,41 +38,75 @@ quality plus ``segment_quality_sd`` noise.
 
 Users. Each user has a hidden affinity per topic (normal, with an age/gender tilt), SHARED by both
 domains, a set of favourite creators (drawn by popularity x exp(affinity to their topic)), an activity
-level and per-behaviour propensities (gifts: a few heavy spenders).
+level and per-behaviour propensities (gifts: a few heavy spenders). A share ``live_sparse_share`` of the
+users is LIVE-SPARSE: ``live_sparse_activity`` times the others' live volume (~9 vs ~89 exposures at the
+default) but as many short videos as anyone (~575 plays).
 
-Live exposures come in sessions at diurnal times; at each exposure time the recommender picks one of
-the rooms live at that moment by popularity x exp(``interest_sharpness`` x affinity to the room's
-(title) topic) (+ favourites), and the exposure time is drawn inside the room's window.
+Live exposures come in sessions at diurnal times. Each exposure has a time; the recommender picks one of
+the rooms live then by popularity x exp(``interest_sharpness`` x affinity) x exp(segment hype) (+ favourites),
+where the affinity is to the room's topic for ``1 - audience_drift`` and to the topic of the segment the room
+shows NOW for ``audience_drift`` (it sees each candidate's segment at 1-minute resolution).
 
-PLANTED SIGNAL
-- the moment: ``click logit = b + click_affinity_weight * affinity(user, CURRENT SEGMENT's topic)
-  + click_quality_weight * segment quality + click_fan_weight * favourite + user bias``; the same
-  segment drives watch time, comments, likes and gifts. Exposure (the recommender) ignores the segment,
-  so recent in-room clicks per show reveal the current segment: click rate varies inside a room.
-- cross-domain: short videos are chosen by the same affinities (softmax, ``rec_precision``) and from
-  favourite creators (``favourite_share``), completed more when on-interest, so the short-video
-  history (about ``short_per_live`` times the live exposures) predicts live clicks and the same-author
-  short videos predict clicks on that streamer's rooms.
-- content semantics: the title embedding = topic direction + streamer style + noise, so it tells the
+PLANTED SIGNAL (the Moment&Cross premises)
+- The moment: content AND audience change within minutes. ``click logit = b + click_affinity_weight *
+  affinity(user, CURRENT segment's topic) + click_quality_weight * segment quality + hype_click_weight *
+  segment hype + click_fan_weight * favourite + cross_author_weight * log1p(familiarity) + user bias``.
+  Per segment, the topic may drift (``drift_rate``), the quality moves (``segment_quality_sd``), the hype
+  (``hype_sd``, a burst: more exposures AND a higher click rate together) changes, and the audience the
+  recommender sends follows the current topic (``audience_drift``). So the room's real-time counters (shows,
+  clicks over the last minutes) tell the current click probability, and the same counters 30-60 minutes later
+  describe other segments: a model trained on rows that arrive (with their features) an hour late learns stale
+  room state.
+- Late labels: a click first decides whether it comments / likes / gifts (logit offsets calibrated to
+  ``comment_rate`` / ``like_rate`` / ``gift_rate`` per click); an engaging viewer stays (lognormal watch, median
+  ``engaged_watch_minutes`` before the affinity / quality / fan lift, sd ``engaged_watch_sigma``), the others
+  get the plain lognormal watch (median ``watch_median_s``, sd ``watch_sigma``) shifted so that the long-view
+  (> 60 s) share of all clicks equals the plain lognormal's; no watch passes the room's end or the period's.
+  An engaged click has 1 + Poisson events (more for longer watches and keener users), at times uniform over
+  the watch. So first comments / likes / gifts arrive from seconds to an hour after the click.
+- Cross-domain: short videos are chosen by the same affinities (softmax, ``rec_precision``) and from
+  favourite creators (``favourite_share``), completed more when on-interest. Familiarity = the user's plays
+  of the room's streamer's short videos before the exposure (as ``photo_interaction.csv`` shows them, a
+  completed play counting twice); it raises the live click (``cross_author_weight``). Popular streamers
+  appear in everyone's short videos and are exposed to off-interest users too, so without that weight an
+  author match predicts no higher click rate; with it the short-video history (``V_aidhard``-style author
+  match, category shares) tells what the live history of a live-sparse user cannot.
+- Content semantics: the title embedding = topic direction + streamer style + noise, so it tells the
   room's topic (the streamer id alone averages over its topics).
-- delays: comment / like / gift times are uniform over the (heavy-tailed) watch, so many arrive after
-  5 minutes (the slow window) and some after an hour.
 
-Rates (overall; logit / Poisson offsets are calibrated to hit them): click ``click_rate`` of live
-exposures; per clicked exposure comment ``comment_rate``, like ``like_rate``, gift ``gift_rate``. The
-real release has about 4.0 / 3.7 / 1.5 comment / like / gift EVENTS per 100 clicks; the replica RAISES the
-per-exposure rates so that the sparse tasks have enough positives on a small replica.
+Rates (overall; logit offsets are calibrated to hit them): click ``click_rate`` of live exposures; per
+clicked exposure comment ``comment_rate``, like ``like_rate``, gift ``gift_rate``. The real release has about
+4.0 / 3.7 / 1.5 comment / like / gift EVENTS per 100 clicks; the replica RAISES the per-exposure rates so that
+the sparse tasks have enough positives on a small replica.
 
-Default size: 1,600 users, 1,200 streamers + 2,400 authors, ~8.2K rooms, ~100K live exposures (~70K in the
-training dates), ~0.88M short-video rows; simulated in ~2-3 CPU seconds. Measured (seed 0): click rate 0.20;
-per click: long view (> 60 s) 0.39, comment 0.083, like 0.094, gift 0.032 (12.4 / 15.7 / 4.5 events per 100
-clicks); gift price median 3, max > 50x median. Signal: AUC of the user's short-video share of the room's
-category for test-period live clicks 0.64-0.66; click rate 0.23 with >= 5 earlier short videos of the
-streamer vs 0.19-0.22 with none; within-room AUC of the segment quality 0.64; room-grouped AUC of the
-room's click rate in the last 5 minutes 0.55-0.57 (0.50-0.51 when segments do not drift).
+Measured on the default config, seed 0 (reproduce: ``python -m recbench.data.kuailive_replica``, which prints
+`measure_premises`; ``field=value`` arguments override config fields):
+- size: 1,600 users, 1,200 streamers + 2,400 authors, 8.2K rooms, 101K live exposures (72K in the training
+  dates), 0.88M short-video rows (0.91M plays); ~2-4 CPU seconds.
+- rates: click 0.20; per click long view (> 60 s) 0.39, comment 0.082, like 0.098, gift 0.036 (13.1 / 15.9 /
+  5.5 events per 100 clicks); 23% of clicks engage; median watch 18 s for the others, 18 min for the engaged;
+  gift price median 3, max 169x median. Within-room AUC of the (hidden) segment quality 0.63.
+- moment: room-grouped AUC (impression weights) of the room's click rate over the 5 minutes BEFORE the
+  exposure, for the exposure's click: 0.593; the same counter over the 5 minutes ending 30 min AFTER the
+  exposure 0.492, ending 60 min after 0.492 (10.6K exposures with >= 3 shows in all three windows). Seeds 1 / 2:
+  0.572 / 0.592 fresh vs 0.467-0.504 stale. Controls (same windows): without any drift (segment_quality_sd =
+  drift_rate = hype = audience_drift = 0) 0.539 fresh vs 0.486 / 0.504 stale (the rest: the same user
+  re-shown the room within minutes; the chance level is a little below 0.5 because a row's counter holds
+  other rows' labels); without hype 0.576; without audience drift 0.599.
+- late labels: delay of a task's first event after the click (hidden exposure columns ``first_*_ms``):
+  comment p10 / p50 / p90 0.7 / 6.2 / 27.4 min, > 5 min 0.57, > 30 min 0.085, > 60 min 0.019; like 0.8 / 6.0 /
+  25.7 min, 0.56 / 0.077 / 0.015; gift 0.9 / 6.6 / 26.9 min, 0.58 / 0.082 / 0.015. Seen from the files (event
+  attributed to the user's latest click in that room: re-entries shorten some delays): > 5 min 0.48 / 0.45 /
+  0.50, > 30 min 0.066 / 0.058 / 0.062.
+- cross: exposures of the valid + test dates (from 2025-05-20), history before the exposure. Users with < 5
+  earlier live clicks (4.2K exposures): click rate 0.182 when the streamer appears in their earlier short
+  videos (29% of their exposures) vs 0.127 when not; users with >= 5 (25.1K): 0.274 vs 0.200. AUC of the
+  user's earlier short-video share of the room's category for the clicks: 0.626 (< 5 live clicks), 0.632
+  (>= 5). Control with cross_author_weight = 0: 0.136 vs 0.146 (< 5), 0.192 vs 0.231 (>= 5).
 
-`simulate_kuailive_replica(config)` returns the tables in memory plus the hidden values (segments,
-per-exposure segment topic/quality/affinity, user affinities and favourites) for tests and oracles.
+`simulate_kuailive_replica(config)` returns the tables in memory plus the hidden values (segments with their
+hype, per-exposure segment topic / quality / hype / affinity / familiarity, first comment / like / gift
+delays, user affinities, favourites and live-sparse flags) for tests and oracles.
 """
 
 from __future__ import annotations
@@ -118,6 +152,9 @@ MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 WINDOW_START_MS = int((FIRST_DAY.astype("datetime64[ms]") - np.timedelta64(8, "h")).astype(np.int64))
 WINDOW_END_MS = WINDOW_START_MS + N_DAYS * DAY_MS
 BIN_MS = 5 * MINUTE_MS  # the recommender's time grid: rooms live in a 5-minute bin are its candidates
+VIEW_MS = MINUTE_MS  # ... and it sees each candidate's current segment at this resolution
+VIEW_STEPS = BIN_MS // VIEW_MS
+LONG_VIEW_MS = 60_000  # a long view: a watch above one minute
 TITLE_DIM = 128
 
 TOPICS = ("chat", "shop", "game", "music", "dance", "outdoor", "food", "sports", "talent", "education",
@@ -187,6 +224,22 @@ class KuaiLiveReplicaConfig:
     # --- short videos
     complete_rate: float = 0.3  # share of short-video rows with a complete play (their long view)
     short_affinity_weight: float = 1.5  # complete-play logit per unit of affinity to the video topic
+    # --- the moment: the audience drifts with the content (Moment&Cross: content AND audience change within
+    # minutes, so real-time room counters go stale)
+    audience_drift: float = 0.5  # share of the recommender's affinity term that follows the CURRENT segment's
+    #                              topic (the rest follows the room's topic): who is exposed changes per segment
+    hype_sd: float = 1.0  # sd of a segment's hype: the recommender's log exposure boost for the segment ...
+    hype_click_weight: float = 1.0  # ... and its click logit per unit (comment / like / gift: 0.3 per unit)
+    # --- late labels: engaging viewers stay (a stream lasts ~1 h, gifts arrive > 30 min late)
+    engaged_watch_minutes: float = 10.0  # median watch of a click with a comment / like / gift (lognormal, before
+    #                                      the affinity / quality / fan lift); the other clicks are shortened so
+    #                                      that the long-view share stays the plain lognormal's
+    engaged_watch_sigma: float = 1.0
+    # --- cross-domain: live-sparse users and short-video familiarity
+    live_sparse_share: float = 0.3  # share of users with few live exposures but a typical short-video volume
+    live_sparse_activity: float = 0.1  # their live exposure volume relative to the other users'
+    cross_author_weight: float = 0.5  # click logit per log1p(familiarity): the user's plays of the room's
+    #                                   streamer's short videos before the exposure, a completed play counting twice
 
     def validate(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -203,6 +256,12 @@ class KuaiLiveReplicaConfig:
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
         for name in ("click_rate", "comment_rate", "like_rate", "gift_rate", "complete_rate"):
             need(0.0 < getattr(self, name) < 1.0, f"{name} must be in (0, 1)")
+        for name in ("audience_drift", "live_sparse_share"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        need(0.0 < self.live_sparse_activity <= 1.0, "live_sparse_activity must be in (0, 1]")
+        for name in ("hype_sd", "hype_click_weight", "engaged_watch_sigma", "cross_author_weight"):
+            need(getattr(self, name) >= 0.0, f"{name} must be >= 0")
+        need(0.0 < self.engaged_watch_minutes <= 480.0, "engaged_watch_minutes must be in (0, 480]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,6 +283,7 @@ class KuaiLiveReplica:
     affinity: np.ndarray  # [n_users, n_topics], row order = user_ids
     user_ids: np.ndarray
     favourites: pl.DataFrame  # user_id, creator_id (streamer or author id)
+    live_sparse: np.ndarray  # bool per user (row order = user_ids): few live exposures, many short videos
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -246,10 +306,19 @@ def _logit_offset(x: np.ndarray, target: float) -> float:
     return _bisect(lambda b: float(np.mean(sigmoid(b + x))), target)
 
 
-def _poisson_log_rate(g: np.ndarray, target: float) -> float:
-    """log r with mean(1 - exp(-r g)) == target: the share of rows with >= 1 Poisson(r g) event."""
-    g = _thin(g)
-    return _bisect(lambda lr: float(np.mean(-np.expm1(-np.exp(lr) * g))), target, -30.0, 30.0)
+def _count_before(keys: np.ndarray, times: np.ndarray, q_keys: np.ndarray, q_times: np.ndarray,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """For each query, how many (key, time) rows (or their summed weights) have the query's key and a time
+    strictly before the query's time; keys >= 0 below 2**40, times >= 0 below 2**22 (seconds of the period)."""
+    comp = (keys.astype(np.int64) << 22) + times
+    order = np.argsort(comp, kind="stable")
+    comp = comp[order]
+    q = q_keys.astype(np.int64) << 22
+    hi, lo = np.searchsorted(comp, q + q_times, side="left"), np.searchsorted(comp, q, side="left")
+    if weights is None:
+        return hi - lo
+    cum = np.r_[0, np.cumsum(weights[order])]
+    return cum[hi] - cum[lo]
 
 
 def _local_date(ms: np.ndarray) -> np.ndarray:
@@ -295,7 +364,9 @@ class _People:
 @dataclass(frozen=True)
 class _Users:
     affinity: np.ndarray  # (U, T)
-    activity: np.ndarray  # relative exposure volume, mean 1
+    activity: np.ndarray  # relative live exposure volume, mean 1
+    short_activity: np.ndarray  # relative short-video volume, mean 1
+    live_sparse: np.ndarray  # bool: few live exposures, a typical short-video volume
     click_bias: np.ndarray
     propensity: np.ndarray  # (U, 3) comment, like, gift
     age: np.ndarray
@@ -323,6 +394,7 @@ class _Segments:
     end: np.ndarray
     topic: np.ndarray
     quality: np.ndarray
+    hype: np.ndarray  # log exposure boost (and click / engagement lift) of the segment
 
 
 def _draw_people(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig) -> _People:
@@ -360,9 +432,12 @@ def _draw_users(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
     users = np.broadcast_to(np.arange(n_u)[:, None], ranked.shape)
     fav_key = np.unique(users[chosen].astype(np.int64) * n_p + ranked[chosen])
     propensity = rng.normal(0.0, 1.0, (n_u, 3)) * np.array([0.8, 0.8, 1.3])  # gifts: heavy spenders
-    return _Users(affinity=affinity, activity=activity / activity.mean(),
-                  click_bias=rng.normal(0.0, cfg.click_user_sd, n_u), propensity=propensity, age=age,
-                  gender=gender, fav_key=fav_key, ids=np.sort(distinct_ids(rng, n_u, 1, 30_000)))
+    # live-sparse users: a share watches little live but as many short videos as anyone (mean volumes kept)
+    live_sparse = rng.random(n_u) < cfg.live_sparse_share
+    live = activity * np.where(live_sparse, cfg.live_sparse_activity, 1.0)
+    return _Users(affinity=affinity, activity=live / live.mean(), short_activity=activity / activity.mean(),
+                  live_sparse=live_sparse, click_bias=rng.normal(0.0, cfg.click_user_sd, n_u), propensity=propensity,
+                  age=age, gender=gender, fav_key=fav_key, ids=np.sort(distinct_ids(rng, n_u, 1, 30_000)))
 
 
 def _is_favourite(users: _Users, n_people: int, user: np.ndarray, person: np.ndarray) -> np.ndarray:
@@ -420,7 +495,8 @@ def _draw_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people:
     drift = np.where(u < cfg.drift_rate * 0.5, people.topic2[rooms.streamer[room]], rng.integers(0, cfg.n_topics, n))
     topic = np.where(u < cfg.drift_rate, drift, rooms.topic[room])
     quality = rooms.quality[room] + rng.normal(0.0, cfg.segment_quality_sd, n)
-    return _Segments(room=room, start=start, end=end, topic=topic, quality=quality)
+    hype = rng.normal(0.0, cfg.hype_sd, n)
+    return _Segments(room=room, start=start, end=end, topic=topic, quality=quality, hype=hype)
 
 
 def _segment_at(segments: _Segments, room: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -446,10 +522,25 @@ def _candidates(rooms: _Rooms) -> tuple[np.ndarray, np.ndarray]:
     return table, per_bin
 
 
+def _recommender_view(rooms: _Rooms, segments: _Segments, table: np.ndarray) -> np.ndarray:
+    """[n_bins, K, VIEW_STEPS] int32: the segment each candidate room shows at each minute of the bin (the
+    minute's middle, clipped into the room's window): what the recommender sees of a room's content."""
+    bins, k = np.nonzero(table >= 0)
+    room = table[bins, k]
+    at = (WINDOW_START_MS + bins[:, None] * BIN_MS
+          + (np.arange(VIEW_STEPS) * VIEW_MS + VIEW_MS // 2)[None, :])
+    at = np.clip(at, rooms.start[room][:, None], rooms.end[room][:, None] - 1)
+    view = np.zeros((*table.shape, VIEW_STEPS), np.int32)
+    view[bins, k] = _segment_at(segments, np.repeat(room, VIEW_STEPS), at.ravel()).reshape(-1, VIEW_STEPS)
+    return view
+
+
 def _draw_exposures(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
-                    rooms: _Rooms) -> dict[str, np.ndarray]:
-    """Sessions of exposures; each picks a room live at that time and a time inside the room's window."""
+                    rooms: _Rooms, segments: _Segments) -> dict[str, np.ndarray]:
+    """Sessions of exposures; each has a time and picks a room live then, by the room's popularity, the
+    user's affinity to the room's and to its CURRENT segment's topic, and the segment's hype."""
     table, per_bin = _candidates(rooms)
+    view = _recommender_view(rooms, segments, table)
     n_bins = len(per_bin)
     count = np.maximum(rng.poisson(cfg.live_exposures_per_user * users.activity), 2)
     user = np.repeat(np.arange(cfg.n_users), count)
@@ -464,6 +555,8 @@ def _draw_exposures(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users:
     bins = session_bin[session] + (offset // BIN_MS).astype(np.int64)
     bad = (bins >= n_bins) | (per_bin[np.minimum(bins, n_bins - 1)] == 0)
     bins = np.where(bad, session_bin[session], bins)
+    t = WINDOW_START_MS + bins * BIN_MS + (rng.random(n_e) * BIN_MS).astype(np.int64)
+    step = (t - WINDOW_START_MS) % BIN_MS // VIEW_MS
     room = np.empty(n_e, np.int64)
     log_pop = np.log(people.pop[rooms.streamer]) + 0.3 * rooms.quality
     n_p = len(people.pop)
@@ -472,46 +565,83 @@ def _draw_exposures(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users:
         cand = table[bins[sl]]
         valid = cand >= 0
         c = np.where(valid, cand, 0)
+        now = t[sl][:, None]
+        live = valid & (rooms.start[c] <= now) & (now < rooms.end[c])
+        pool = np.where(live.any(1)[:, None], live, valid)  # rooms live at t (else: the bin's rooms)
+        seg = view[bins[sl][:, None], np.arange(c.shape[1])[None, :], step[sl][:, None]]
         u = user[sl][:, None]
-        score = (log_pop[c] + cfg.interest_sharpness * users.affinity[u, rooms.topic[c]]
+        interest = ((1.0 - cfg.audience_drift) * users.affinity[u, rooms.topic[c]]
+                    + cfg.audience_drift * users.affinity[u, segments.topic[seg]])
+        score = (log_pop[c] + cfg.interest_sharpness * interest + segments.hype[seg]
                  + 0.5 * _is_favourite(users, n_p, u, rooms.streamer[c]) + rng.gumbel(size=c.shape))
-        room[sl] = cand[np.arange(len(c)), np.argmax(np.where(valid, score, -np.inf), axis=1)]
+        room[sl] = cand[np.arange(len(c)), np.argmax(np.where(pool, score, -np.inf), axis=1)]
     lo = np.maximum(rooms.start[room], WINDOW_START_MS + bins * BIN_MS)
     hi = np.minimum(rooms.end[room], WINDOW_START_MS + (bins + 1) * BIN_MS)
-    t = lo + (rng.random(n_e) * (hi - lo)).astype(np.int64)
+    inside = (rooms.start[room] <= t) & (t < rooms.end[room])
+    t = np.where(inside, t, lo + (rng.random(n_e) * (hi - lo)).astype(np.int64))
     return {"user": user, "room": room, "t": t}
 
 
 def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
-                        rooms: _Rooms, segments: _Segments, exp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Click by the CURRENT segment, watch time, then comment / like / gift events inside the watch."""
+                        rooms: _Rooms, segments: _Segments, exp: dict[str, np.ndarray],
+                        familiar: np.ndarray) -> dict[str, np.ndarray]:
+    """Click by the CURRENT segment (topic, quality, hype) and the short-video familiarity; which clicks
+    comment / like / gift; watch time (long for engaging viewers); the events spread over the watch."""
     user, room, t = exp["user"], exp["room"], exp["t"]
     seg = _segment_at(segments, room, t)
     aff = users.affinity[user, segments.topic[seg]]
-    quality = segments.quality[seg]
+    quality, hype = segments.quality[seg], segments.hype[seg]
     fav = _is_favourite(users, len(people.pop), user, rooms.streamer[room])
     x = (cfg.click_affinity_weight * aff + cfg.click_quality_weight * quality + cfg.click_fan_weight * fav
-         + users.click_bias[user])
+         + users.click_bias[user] + cfg.hype_click_weight * hype + cfg.cross_author_weight * np.log1p(familiar))
     clicked = rng.random(len(t)) < sigmoid(_logit_offset(x, cfg.click_rate) + x)
-    log_watch = (np.log(cfg.watch_median_s * 1000.0) + 0.4 * aff + 0.3 * quality + 0.5 * fav
-                 + rng.normal(0.0, cfg.watch_sigma, len(t)))
-    exit_at = np.minimum(t + np.exp(log_watch).astype(np.int64), rooms.end[room] - 1)
-    watch = np.where(clicked, np.maximum(exit_at - t, 0), 0)
-    events = {}
     clicks = np.flatnonzero(clicked)
-    minutes = watch[clicks] / MINUTE_MS
+    # which clicks engage (at least one comment / like / gift), calibrated to the per-click rates
+    does = {}
     for k, (name, rate) in enumerate((("comment", cfg.comment_rate), ("like", cfg.like_rate),
                                       ("gift", cfg.gift_rate))):
-        g = np.exp(users.propensity[user[clicks], k] + 0.5 * aff[clicks] + 0.3 * quality[clicks]
-                   + 0.5 * fav[clicks]) * np.sqrt(minutes)
-        n = np.minimum(rng.poisson(np.exp(_poisson_log_rate(g, rate)) * g), 30)
+        z = (users.propensity[user[clicks], k] + 0.5 * aff[clicks] + 0.3 * quality[clicks] + 0.5 * fav[clicks]
+             + 0.3 * hype[clicks])
+        does[name] = rng.random(len(clicks)) < sigmoid(_logit_offset(z, rate) + z)
+    engaged = does["comment"] | does["like"] | does["gift"]
+    # watch: lognormal; engaging viewers stay (median engaged_watch_minutes); the other clicks are shifted so
+    # that the long-view share is the one the plain lognormal gives; nobody watches past the room's end
+    # (nor past the period's)
+    lift = 0.4 * aff[clicks] + 0.3 * quality[clicks] + 0.5 * fav[clicks]
+    plain = np.log(cfg.watch_median_s * 1000.0) + lift + rng.normal(0.0, cfg.watch_sigma, len(clicks))
+    stay = np.log(cfg.engaged_watch_minutes * MINUTE_MS) + lift + rng.normal(0.0, cfg.engaged_watch_sigma,
+                                                                                 len(clicks))
+    left = np.minimum(rooms.end[room[clicks]], WINDOW_END_MS) - 1 - t[clicks]  # the log ends with the period
+
+    def long_share(log_watch: np.ndarray, remaining: np.ndarray) -> float:
+        return float(np.mean(np.minimum(np.exp(log_watch), remaining) > LONG_VIEW_MS))
+
+    target = long_share(plain, left)
+    p_eng, p_rest = _thin(np.where(engaged, stay, np.inf)), _thin(plain)
+    shift = _bisect(lambda b: long_share(np.where(np.isinf(p_eng), p_rest + b, p_eng), _thin(left)), target,
+                    -10.0, 10.0)
+    log_watch = np.where(engaged, stay, plain + shift)
+    watch = np.zeros(len(t), np.int64)
+    watch[clicks] = np.maximum(np.minimum(np.exp(log_watch).astype(np.int64), left), 0)
+    # events: 1 + Poisson more per engaging click (mean 0.35 more, more for longer watches and keener users),
+    # at times uniform over the watch; first[name] = delay of the first one (-1: none)
+    events, first = {}, {}
+    minutes = watch[clicks] / MINUTE_MS
+    for k, name in enumerate(("comment", "like", "gift")):
+        g = np.exp(users.propensity[user[clicks], k]) * minutes * does[name]
+        g_mean = max(g.sum() / max(int(does[name].sum()), 1), 1e-9)
+        n = does[name] * (1 + np.minimum(rng.poisson(0.35 * g / g_mean), 29))
         owner = np.repeat(clicks, n)
-        when = t[owner] + (rng.random(len(owner)) * watch[owner]).astype(np.int64)
-        events[name] = {"exposure": owner, "t": when}
+        delay = (rng.random(len(owner)) * watch[owner]).astype(np.int64)
+        events[name] = {"exposure": owner, "t": t[owner] + delay}
+        first[name] = np.full(len(t), -1, np.int64)
+        starts = np.r_[0, np.cumsum(n)[:-1]][n > 0]
+        first[name][clicks[n > 0]] = np.minimum.reduceat(delay, starts) if len(owner) else delay
     price = rng.lognormal(np.log(cfg.gift_price_median), cfg.gift_price_sigma, len(events["gift"]["t"]))
     events["gift"]["price"] = np.maximum(np.rint(price), 1).astype(np.int64)
-    return {"segment": seg, "affinity": aff, "room_affinity": users.affinity[user, rooms.topic[room]],
-            "quality": quality, "favourite": fav, "clicked": clicked, "watch": watch, "events": events}
+    return {"first": first, "segment": seg, "affinity": aff, "room_affinity": users.affinity[user, rooms.topic[room]],
+            "quality": quality, "hype": hype, "familiar": familiar, "favourite": fav, "clicked": clicked,
+            "watch": watch, "events": events}
 
 
 def _draw_photos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People) -> dict[str, np.ndarray]:
@@ -523,10 +653,12 @@ def _draw_photos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _
 
 
 def _draw_short_videos(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users, people: _People,
-                       photos: dict[str, np.ndarray], live_count: np.ndarray) -> pl.DataFrame:
-    """Short-video exposures: same affinities as live, favourites, completion on interest."""
+                       photos: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Short-video exposures: same affinities as live, favourites, completion on interest; the volume
+    follows the user's short-video activity (live-sparse users watch as many as anyone)."""
     n_t, n_p = cfg.n_topics, len(people.pop)
-    user = np.repeat(np.arange(cfg.n_users), rng.poisson(cfg.short_per_live * live_count))
+    user = np.repeat(np.arange(cfg.n_users),
+                     rng.poisson(cfg.short_per_live * cfg.live_exposures_per_user * users.short_activity))
     n = len(user)
     day = rng.integers(0, N_DAYS, n)
     hour = sample_weighted(_WATCH_DIURNAL, rng.random(n))
@@ -683,14 +815,20 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
     users = _draw_users(streams[1], config, people)
     rooms = _draw_rooms(streams[2], config, people)
     segments = _draw_segments(streams[3], config, people, rooms)
-    exp = _draw_exposures(streams[4], config, users, people, rooms)
-    fb = _draw_live_feedback(streams[5], config, users, people, rooms, segments, exp)
+    exp = _draw_exposures(streams[4], config, users, people, rooms, segments)
     photos = _draw_photos(streams[6], config, people)
+    short = _draw_short_videos(streams[6], config, users, people, photos)
+    u_id, l_id, s_id = users.ids[exp["user"]], rooms.ids[exp["room"]], people.ids[rooms.streamer[exp["room"]]]
+    # familiarity: plays of the room's streamer's short videos before the exposure, a completed play counting
+    # twice (as the file shows them: daily rows at the day's first play)
+    familiar = _count_before(short["user_id"].to_numpy() * 470_000 + short["author_id"].to_numpy(),
+                             (short["timestamp"].to_numpy() - WINDOW_START_MS) // 1000,
+                             u_id * 470_000 + s_id, (exp["t"] - WINDOW_START_MS) // 1000,
+                             weights=(short["show_cnt"] + short["complete_play_cnt"]).to_numpy())
+    fb = _draw_live_feedback(streams[5], config, users, people, rooms, segments, exp, familiar)
     live_count = np.bincount(exp["user"], minlength=config.n_users)
-    short = _draw_short_videos(streams[6], config, users, people, photos, live_count)
     names = np.asarray(TOPICS[:config.n_topics])
 
-    u_id, l_id, s_id = users.ids[exp["user"]], rooms.ids[exp["room"]], people.ids[rooms.streamer[exp["room"]]]
     clicked = fb["clicked"]
     tables = {
         CLICK_FILE: _event_table(u_id[clicked], l_id[clicked], s_id[clicked], exp["t"][clicked],
@@ -712,7 +850,9 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
         "user_id": u_id, "live_id": l_id, "streamer_id": s_id, "timestamp": exp["t"], "clicked": clicked,
         "segment": fb["segment"], "segment_topic": segments.topic[fb["segment"]],
         "segment_quality": fb["quality"], "affinity": fb["affinity"], "room_affinity": fb["room_affinity"],
-        "favourite": fb["favourite"], "watch_ms": fb["watch"],
+        "segment_hype": fb["hype"], "favourite": fb["favourite"], "familiar": fb["familiar"],
+        "watch_ms": fb["watch"],
+        **{f"first_{name}_ms": fb["first"][name] for name in ("comment", "like", "gift")},
     }).sort("timestamp", "user_id", "live_id", maintain_order=True)
     fav_user, fav_person = np.divmod(users.fav_key, len(people.pop))
     return KuaiLiveReplica(
@@ -720,11 +860,11 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
         exposures=exposures,
         segments=pl.DataFrame({"live_id": rooms.ids[segments.room], "segment": np.arange(len(segments.room)),
                                "start_ms": segments.start, "end_ms": segments.end, "topic": segments.topic,
-                               "quality": segments.quality}),
+                               "quality": segments.quality, "hype": segments.hype}),
         rooms=pl.DataFrame({"live_id": rooms.ids, "streamer_id": people.ids[rooms.streamer], "start_ms": rooms.start,
                             "end_ms": rooms.end, "topic": rooms.topic, "quality": rooms.quality,
                             "live_name_id": rooms.title}),
-        affinity=users.affinity, user_ids=users.ids,
+        affinity=users.affinity, user_ids=users.ids, live_sparse=users.live_sparse,
         favourites=pl.DataFrame({"user_id": users.ids[fav_user], "creator_id": people.ids[fav_person]}))
 
 
@@ -739,3 +879,96 @@ def write_kuailive_replica(out_dir: Path, config: KuaiLiveReplicaConfig) -> list
             table.write_csv(tmp / name)
         np.save(tmp / TITLE_FILE, replica.title_embeddings)
     return [out_dir / name for name in FILES]
+
+
+# ------------------------------------------------------------------------------------------ premises
+
+
+def _room_window_rate(room: np.ndarray, t: np.ndarray, clicked: np.ndarray, lo_ms: np.ndarray,
+                      hi_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shows, click rate) of each row's room over exposures at times in [lo_ms, hi_ms); rows sorted by
+    (room, t), rooms numbered 0.. (below 2**20)."""
+    key = room.astype(np.int64) << 42
+    comp = key + (t - WINDOW_START_MS + (1 << 40))
+    lo = np.searchsorted(comp, key + (lo_ms - WINDOW_START_MS + (1 << 40)), side="left")
+    hi = np.searchsorted(comp, key + (hi_ms - WINDOW_START_MS + (1 << 40)), side="left")
+    cum = np.r_[0, np.cumsum(clicked)]
+    shows = hi - lo
+    return shows, (cum[hi] - cum[lo]) / np.maximum(shows, 1)
+
+
+def measure_premises(replica: KuaiLiveReplica, min_shows: int = 3) -> dict[str, float]:
+    """The Moment&Cross premises measured on a replica (the numbers in the module docstring).
+
+    - ``fresh_room_gauc`` / ``stale30_room_gauc`` / ``stale60_room_gauc``: room-grouped AUC (impression
+      weights) of the room's click rate over the 5 minutes before the exposure, resp. over the 5 minutes
+      ending 30 / 60 minutes after it, for the exposure's click; on the exposures where all three windows
+      hold >= ``min_shows`` shows (``counter_rows``);
+    - ``{comment,like,gift}_{p10,p50,p90}_min`` and ``..._over_{5,30,60}min``: delay of each task's FIRST
+      event after the click (minutes; share of the clicks with that task later than 5 / 30 / 60 minutes);
+    - on the exposures of the valid + test dates (from 2025-05-20), with the user's history before the
+      exposure: click rate when the streamer appears in the user's earlier short videos (``ctr_aid_*``) or
+      not (``ctr_noaid_*``), for users with < 5 (``sparse``) or >= 5 (``rich``) earlier live clicks, and the
+      AUC of the user's earlier short-video share of the room's category for clicks (``share_auc_*``)."""
+    from recbench.metrics import auc, gauc
+
+    out: dict[str, float] = {}
+    ex = replica.exposures.sort("live_id", "timestamp")
+    room, t = np.unique(ex["live_id"].to_numpy(), return_inverse=True)[1], ex["timestamp"].to_numpy()
+    clicked = ex["clicked"].to_numpy().astype(np.float64)
+    windows = {"fresh": (t - 5 * MINUTE_MS, t), "stale30": (t + 25 * MINUTE_MS, t + 30 * MINUTE_MS + 1),
+               "stale60": (t + 55 * MINUTE_MS, t + 60 * MINUTE_MS + 1)}
+    counters = {name: _room_window_rate(room, t, clicked, lo, hi) for name, (lo, hi) in windows.items()}
+    seen = np.logical_and.reduce([shows >= min_shows for shows, _ in counters.values()])
+    out["counter_rows"] = float(seen.sum())
+    for name, (_, rate) in counters.items():
+        out[f"{name}_room_gauc"] = gauc(rate[seen], clicked[seen], room[seen], weight="impressions")
+
+    ex = replica.exposures
+    for task in ("comment", "like", "gift"):
+        delay = ex[f"first_{task}_ms"].to_numpy()
+        minutes = delay[delay >= 0] / MINUTE_MS
+        for p in (10, 50, 90):
+            out[f"{task}_p{p}_min"] = float(np.percentile(minutes, p))
+        for m in (5, 30, 60):
+            out[f"{task}_over_{m}min"] = float((minutes > m).mean())
+
+    tables = replica.tables
+    t = ex["timestamp"].to_numpy()
+    user, streamer = ex["user_id"].to_numpy(), ex["streamer_id"].to_numpy()
+    clicked = ex["clicked"].to_numpy()
+    sec = (t - WINDOW_START_MS) // 1000
+    category = {name: k for k, name in enumerate(replica.topic_names)}
+    room_cat = tables[ROOM_FILE].unique("live_id").select(
+        "live_id", pl.col("live_content_category").replace_strict(category).alias("cat"))
+    cat = ex.select("live_id").join(room_cat, on="live_id", how="left", maintain_order="left")["cat"].to_numpy()
+    short = tables[PHOTO_FILE].join(tables[PHOTO_TAG_FILE].select(
+        "photo_id", pl.col("first_level_category_name").replace_strict(category).alias("cat")), on="photo_id")
+    s_user, s_sec = short["user_id"].to_numpy(), (short["timestamp"].to_numpy() - WINDOW_START_MS) // 1000
+    n_aid = _count_before(s_user * 470_000 + short["author_id"].to_numpy(), s_sec, user * 470_000 + streamer, sec)
+    n_cat = _count_before(s_user * 64 + short["cat"].to_numpy(), s_sec, user * 64 + cat, sec)
+    n_short = _count_before(s_user, s_sec, user, sec)
+    n_live_clicks = _count_before(user[clicked], sec[clicked], user, sec)
+    late = t >= WINDOW_START_MS + 15 * DAY_MS  # the valid + test dates
+    share = n_cat / np.maximum(n_short, 1)
+    for name, group in (("sparse", late & (n_live_clicks < 5)), ("rich", late & (n_live_clicks >= 5))):
+        out[f"rows_{name}"] = float(group.sum())
+        out[f"ctr_aid_{name}"] = float(clicked[group & (n_aid > 0)].mean())
+        out[f"ctr_noaid_{name}"] = float(clicked[group & (n_aid == 0)].mean())
+        out[f"aid_share_{name}"] = float((n_aid[group] > 0).mean())
+        out[f"share_auc_{name}"] = auc(share[group], clicked[group])
+    return out
+
+
+if __name__ == "__main__":  # python -m recbench.data.kuailive_replica [field=value ...]: the premises, measured
+    import sys
+
+    fields = {f.name: f.type for f in dataclasses.fields(KuaiLiveReplicaConfig)}
+    overrides = dict(arg.split("=", 1) for arg in sys.argv[1:])
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise SystemExit(f"unknown KuaiLiveReplicaConfig field(s): {', '.join(unknown)}")
+    config = KuaiLiveReplicaConfig(**{k: (int if fields[k] in (int, "int") else float)(v)
+                                      for k, v in overrides.items()})
+    for key, value in measure_premises(simulate_kuailive_replica(config)).items():
+        print(f"{key:22s} {value:.4f}")
