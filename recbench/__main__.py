@@ -114,7 +114,8 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
 
     check_fit(cfg, choices)
     adapter = instantiate(cfg.data)
-    datamodule = RecDataModule(adapter, seed=cfg.seed, **cfg.loader)
+    datamodule = RecDataModule(adapter, seed=cfg.seed, streaming=dict(cfg.get("streaming") or {"enabled": False}),
+                               **cfg.loader)
     prepared = datamodule.prepare()
     spec = prepared.meta["spec"]
     try:
@@ -175,13 +176,19 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
                  ResumeCheckpoint(last, cfg.checkpoint.every_n_steps)]
+    if datamodule.progressive:  # before the checkpoint writers, so their checkpoints hold its state
+        from recbench.progressive import ProgressiveValidation
+
+        callbacks.insert(0, ProgressiveValidation(datamodule.streaming))
     if kill_point():  # fault injection (tests, benchmarks/soak.py)
         callbacks.append(KillSwitch(*kill_point()))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    # a time-ordered stream is one pass over the stream (streaming.passes repeats each slice instead)
+    epochs = {"max_epochs": 1} if datamodule.streams else {}
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
-                          deterministic=_deterministic(cfg.trainer))
+                          deterministic=_deterministic(cfg.trainer), **epochs)
     # deterministic kernels stay on; torch's extra guard in that mode, filling every new tensor with
     # NaN, only catches reads of uninitialised memory and cost ~8% of a CTR training step (profiled)
     from torch.utils import deterministic as torch_deterministic
@@ -201,7 +208,10 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
             "text_embeddings": prepared.meta.get("text_embeddings"),  # the folder read (data.text_embeddings=auto: the stage's)
             "dataset_stats": prepared.meta.get("stats", {}), "seed": cfg.seed,
-            "metrics": {"valid": best, "test": module.results.get("test", {})},
+            "metrics": {"valid": best, "test": module.results.get("test", {}),
+                        **({"progressive": module.results["progressive"]} if "progressive" in module.results else {})},
+            "training_order": "stream" if datamodule.streams else "shuffled",
+            "progressive_curve": module.progressive_curve,
             "monitor": {"metric": monitor, "mode": mode, "best_epoch": best.get("epoch")},
             "epochs_run": trainer.current_epoch, "history": module.history,
             "train_seconds": train_seconds,

@@ -48,6 +48,7 @@ class RecModule(L.LightningModule):
         self._kept: dict[str, list[dict[str, torch.Tensor]]] = defaultdict(list)
         self.results: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, Any]] = []
+        self.progressive_curve: list[dict[str, Any]] = []  # set by progressive validation (recbench/progressive.py)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.net(batch)
@@ -126,24 +127,31 @@ class RecModule(L.LightningModule):
                              "optimizer.sparse.lr or set optimizer.gradient_clip")
 
     # ------------------------------------------------------------------ evaluation
-    def _keep(self, split: str, batch) -> None:
+    def collect(self, batch) -> dict[str, torch.Tensor]:
+        """What every head keeps of one evaluated batch (predictions, labels, groups), on the CPU."""
         outputs = self.net(batch)
-        kept = {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
+        return {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
                 for key, value in head.collect(outputs, batch).items()}
-        self._kept[split].append(kept)
 
-    def _finish(self, split: str) -> dict[str, float]:
-        parts = self._kept.pop(split, [])
-        if self.trainer.world_size > 1:
-            parts = self._gather(parts)
+    def metrics_of(self, parts: list[dict[str, torch.Tensor]], prefix: str) -> dict[str, float]:
+        """Every head's metrics over the collected batches, as `<prefix>/<metric>/<target>`."""
         if not parts:
             return {}
         merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         values: dict[str, float] = {}
         for name, head in self.heads.items():
-            prefix = f"{name}."
-            values.update(head.metrics({k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}))
-        return {f"{split}/{key}": float(value) for key, value in values.items()}
+            start = f"{name}."
+            values.update(head.metrics({k[len(start):]: v for k, v in merged.items() if k.startswith(start)}))
+        return {f"{prefix}/{key}": float(value) for key, value in values.items()}
+
+    def _keep(self, split: str, batch) -> None:
+        self._kept[split].append(self.collect(batch))
+
+    def _finish(self, split: str) -> dict[str, float]:
+        parts = self._kept.pop(split, [])
+        if self.trainer.world_size > 1:
+            parts = self._gather(parts)
+        return self.metrics_of(parts, split)
 
     @staticmethod
     def _gather(parts: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
@@ -185,6 +193,7 @@ class RecModule(L.LightningModule):
         # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
         numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
         checkpoint["recbench"] = {"history": self.history, "results": self.results,
+                                  "progressive_curve": self.progressive_curve,
                                   "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state,
                                           "python": random.getstate()}}
 
@@ -197,6 +206,7 @@ class RecModule(L.LightningModule):
         if state is None or self.trainer.state.fn != "fit":  # testing a checkpoint must not rewind the run
             return
         self.history, self.results = state["history"], state["results"]
+        self.progressive_curve = state.get("progressive_curve", [])
         torch.set_rng_state(state["rng"]["torch"])
         name, keys, position, has_gauss, cached = state["rng"]["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))

@@ -134,32 +134,76 @@ def test_exposures_splits_and_labels(official):
     assert spec["cardinalities"]["author"] == spec["cardinalities"]["streamer"] and spec["cardinalities"]["kind"] == 3
 
 
+def emitted(prepared) -> list[tuple[int, float]]:
+    """(exposure, seconds from the exposure to the emit time) of each training row, in stream order."""
+    a = prepared.arrays
+    exposure = a["view_exposure"][a["train_rows"]]
+    return [(int(e), (int(t) - int(a["sample_time"][e])) / 1000) for e, t in zip(exposure, a["train_time"])]
+
+
 def test_moment_stream_reports_first_positives_then_exit(official):
     kuailive, prepared = official
     train = batch_of(kuailive, prepared, "train")
-    # n1 (not clicked): one row; c1: click @0, long view + first comment @tick 2, gift @tick 14, the
-    # remaining like (0) at exit @tick 20; c2: click @0, the rest at exit @tick 1
-    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 1, 1, 2, 2]
-    assert labels(train) == [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0],
-                             [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
-    assert labels(train, "mask") == [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1],
-                                     [0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 1, 1, 1, 1]]
+    # 30-s ticks on the Unix-epoch grid, a report in the first tick strictly after its label is known:
+    # n1 (20:05:00, no click) at 20:05:30; c1 (20:10:00): click at 20:10:30, first comment (20:10:45) at
+    # 20:11:00, long view (60 s) at 20:11:30, gift (20:17:00) at 20:17:30, the remaining like (0) at the
+    # exit (20:20:00) -> 20:20:30; c2 (20:12:00): click at 20:12:30, the rest at its exit (20:12:30) -> 20:13:00
+    assert emitted(prepared) == [(0, 30), (1, 30), (1, 60), (1, 90), (2, 30), (2, 60), (1, 450), (1, 630)]
+    assert labels(train) == [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
+                             [0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
+    assert labels(train, "mask") == [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0],
+                                     [1, 0, 0, 0, 0], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]
     assert not any(map(any, labels(train, "pu")))
     # every task is trained exactly once per exposure (first-only: the repeated comment is not reported)
     mask = np.array(labels(train, "mask"))
-    assert np.bincount(prepared.arrays["train_rows"], weights=mask.sum(1)).tolist() == [5, 5, 5]
+    exposure = [e for e, _ in emitted(prepared)]
+    assert np.bincount(exposure, weights=mask.sum(1)).tolist() == [5, 5, 5]
+    assert (np.diff(prepared.arrays["train_time"]) >= 0).all()  # the stream is in emit-time order
+
+
+def test_the_tick_changes_the_rows_and_their_features(tmp_path):
+    raw = write_files(tmp_path / "raw")
+    fast = adapter(raw, tmp_path, moment_seconds=30).prepare()
+    slow = adapter(raw, tmp_path, moment_seconds=3600).prepare()
+    # 1-h ticks (on the hour): n1, c1's click, comment and long view and c2 all report at 21:00;
+    # c1's gift (20:17) and exit (20:20) too: one row per (exposure, tick) -> three rows
+    assert emitted(slow) == [(0, 3300), (1, 3000), (2, 2880)]
+    slow_batch = batch_of(adapter(raw, tmp_path, moment_seconds=3600), slow, "train")
+    assert labels(slow_batch) == [[0, 0, 0, 0, 0], [1, 1, 1, 0, 1], [1, 0, 0, 0, 0]]
+    assert labels(slow_batch, "mask") == [[1] * 5] * 3
+    fast_batch = batch_of(adapter(raw, tmp_path), fast, "train")
+    # the features are read at the emit time: 21:00 is an hour later (hour 21) and the room is 60 min old
+    assert slow_batch["hour"].tolist() == [21 + 2] * 3 and fast_batch["hour"].tolist() == [20 + 2] * 8
+    assert slow_batch["live_age"].tolist() == [7 + 2] * 3  # 60 min: past 7 edges (1, 5, ..., 60 min)
+    assert fast_batch["live_age"][:2].tolist() == [2 + 2, 3 + 2]  # 5.5 min and 10.5 min old
+    # at 21:00 the last 5 minutes of room 9001 are empty; c2's 30-minute window (20:30-21:00) too
+    assert slow_batch["room_shows_5m"].tolist() == [2, 2, 2] and slow_batch["room_clicks_30m"].tolist() == [2, 2, 2]
+    # valid / test rows are read at the exposure whatever the tick
+    for key in ("valid_rows", "test_rows", "progressive_rows"):
+        np.testing.assert_array_equal(fast.arrays["view_time"][fast.arrays[key]],
+                                      slow.arrays["view_time"][slow.arrays[key]])
+
+
+def test_reports_at_or_after_the_split_end_are_not_trained_on(tmp_path):
+    raw = write_files(tmp_path / "raw")
+    # training ends at local midnight of the 7th = 16:00 UTC; 4-hour ticks (00, 04, ..., 16 UTC) put every
+    # report of the 20:05-20:20 local exposures at 16:00 UTC: not known during training, so no row
+    late = adapter(raw, tmp_path, moment_seconds=4 * 3600, valid_start="2025-05-07").prepare()
+    assert len(late.arrays["train_moment_rows"]) == 0 and len(late.arrays["progressive_rows"]) == 3
+    assert len(late.arrays["train_window_rows"]) == 4  # the window stream's reports end by 21:20 local
 
 
 def test_window_stream_fast_rows_and_pu_slow_rows(tmp_path):
     kuailive = adapter(write_files(tmp_path / "raw"), tmp_path, stream="window")
     prepared = kuailive.prepare()
     train = batch_of(kuailive, prepared, "train")
-    # c1's gift comes after 7 minutes: missing from its fast row, re-reported by the slow window with PU
-    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 2]
-    assert labels(train) == [[0, 0, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]]
-    assert labels(train, "mask") == [[1] * 5, [1] * 5, [0, 0, 0, 0, 1], [1] * 5]
-    assert labels(train, "pu") == [[0] * 5, [0] * 5, [0, 0, 0, 0, 1], [0] * 5]
-    # both streams share one cache and the same valid / test exposures
+    # a fast row 5 minutes after each exposure; c1's gift comes after 7 minutes: missing from its fast
+    # row, re-reported 1 hour after the exposure by the slow window with PU
+    assert emitted(prepared) == [(0, 300), (1, 300), (2, 300), (1, 3600)]
+    assert labels(train) == [[0, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+    assert labels(train, "mask") == [[1] * 5, [1] * 5, [1] * 5, [0, 0, 0, 0, 1]]
+    assert labels(train, "pu") == [[0] * 5, [0] * 5, [0] * 5, [0, 0, 0, 0, 1]]
+    # both streams share one cache and the same valid / test rows
     moment = adapter(tmp_path / "raw", tmp_path, stream="moment").prepare()
     assert moment.meta["fingerprint"] == prepared.meta["fingerprint"]
     assert len(list((tmp_path / "cache").iterdir())) == 1
@@ -167,16 +211,23 @@ def test_window_stream_fast_rows_and_pu_slow_rows(tmp_path):
         np.testing.assert_array_equal(moment.arrays[key], prepared.arrays[key])
 
 
-def test_context_counts_only_the_past_of_the_room(official):
+def test_context_counts_only_the_past_of_the_room_and_never_the_rows_own_visit(official):
     kuailive, prepared = official
     train = batch_of(kuailive, prepared, "train")
-    # n1 (20:05) is the room's first exposure; c2 (20:12) sees c1 (20:10) and the 20:10:45 comment in the
-    # last 5 minutes, not n1 (20:05) nor the comment at exactly 20:12; 30 minutes: n1 + c1 (2 -> log2 bucket 1)
-    assert [train[f"room_{w}_5m"][0].item() for w in ("shows", "clicks", "engage")] == [2, 2, 2]
-    assert [train[f"room_{w}_5m"][-1].item() for w in ("shows", "clicks", "engage")] == [3, 3, 3]
-    assert [train[f"room_{w}_30m"][-1].item() for w in ("shows", "clicks", "engage")] == [3, 3, 3]
-    assert train["hour"][-1].item() == 20 + 2 and train["live_age"][-1].item() == 3 + 2  # 12 min: 4th bucket
-    assert train["group"].tolist() == [2, 1, 1, 1, 1, 2, 2]
+    counters = lambda row, m: [train[f"room_{w}_{m}m"][row].item() for w in ("shows", "clicks", "engage")]  # noqa: E731
+    # n1's row (20:05:30) would count n1 itself: its own exposure is left out -> all 0 (bucket 0 + 2)
+    assert counters(0, 5) == [2, 2, 2]
+    # c2's click row (20:12:30): c1 (20:10) and both of user 11's comments (20:10:45, 20:12) in the last 5 min,
+    # not c2 itself nor n1 (20:05); 2 comments -> log2 bucket 1
+    assert counters(4, 5) == [3, 3, 3]
+    # c1's gift row (20:17:30), 30 min: n1 and c2 count (2 shows, 1 click: both log2 bucket 1), c1's own
+    # click, comments and gift do not (engagements 0)
+    assert counters(6, 30) == [3, 3, 2]
+    assert train["hour"][-1].item() == 20 + 2 and train["live_age"][-1].item() == 4 + 2  # 20:20:30: 20.5 min, past 4 edges
+    assert train["group"].tolist() == [2, 1, 1, 1, 2, 2, 1, 1]
+    # valid / test rows are read at the exposure: c4 (test, 20:30 on the 24th) sees no one in room 9004 yet
+    test = batch_of(kuailive, prepared, "test")
+    assert [test[f"room_{w}_5m"][2].item() for w in ("shows", "clicks", "engage")] == [2, 2, 2]
 
 
 def test_content_and_streamer_longterm_embeddings(official):
@@ -310,19 +361,55 @@ def replica(tmp_path_factory):
     return datamodule
 
 
-def test_no_sequence_element_at_or_after_the_exposure(replica):
+def test_no_feature_reads_an_event_at_or_after_the_rows_read_time_nor_its_own_visit(replica):
+    """Every row set (training rows at their emit time, evaluated rows at their exposure): sequence items
+    are known strictly before the row's read time and never its own visit; room counters recomputed
+    from the files for a sample of rows match."""
     kuailive, tables = replica.adapter, replica.tables
     np.testing.assert_array_equal(replica.prepared.arrays["sample_time"], exposure_times(replica))
-    for split in ("train", "valid", "test"):
-        exposure = tables[f"{split}_rows"]
-        now = tables["sample_time"][exposure][:, None]
+    for split in ("train", "progressive", "valid", "test"):
+        view = tables[f"{split}_rows"]
+        now, exposure = tables["view_time"][view][:, None], tables["view_exposure"][view]
+        assert (now[:, 0] >= tables["sample_time"][exposure]).all()
         for name in SEQUENCES:
-            item, valid = kuailive.sequence_items(tables, name, exposure)
+            item, valid = kuailive.sequence_items(tables, name, view)
             when = tables["item_time"][item]
             if name == "mixed":  # a live long view is known once the watch passes the threshold
                 when = when + torch.where(tables["item_kind"][item] == 2, kuailive.long_view_ms, 0)
-            assert valid.any() and (when < now)[valid].all(), (split, name)
+            own = ((tables["item_visit_room"][item] == tables["sample_visit_room"][exposure][:, None])
+                   & (tables["item_time"][item] >= tables["sample_time"][exposure][:, None]))
+            assert valid.any() and (when < now)[valid].all() and not own[valid].any(), (split, name)
             assert not item[~valid].any()
+    check_counters_from_the_files(replica, "train", sample=300)
+
+
+def check_counters_from_the_files(datamodule, split: str, sample: int) -> None:
+    """room_<what>_<m>m of `sample` rows against a count over the raw files: events of the room in
+    [t - m, t), less the row's own user's events in that room from the exposure on."""
+    files, arrays = Path(datamodule.prepared.meta["files_dir"]), datamodule.prepared.arrays
+    read = lambda name: pl.read_csv(files / name).select("user_id", "live_id", "timestamp")  # noqa: E731
+    sources = {"shows": pl.concat([read("click.csv"), read("negative.csv")]), "clicks": read("click.csv"),
+               "engage": pl.concat([read(f"{k}.csv") for k in ("comment", "like", "gift")])}
+    rows = np.linspace(0, len(arrays[f"{split}_rows"]) - 1, sample).astype(np.int64)
+    batch = datamodule.adapter.assemble(datamodule.tables, split, torch.from_numpy(rows))
+    view = arrays[f"{split}_rows"][rows]
+    exposure = arrays["view_exposure"][view]
+    queries = pl.DataFrame({"t": arrays["view_time"][view], "exposed": arrays["sample_time"][exposure],
+                            "row": np.arange(sample)})
+    # the user and room of each sampled exposure, looked up in the files by its time (where unique)
+    keyed = sources["shows"].rename({"timestamp": "exposed"}).unique(["exposed"], keep="none")
+    queries = queries.join(keyed, on="exposed", how="inner")
+    assert queries.height > sample // 2  # exposures with a unique time identify their user and room
+    for minutes in datamodule.adapter.counter_minutes:
+        for what, events in sources.items():
+            joined = queries.join(events.rename({"user_id": "event_user", "timestamp": "when"}), on="live_id")
+            inside = (pl.col("when") >= pl.col("t") - minutes * 60_000) & (pl.col("when") < pl.col("t"))
+            own = (pl.col("event_user") == pl.col("user_id")) & (pl.col("when") >= pl.col("exposed"))
+            counts = (queries.select("row").join(joined.filter(inside & ~own).group_by("row").len(), on="row",
+                                                 how="left").fill_null(0).sort("row"))
+            expected = np.minimum(np.floor(np.log2(counts["len"].to_numpy() + 1.0)), 8) + 2
+            got = batch[f"room_{what}_{minutes}m"].numpy()[counts["row"].to_numpy()]
+            np.testing.assert_array_equal(got, expected, err_msg=f"{what} {minutes}m")
 
 
 def exposure_times(datamodule) -> np.ndarray:
@@ -342,7 +429,7 @@ def test_valid_and_test_are_disjoint_later_days(replica):
     arrays = replica.prepared.arrays
     assert not np.intersect1d(arrays["valid_rows"], arrays["test_rows"]).size
     assert not np.intersect1d(arrays["train_rows"], arrays["valid_rows"]).size
-    time = arrays["sample_time"]
+    time = arrays["view_time"]  # training rows: emit times, known before validation starts
     assert time[arrays["train_rows"]].max() < time[arrays["valid_rows"]].min()
     assert time[arrays["valid_rows"]].max() < time[arrays["test_rows"]].min()
 

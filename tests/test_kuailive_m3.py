@@ -149,12 +149,27 @@ def test_labels_and_splits(handmade):
 def test_moment_stream_with_gift_at_session_end(handmade):
     m3, prepared = handmade
     train = batch_of(m3, prepared, "train")
-    # show: one row; s1: click @0, long view + comment @tick 2, the gift at its end (tick 20) shares the
-    # exit row with the like's negative; s2: click @0, the rest at exit (tick 1)
-    assert prepared.arrays["train_rows"].tolist() == [0, 1, 1, 1, 2, 2]
-    assert labels(train) == [[0] * 5, [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0] * 5]
-    assert labels(train, "mask") == [[1] * 5, [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [1, 0, 0, 0, 0],
-                                     [0, 1, 1, 1, 1]]
+    # 30-s ticks, each report in the first tick strictly after it is known: the show (20:05) at 20:05:30;
+    # s1 (20:10): click 20:10:30, comment (20:10:45) 20:11:00, long view 20:11:30, the gift (dated just before
+    # the session's end) 20:20:00, the like's negative at the exit 20:20:30; s2 (20:12): click 20:12:30, exit 20:13:00
+    a = prepared.arrays
+    exposure = a["view_exposure"][a["train_rows"]]
+    assert exposure.tolist() == [0, 1, 1, 1, 2, 2, 1, 1]
+    assert ((a["train_time"] - a["sample_time"][exposure]) // 1000).tolist() == [30, 30, 60, 90, 30, 60, 600, 630]
+    assert labels(train) == [[0] * 5, [1, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0] * 5,
+                             [0, 0, 0, 0, 1], [0] * 5]
+    assert labels(train, "mask") == [[1] * 5, [1, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
+                                     [0, 1, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]
+
+
+def test_a_later_tick_reads_the_rooms_later_content(handmade, tmp_path):
+    m3, prepared = handmade
+    fast = batch_of(m3, prepared, "train")
+    assert not fast["live_content_emb"].any()  # every 30-s report of room 9001 comes before its 20:30 segment
+    hourly = adapter(write_files(tmp_path / "raw"), tmp_path, moment_seconds=3600)
+    slow = batch_of(hourly, hourly.prepare(), "train")
+    # hourly reports at 21:00 see the segment that ended at 20:30
+    assert slow["live_content_emb"].tolist() == [[0, 0, 1, 0]] * 3
 
 
 def test_sequences_from_short_video_plays(handmade):
@@ -262,10 +277,10 @@ def test_replica_through_the_adapter(replica):
         batch = m3.assemble(tables, split, torch.arange(len(prepared.arrays[f"{split}_rows"])))
         for field in prepared.meta["spec"]["user_fields"] + prepared.meta["spec"]["item_fields"]:
             assert batch[field].dtype == torch.int64 and batch[field].max() < cards[field]
-        exposure = tables[f"{split}_rows"]
-        now = tables["sample_time"][exposure][:, None]
-        for name in SEQUENCES:  # no sequence element at or after the exposure
-            item, valid = m3.sequence_items(tables, name, exposure)
+        view = tables[f"{split}_rows"]
+        now = tables["view_time"][view][:, None]
+        for name in SEQUENCES:  # no sequence element at or after the row's read time
+            item, valid = m3.sequence_items(tables, name, view)
             when = tables["item_time"][item] + torch.where((tables["item_kind"][item] == 2) & (name == "mixed"),
                                                            m3.long_view_ms, 0)
             assert valid.any() and (when < now)[valid].all(), (split, name)

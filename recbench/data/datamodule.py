@@ -8,6 +8,9 @@ sets `use_distributed_sampler: false`): training takes every world-th batch of o
 per-epoch permutation, dropping the last incomplete round so every rank runs the same number of
 steps; evaluation gives each rank one contiguous block of rows, so no row is duplicated or dropped
 and the ranks' predictions, gathered in rank order, are the single-process order (module.py).
+
+Time-ordered training (`streaming`, recbench/data/streaming.py) replaces the shuffled epochs when the
+dataset gives its training rows emit times (`train_time`): one pass over the stream in emit-time order.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recbench.data.base import DatasetAdapter, Prepared
 from recbench.data.schema import ROW_ARRAYS, SPLITS, check_prepared
+from recbench.data.streaming import StreamingConfig, TimeSliceBatches
 from recbench.errors import UserInputError
+
+TIMES = "{split}_time"  # optional per-row Unix ms: emit times of training rows, exposure times of evaluated rows
 
 
 class _SplitBatches(Dataset):
@@ -99,8 +105,12 @@ def declared_batch_keys(parts) -> frozenset[str] | None:
 
 class RecDataModule(L.LightningDataModule):
     def __init__(self, adapter: DatasetAdapter, batch_size: int, eval_batch_size: int, seed: int,
-                 num_workers: int = 0, pin_memory: bool | str = "auto") -> None:
+                 num_workers: int = 0, pin_memory: bool | str = "auto",
+                 streaming: StreamingConfig | dict | None = None) -> None:
         super().__init__()
+        if isinstance(streaming, dict) or streaming is None:
+            streaming = StreamingConfig(**(streaming or {"enabled": False}))
+        self.streaming = streaming
         if pin_memory not in (True, False, "auto"):
             raise ValueError(f"loader.pin_memory must be true, false or auto, got {pin_memory!r}")
         self.adapter = adapter
@@ -114,6 +124,7 @@ class RecDataModule(L.LightningDataModule):
         self.position = (0, 0)  # (epoch, training batches consumed in it): saved in checkpoints
         self.batch_keys: frozenset[str] | None = None  # what the model and heads read (None: every key)
         self._resume: tuple[int, int] | None = None
+        self.train_sampler: Sampler | None = None  # the training sampler in use (progressive validation reads it)
 
     def prepare(self) -> Prepared:
         """Read or build the dataset once; returns the arrays and their metadata."""
@@ -132,7 +143,26 @@ class RecDataModule(L.LightningDataModule):
             if overlap.size:
                 raise RuntimeError(f"{self.adapter.name}: {overlap.size} rows are in both validation and test")
             self.prepared, self.tables = prepared, tables
+            if self.streaming.enabled is True and TIMES.format(split="train") not in arrays:
+                raise UserInputError(f"streaming.enabled=true but dataset '{self.adapter.name}' gives its training rows "
+                                     "no emit times (train_time). Fix: streaming.enabled=auto or false")
         return self.prepared
+
+    @property
+    def streams(self) -> bool:
+        """Training consumes the rows in emit-time order (streaming.enabled, or auto + emit times)."""
+        has_times = TIMES.format(split="train") in self.prepare().arrays
+        return self.streaming.enabled is True or (self.streaming.enabled == "auto" and has_times)
+
+    @property
+    def progressive(self) -> bool:
+        """Progressive validation runs: a time-ordered stream and exposure times of its rows to score."""
+        return self.streams and self.streaming.progressive and TIMES.format(split="progressive") in self.tables
+
+    def batches(self, split: str, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Assembled evaluation batches of the given rows of a split (progressive validation)."""
+        data = _SplitBatches(self.adapter, self.tables, split, self.batch_keys)
+        return [data[block] for block in rows.split(self.eval_batch_size)]
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -145,7 +175,12 @@ class RecDataModule(L.LightningDataModule):
         batches = _SplitBatches(self.adapter, self.tables, split, self.batch_keys)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if shuffle:
-            sampler = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)
+            if self.streams:
+                sampler = TimeSliceBatches(self.tables[TIMES.format(split=split)], self.batch_size, self.streaming,
+                                           self.seed, rank, world)
+            else:
+                sampler = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)
+            self.train_sampler = sampler
             if self._resume is not None:
                 sampler.resume_from(*self._resume)
                 self._resume = None

@@ -84,7 +84,7 @@ class KuaiLiveAdapter(DatasetAdapter):
     smoke_replica = {"n_users": 150, "n_streamers": 120, "n_authors": 150, "live_exposures_per_user": 40.0}
 
     name = "kuailive"
-    version = "2"  # 2: row arrays `<split>_rows` (were `_ep`)
+    version = "3"  # 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
     required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,
                       STREAMER_FILE, TITLE_FILE)
     optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE)
@@ -150,10 +150,11 @@ class KuaiLiveAdapter(DatasetAdapter):
         first = self._first_positive(exposures, events)
         short = short_videos(tables.get("photos"), tables.get("photo_tags"))
         exposures, vocab = self._index(exposures, tables, short)
-        arrays = self._features(exposures, events)
-        arrays.update(self._labels_and_streams(exposures, first))
+        arrays, views = self._rows_and_views(exposures, first)
+        arrays.update(self._features(exposures, views, events))
         arrays.update(self._embeddings(exposures, rooms, title_ids(tables["rooms"]), tables["titles"]))
-        arrays.update(self._sequences(exposures, rooms, events["click"], short, vocab))
+        arrays["view_title"] = arrays.pop("sample_title")[views["exposure"].to_numpy()]  # a room's title is fixed
+        arrays.update(self._sequences(exposures, views, rooms, events["click"], short, vocab))
         meta = {"spec": self._spec(vocab, int(tables["titles"].shape[1])),
                 "splits": {s: int((exposures["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
                 "stats": self._stats(exposures, rooms, events, dropped, short, first, arrays)}
@@ -173,6 +174,8 @@ class KuaiLiveAdapter(DatasetAdapter):
                 "dropped_outside_windows": dropped, "short_video_rows": 0 if short is None else short.height,
                 "short_per_live": 0.0 if short is None else round(short.height / exposures.height, 3),
                 "train_rows": {s: len(arrays[f"train_{s}_rows"]) for s in ("moment", "window")},
+                "views": len(arrays["view_time"]),
+                "emit_delay_seconds": {s: emit_delays(arrays, s) for s in ("moment", "window")},
                 "positive_rate": {"train": rate(split == 0), "test": rate(split == 2)}}
 
     def _exposures(self, events: dict[str, pl.DataFrame], rooms: pl.DataFrame, raw_dir: Path) -> pl.DataFrame:
@@ -245,70 +248,116 @@ class KuaiLiveAdapter(DatasetAdapter):
                                            for field, column in columns.items())
         return exposures.with_columns(group=pl.col("user_id").rank("dense").cast(pl.Int64)), vocab
 
-    def _features(self, exposures: pl.DataFrame, events: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
-        """Categorical fields (int32) plus the context: hour, room age and real-time room counters."""
+    def _features(self, exposures: pl.DataFrame, views: pl.DataFrame,
+                  events: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
+        """Per exposure the categorical fields; per view the context read at the view's time: hour, room
+        age and real-time room counters over the past windows. A view read after its exposure leaves out
+        its own user's events in that room from the exposure on (the click, comments, ... are its labels)."""
         arrays = {f"sample_{f}": exposures[f].to_numpy().astype(np.int32) for f in (*USER_FIELDS, *ITEM_FIELDS)}
-        t = exposures["timestamp"].to_numpy()
         arrays["sample_group"] = exposures["group"].to_numpy()
-        arrays["sample_time"] = t  # Unix ms; not in the batches (for time-ordered training and leakage checks)
-        arrays["sample_hour"] = (((t + LOCAL_OFFSET_MS) // 3_600_000) % 24 + 2).astype(np.int32)
-        minutes = (t - exposures["start"].to_numpy()) / MINUTE_MS
-        arrays["sample_live_age"] = (np.searchsorted(LIVE_AGE_EDGES, minutes, side="right") + 2).astype(np.int32)
-        room = exposures["room"].to_numpy()
-        shows = pl.concat([events["click"].select("room", "timestamp"), events["negative"].select("room", "timestamp")])
-        sources = {"shows": shows, "clicks": events["click"].select("room", "timestamp"),
-                   "engage": pl.concat([events[k].select("room", "timestamp") for k in ("comment", "like", "gift")])}
+        arrays["sample_time"] = exposures["timestamp"].to_numpy()  # Unix ms of the exposure (not in the batches)
+        arrays["sample_visit_room"] = exposures["room"].to_numpy() + 1  # matches item_visit_room (own-visit check)
+        t, exposed = views["time"].to_numpy(), views["timestamp"].to_numpy()
+        arrays["view_exposure"], arrays["view_time"] = views["exposure"].to_numpy().astype(np.int64), t
+        arrays["view_hour"] = (((t + LOCAL_OFFSET_MS) // 3_600_000) % 24 + 2).astype(np.int32)
+        minutes = (t - views["start"].to_numpy()) / MINUTE_MS
+        arrays["view_live_age"] = (np.searchsorted(LIVE_AGE_EDGES, minutes, side="right") + 2).astype(np.int32)
+        room, visit = views["room"].to_numpy(), visit_key(views["user_id"].to_numpy(), views["room"].to_numpy())
+        shows = pl.concat([events[k].select("user_id", "room", "timestamp") for k in ("click", "negative")])
+        sources = {"shows": shows, "clicks": events["click"].select("user_id", "room", "timestamp"),
+                   "engage": pl.concat([events[k].select("user_id", "room", "timestamp")
+                                        for k in ("comment", "like", "gift")])}
         for minutes in self.counter_minutes:
+            lo = t - minutes * MINUTE_MS
             for what, frame in sources.items():
-                count = count_before(frame["room"].to_numpy(), frame["timestamp"].to_numpy(), room, t,
-                                     minutes * MINUTE_MS)
+                when = frame["timestamp"].to_numpy()
+                count = count_in(frame["room"].to_numpy(), when, room, lo, t)
+                count -= count_in(visit_key(frame["user_id"].to_numpy(), frame["room"].to_numpy()), when, visit,
+                                  np.maximum(lo, exposed), t)
                 bucket = np.minimum(np.floor(np.log2(count + 1.0)), COUNTER_BUCKETS - 1).astype(np.int32)
-                arrays[f"sample_room_{what}_{minutes}m"] = bucket + 2
+                arrays[f"view_room_{what}_{minutes}m"] = bucket + 2
         return arrays
 
-    # ------------------------------------------------------------------ labels and streams
-    def _labels_and_streams(self, exposures: pl.DataFrame, first: np.ndarray) -> dict[str, np.ndarray]:
-        """valid / test: one row per exposure with every label; train: both streams' rows."""
-        split = exposures["split"].to_numpy()
+    # ------------------------------------------------------------------ row sets, streams and views
+    def _rows_and_views(self, exposures: pl.DataFrame, first: np.ndarray) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
+        """Every row set as indices into one table of views, a view being (exposure, the time its features
+        are read at): progressive / valid / test rows at their exposure, the two training streams at their
+        emit times. Returns the row arrays and the views (exposure columns + `exposure`, `time`)."""
+        sets = self._row_sets(exposures, first)
+        exposure = np.concatenate([rows for rows, *_ in sets.values()])
+        time = np.concatenate([times for _, times, *_ in sets.values()])
+        base = int(time.min()) - 1
+        span = int(time.max()) - base + 1
+        if exposures.height * span >= 1 << 62:
+            raise RuntimeError("views: too many exposures x time span for one int64 key")
+        unique, view = np.unique(exposure.astype(np.int64) * span + (time - base), return_inverse=True)
+        arrays, at = {}, 0
+        for name, (rows, _, label, mask, pu) in sets.items():
+            arrays[f"{name}_rows"] = view[at:at + len(rows)].astype(np.int64)
+            at += len(rows)
+            for key, value in (("label", label), ("mask", mask), ("pu", pu)):
+                if value is not None:
+                    arrays[f"{name}_{key}"] = value
+        columns = ("user_id", "room", "timestamp", "start", "category_name", "streamer_id")
+        views = exposures.select(columns)[unique // span].with_columns(
+            exposure=pl.Series(unique // span), time=pl.Series(unique % span + base))
+        return arrays, views
+
+    def _row_sets(self, exposures: pl.DataFrame, first: np.ndarray) -> dict[str, tuple]:
+        """name -> (exposure, view time, label, mask, pu). progressive / valid / test: every exposure of
+        the split once, read at its exposure, with every label known by the split end; train_moment /
+        train_window: the training streams, read at their emit times."""
+        split, t = exposures["split"].to_numpy(), exposures["timestamp"].to_numpy()
         positive = (first >= 0).astype(np.uint8)
-        arrays = {}
-        for index, name in ((1, "valid"), (2, "test")):
+        sets = {}
+        for index, name in ((0, "progressive"), (1, "valid"), (2, "test")):
             rows = np.flatnonzero(split == index)
-            arrays[f"{name}_rows"], arrays[f"{name}_label"] = rows.astype(np.int64), positive[rows]
+            sets[name] = (rows, t[rows], positive[rows], None, None)
         train = np.flatnonzero(split == 0)
         exit_ms = np.maximum(exposures["watch"].to_numpy()[train], first[train].max(1))
-        for stream, built in (("moment", self._moment(train, first[train], exit_ms)),
-                              ("window", self._window(train, first[train]))):
-            for key, value in zip(("rows", "label", "mask", "pu"), built):
-                arrays[f"train_{stream}_{key}"] = value
-        return arrays
+        end = exposures["split_end"].to_numpy()[train]
+        sets["train_moment"] = self._moment(train, t[train], first[train], exit_ms, end)
+        sets["train_window"] = self._window(train, t[train], first[train], end)
+        return sets
 
-    def _moment(self, rows: np.ndarray, first: np.ndarray, exit_ms: np.ndarray) -> tuple[np.ndarray, ...]:
-        """30-s reports: each first positive at its tick, the remaining tasks' negatives at the exit tick."""
-        ticks = -(-np.where(first >= 0, first, exit_ms[:, None]) // self.moment_ms)  # ceil: reported after it
-        key = np.arange(len(rows))[:, None].astype(np.int64) * (int(ticks.max(initial=0)) + 1) + ticks
+    def _moment(self, rows: np.ndarray, t: np.ndarray, first: np.ndarray, exit_ms: np.ndarray,
+                end: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Reports on the tick grid: each task's first positive in the first tick after it is known, the
+        remaining tasks' negatives in the first tick after the exit. One row per (exposure, tick) in
+        emit-time order; a report at or after the split end is not known in training and is dropped."""
+        known = t[:, None] + np.where(first >= 0, first, exit_ms[:, None])
+        tick = known // self.moment_ms + 1  # Unix-epoch grid: the first tick strictly after
+        lo = int(tick.min(initial=0))
+        span = int(tick.max(initial=0)) - lo + 1
+        index = np.broadcast_to(np.arange(len(rows))[:, None], tick.shape)
+        keep = tick * self.moment_ms < end[:, None]
+        key = tick[keep] - lo + index[keep].astype(np.int64) * span
         unique, row_of = np.unique(key, return_inverse=True)
-        row_of = row_of.reshape(key.shape)
         label = np.zeros((len(unique), len(TASKS)), np.uint8)
         mask = np.zeros_like(label)
-        task = np.broadcast_to(np.arange(len(TASKS)), key.shape)
-        label[row_of, task] = first >= 0
+        task = np.broadcast_to(np.arange(len(TASKS)), tick.shape)[keep]
+        label[row_of, task] = (first >= 0)[keep]
         mask[row_of, task] = 1
-        exposure = rows[unique // (int(ticks.max(initial=0)) + 1)]
-        return exposure.astype(np.int64), label, mask, np.zeros_like(label)
+        emit = (unique % span + lo) * self.moment_ms
+        order = np.argsort(emit, kind="stable")
+        return rows[unique // span][order], emit[order], label[order], mask[order], np.zeros_like(label)
 
-    def _window(self, rows: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, ...]:
-        """A fast-window row per exposure, then slow-window re-reports of the late positives (PU)."""
+    def _window(self, rows: np.ndarray, t: np.ndarray, first: np.ndarray,
+                end: np.ndarray) -> tuple[np.ndarray, ...]:
+        """A fast-window row per exposure, read when its window closes; slow-window re-reports of the late
+        positives (PU) when the slow window closes. Rows closing at or after the split end are dropped."""
         fast = ((first >= 0) & (first <= self.fast_ms)).astype(np.uint8)
         late = (first > self.fast_ms) & (first <= self.slow_ms)
-        slow = np.flatnonzero(late.any(1))
+        slow = np.flatnonzero(late.any(1) & (t + self.slow_ms < end))
         late = late[slow].astype(np.uint8)
-        order = np.argsort(np.r_[np.arange(len(rows)), slow], kind="stable")  # each slow row after its fast row
-        ep = np.r_[rows, rows[slow]][order]
-        label = np.r_[fast, late][order]
-        mask = np.r_[np.ones_like(fast), late][order]
-        pu = np.r_[np.zeros_like(fast), late][order]
-        return ep.astype(np.int64), label, mask, pu
+        on_time = np.flatnonzero(t + self.fast_ms < end)
+        emit = np.r_[t[on_time] + self.fast_ms, t[slow] + self.slow_ms]
+        order = np.argsort(emit, kind="stable")
+        exposure = np.r_[rows[on_time], rows[slow]][order]
+        label = np.r_[fast[on_time], late][order]
+        mask = np.r_[np.ones_like(fast[on_time]), late][order]
+        pu = np.r_[np.zeros_like(fast[on_time]), late][order]
+        return exposure, emit[order], label, mask, pu
 
     # ------------------------------------------------------------------ content embeddings
     def _embeddings(self, exposures: pl.DataFrame, rooms: pl.DataFrame, ids: np.ndarray,
@@ -331,28 +380,30 @@ class KuaiLiveAdapter(DatasetAdapter):
                 "room_longterm_emb": longterm, "sample_room": (sample_room + 1).astype(np.int32)}
 
     # ------------------------------------------------------------------ sequences
-    def _sequences(self, exposures: pl.DataFrame, rooms: pl.DataFrame, clicks: pl.DataFrame,
+    def _sequences(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame, clicks: pl.DataFrame,
                    short: pl.DataFrame | None, vocab: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
-        """One item table (row 0 padding) + per sequence the item order and each exposure's [first, end)."""
+        """One item table (row 0 padding) + per sequence the item order and each view's [first, end): the
+        items known strictly before the view's time (`sequence_items` then hides the view's own visit)."""
         users = exposures.select("user_id").unique()
         live = (clicks.join(users, on="user_id", how="semi")
                 .join(rooms.select("room", "category"), on="room", how="left", maintain_order="left")
                 .select("user_id", pl.col("streamer_id").alias("author_id"), "category",
                         pl.col("timestamp").alias("time"), pl.lit(LIVE, pl.Int8).alias("kind"),
                         (pl.col("watch_live_time") > self.long_view_ms).alias("long_view"),
-                        (pl.col("timestamp") + self.long_view_ms).alias("known")))
+                        (pl.col("timestamp") + self.long_view_ms).alias("known"), (pl.col("room") + 1).alias("visit")))
         parts = [live]
         if short is not None:
             parts.append(short.join(users, on="user_id", how="semi").select(
                 "user_id", "author_id", "category", "time", pl.lit(SHORT, pl.Int8).alias("kind"), "long_view",
-                pl.col("time").alias("known")))
+                pl.col("time").alias("known"), pl.lit(0, pl.Int64).alias("visit")))
         items = pl.concat(parts).with_row_index("item", offset=1)
         arrays = {"item_author": np.r_[0, encode(items["author_id"], vocab["streamer"]).to_numpy()].astype(np.int32),
                   "item_category": np.r_[0, encode(items["category"], vocab["category"]).to_numpy()].astype(np.int32),
                   "item_kind": np.r_[0, items["kind"].to_numpy()].astype(np.int8),
-                  "item_time": np.r_[0, items["time"].to_numpy()].astype(np.int64)}
-        queries = exposures.select("user_id", pl.col("category_name").alias("category"),
-                                   pl.col("streamer_id").alias("author_id"), pl.col("timestamp").alias("time"))
+                  "item_time": np.r_[0, items["time"].to_numpy()].astype(np.int64),
+                  "item_visit_room": np.r_[0, items["visit"].to_numpy()].astype(np.int64)}
+        queries = views.select("user_id", pl.col("category_name").alias("category"),
+                               pl.col("streamer_id").alias("author_id"), "time")
         shorts, lives = items.filter(pl.col("kind") == SHORT), items.filter(pl.col("kind") == LIVE)
         searches = {"short": (shorts, ["user_id"], "time"), "long": (shorts, ["user_id", "category"], "time"),
                     "aid": (shorts, ["user_id", "author_id"], "time"),
@@ -361,7 +412,7 @@ class KuaiLiveAdapter(DatasetAdapter):
         for name, (pool, keys, time) in searches.items():
             order, start, end = last_before(pool, keys, time, queries)
             arrays[f"seq_{name}_order"] = order
-            arrays[f"sample_seq_{name}_first"], arrays[f"sample_seq_{name}_end"] = start, end
+            arrays[f"view_seq_{name}_first"], arrays[f"view_seq_{name}_end"] = start, end
         return arrays
 
     def _spec(self, vocab: dict[str, pl.DataFrame], content_dim: int) -> dict[str, Any]:
@@ -376,41 +427,53 @@ class KuaiLiveAdapter(DatasetAdapter):
 
     # ------------------------------------------------------------------ streams and batches
     def attach(self, prepared: Prepared) -> None:
-        """Pick the training stream (both are cached) and give valid / test full masks."""
+        """Pick the training stream (both are cached), give every row its time and the evaluated row sets
+        full masks. `train_time` (emit times) and `progressive_time` (exposure times), Unix ms, are what
+        time-ordered training and progressive validation read (recbench/data/streaming.py)."""
         arrays = prepared.arrays
         for key in ("rows", "label", "mask", "pu"):
             arrays[f"train_{key}"] = arrays[f"train_{self.stream}_{key}"]
-        for split in ("valid", "test"):
+        for split in ("train", "progressive", "valid", "test"):
+            arrays[f"{split}_time"] = arrays["view_time"][arrays[f"{split}_rows"]]
+        for split in ("progressive", "valid", "test"):
             arrays[f"{split}_mask"] = np.ones_like(arrays[f"{split}_label"])
             arrays[f"{split}_pu"] = np.zeros_like(arrays[f"{split}_label"])
         prepared.meta["spec"]["stream"] = self.stream
         prepared.meta["stream"] = self.stream
 
     def sequence_items(self, tables: dict[str, torch.Tensor], name: str,
-                       exposure: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, L] item rows (0 = padding) and validity of sequence `name` for these exposures."""
+                       view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] item rows (0 = padding) and validity of sequence `name` for these views. A view read after
+        its exposure hides its own visit (the user's clicks on that room from the exposure on): its click
+        is the row's label."""
         length = self.sequence_lengths[name]
-        start = take(tables[f"sample_seq_{name}_first"], exposure).long()
-        end = take(tables[f"sample_seq_{name}_end"], exposure).long()
+        start = take(tables[f"view_seq_{name}_first"], view).long()
+        end = take(tables[f"view_seq_{name}_end"], view).long()
         position = end[:, None] - length + torch.arange(length)[None, :]  # oldest .. newest
         valid = position >= start[:, None]
         item = take(tables[f"seq_{name}_order"], torch.where(valid, position, 0)).long()  # position 0 -> padding item
-        return item, valid
+        exposure = take(tables["view_exposure"], view)
+        own = ((take(tables["item_visit_room"], item) == take(tables["sample_visit_room"], exposure)[:, None])
+               & (take(tables["item_time"], item) >= take(tables["sample_time"], exposure)[:, None]))
+        valid = valid & ~own
+        return torch.where(valid, item, 0), valid
 
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,
                  keys: frozenset[str] | None = None) -> dict[str, torch.Tensor]:  # builds every key
         t = tables
-        ep = take(t[f"{split}_rows"], rows)
-        batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS, *self.context_fields)}
+        view = take(t[f"{split}_rows"], rows)
+        ep = take(t["view_exposure"], view)
+        batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS)}
+        batch.update({f: take(t[f"view_{f}"], view).long() for f in self.context_fields})
         batch["group"] = take(t["sample_group"], ep)
         for key in ("label", "mask", "pu"):
             values = take(t[f"{split}_{key}"], rows).float()
             for k, task in enumerate(TASKS):
                 batch[f"{key}_{task}"] = values[:, k]
-        batch["live_content_emb"] = take(t["title_emb"], take(t["sample_title"], ep).long())
+        batch["live_content_emb"] = take(t["title_emb"], take(t["view_title"], view).long())
         batch["streamer_longterm_emb"] = take(t["room_longterm_emb"], take(t["sample_room"], ep).long())
         for name in SEQUENCES:
-            item, valid = self.sequence_items(t, name, ep)
+            item, valid = self.sequence_items(t, name, view)
             batch[f"seq_{name}_author"] = take(t["item_author"], item).long()
             batch[f"seq_{name}_category"] = take(t["item_category"], item).long()
             batch[f"seq_{name}_kind"] = take(t["item_kind"], item).long()
@@ -438,14 +501,38 @@ def encode(values: pl.Series, vocab: pl.DataFrame) -> pl.Series:
     return pl.Series(values.name, np.where(values.is_null().to_numpy(), 0, index.fill_null(1).to_numpy()))
 
 
-def count_before(event_room: np.ndarray, event_time: np.ndarray, room: np.ndarray, t: np.ndarray,
-                 window_ms: int) -> np.ndarray:
-    """Events of the same room with time in [t - window, t) (strictly before the exposure)."""
-    base = int(min(event_time.min(initial=t.min()), t.min())) - window_ms - 1
-    span = int(max(event_time.max(initial=t.max()), t.max())) - base + 1
-    key = np.sort(event_room.astype(np.int64) * span + (event_time - base))
-    query = room.astype(np.int64) * span + (t - base)
-    return np.searchsorted(key, query, side="left") - np.searchsorted(key, query - window_ms, side="left")
+def emit_delays(arrays: dict[str, np.ndarray], stream: str) -> dict[str, float]:
+    """Seconds from exposure to emit time of a training stream's rows: mean and percentiles."""
+    views = arrays[f"train_{stream}_rows"]
+    delay = (arrays["view_time"][views] - arrays["sample_time"][arrays["view_exposure"][views]]) / 1000
+    if not len(delay):
+        return {}
+    p50, p90 = np.percentile(delay, [50, 90])
+    return {"mean": round(float(delay.mean()), 1), "p50": round(float(p50), 1), "p90": round(float(p90), 1)}
+
+
+def visit_key(user: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """One int64 per (user, room) pair (room indices stay below 2**32)."""
+    return (user.astype(np.int64) << 32) + room
+
+
+def count_in(event_key: np.ndarray, event_time: np.ndarray, key: np.ndarray, lo: np.ndarray,
+             hi: np.ndarray) -> np.ndarray:
+    """Per query, the events with its key and time in [lo, hi). Keys are made dense first, so that
+    (key, time) fits one int64 sort key whatever the ids are."""
+    if not len(event_key):
+        return np.zeros(len(key), np.int64)
+    keys, code = np.unique(event_key, return_inverse=True)
+    query = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+    found = keys[query] == key
+    base = int(min(event_time.min(), lo.min())) - 1
+    span = int(max(event_time.max(), hi.max())) - base + 1
+    if len(keys) * span >= 1 << 62:
+        raise RuntimeError("count_in: too many keys x time span for one int64 sort key")
+    ordered = np.sort(code.astype(np.int64) * span + (event_time - base))
+    offset = query.astype(np.int64) * span - base
+    counts = np.searchsorted(ordered, offset + hi, side="left") - np.searchsorted(ordered, offset + lo, side="left")
+    return np.where(found & (hi > lo), counts, 0)
 
 
 def last_before(items: pl.DataFrame, keys: list[str], time: str,

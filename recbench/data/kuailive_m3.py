@@ -67,7 +67,7 @@ CONTENT = ("auto", "segment", "room")
 
 class KuaiLiveM3Adapter(KuaiLiveAdapter):
     name = "kuailive_m3"
-    version = "2"  # 2: row arrays `<split>_rows` (were `_ep`)
+    version = "3"  # 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
     smoke_replica = {"n_users": 60, "n_streamers": 60, "n_authors": 80, "live_exposures_per_user": 20.0}  # one-step smoke runs
     required_files = (INTERACTION_FILE, SHOW_FILE, COMMENT_FILE, LIKE_FILE, ROOM_META_FILE, AUTHOR_FILE,
                       PHOTO_TAG_FILE)
@@ -121,11 +121,11 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         first = self._first_positive(exposures, events)
         short = tables["short"]
         exposures, vocab = self._index(exposures, tables, short)
-        arrays = self._features(exposures, events)
-        arrays.update(self._labels_and_streams(exposures, first))
-        content, mode, n_segments = self._content(exposures, rooms, raw_dir)
+        arrays, views = self._rows_and_views(exposures, first)
+        arrays.update(self._features(exposures, views, events))
+        content, mode, n_segments = self._content(exposures, views, rooms, raw_dir)
         arrays.update(content)
-        arrays.update(self._sequences(exposures, rooms, events["click"], short, vocab))
+        arrays.update(self._sequences(exposures, views, rooms, events["click"], short, vocab))
         stats = self._stats(exposures, rooms, events, dropped, short, first, arrays)
         stats.update(content=mode, segments=n_segments)
         meta = {"spec": self._spec(vocab, int(arrays["title_emb"].shape[1])),
@@ -219,8 +219,9 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         return short_videos(photos, tags.unique("photo_id", keep="first", maintain_order=True))
 
     # ------------------------------------------------------------------ content embeddings
-    def _content(self, exposures: pl.DataFrame, rooms: pl.DataFrame,
+    def _content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame,
                  raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
+        """title_emb / view_title (the room's content as of each view) and the streamer's long-term table."""
         mode = self.content_embeddings
         if mode == "auto":
             mode = "segment" if shards(raw_dir) else "room"
@@ -239,12 +240,15 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
             rows = rooms.select("live_id").join(frame.select("live_id", pl.int_range(pl.len()).alias("row")),
                                                 on="live_id", how="left", maintain_order="left")["row"]
             named = rooms.with_columns(live_name_id=rows.fill_null(-1).cast(pl.Int64))
-            return self._embeddings(exposures, named, np.arange(len(vectors)), vectors), mode, 0
-        return self._segment_content(exposures, rooms, raw_dir)
+            arrays = self._embeddings(exposures, named, np.arange(len(vectors)), vectors)
+            arrays["view_title"] = arrays.pop("sample_title")[views["exposure"].to_numpy()]  # fixed per room
+            return arrays, mode, 0
+        return self._segment_content(exposures, views, rooms, raw_dir)
 
-    def _segment_content(self, exposures: pl.DataFrame, rooms: pl.DataFrame,
+    def _segment_content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame,
                          raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
-        """live_content_emb = the room's latest segment ended before the exposure; streamer_longterm_emb =
+        """live_content_emb = the room's latest segment ended before the view's time (a row emitted later
+        sees the room's later content); streamer_longterm_emb =
         the mean over the streamer's earlier rooms of each room's mean segment (KuaiLive's helper)."""
         wanted = rooms.join(exposures.select("streamer_id").unique(), on="streamer_id", how="semi").select("live_id", "room")
         parts = []
@@ -266,15 +270,16 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         row[with_segments] = np.arange(len(with_segments))
         arrays = self._embeddings(exposures, rooms.with_columns(live_name_id=pl.Series(row)),
                                   np.arange(len(means)), means)
-        # the latest segment that ended strictly before each exposure
+        # the latest segment that ended strictly before each view's time
         order, start, end = last_before(segments.select("item", "room", pl.col("timestamp").alias("time")), ["room"],
-                                        "time", exposures.select("room", pl.col("timestamp").alias("time")))
+                                        "time", views.select("room", "time"))
         current = np.where(end > start, order[np.maximum(end - 1, 0)], 0)
         used = np.unique(current[current > 0])
         table = np.zeros((len(used) + 1, dim), np.float32)
         table[1:] = vectors[used - 1]
         arrays["title_emb"] = table
-        arrays["sample_title"] = np.where(current > 0, np.searchsorted(used, current) + 1, 0).astype(np.int32)
+        arrays.pop("sample_title")
+        arrays["view_title"] = np.where(current > 0, np.searchsorted(used, current) + 1, 0).astype(np.int32)
         return arrays, "segment", segments.height
 
 
