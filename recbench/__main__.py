@@ -18,7 +18,7 @@ from typing import Any
 from recbench.errors import NumericalFault, UserInputError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer", "experiment", "hparams_search")
+CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer", "experiment", "arm", "hparams_search")
 
 
 def check_choices(argv: list[str]) -> None:

@@ -141,16 +141,21 @@ def test_every_member_of_an_experiment_composes(name):
         assert bench.name == name and bench.paper and bench.proposed
         # a comparison of models names its baselines; an ablation grid varies one model's settings instead
         assert bench.baselines or (set(params) - {"seed", "model"}), "no baselines and nothing else varies"
-        models = params.model.split(",") if "model" in params else [cfg.hydra.runtime.choices.model]
         seeds = params.seed.split(",")
         assert len(seeds) >= 3, "report intervals need >= 3 seeds"
-        for model in [*bench.proposed, *bench.baselines, *bench.get("ablations", [])]:
-            assert model in models, f"{model} is in benchmark but not in the sweep"
-        assert cfg.hydra.sweep.dir.startswith(str(cfg.paths.experiments) + f"/{name}/")
-        for model in models:  # every member composes, on the experiment's dataset
-            member = compose("config", overrides=[f"experiment={name}", f"model={model}", f"seed={seeds[0]}"])
+        # members: `model=...` or `arm=...` (conf/arm: a model with its data settings)
+        key = "arm" if "arm" in params else "model"
+        choices = params[key].split(",") if key in params else [cfg.hydra.runtime.choices.model]
+        members = {}
+        for choice in choices:  # every member composes, on the experiment's dataset
+            member = compose("config", overrides=[f"experiment={name}", f"{key}={choice}", f"seed={seeds[0]}"],
+                             return_hydra_config=True)
             assert member.data._target_ == cfg.data._target_ and member.benchmark == cfg.benchmark
-            assert (CONF / "model" / f"{model}.yaml").is_file()
+            members[choice] = member.hydra.runtime.choices.model
+            assert (CONF / "model" / f"{members[choice]}.yaml").is_file()
+        for model in [*bench.proposed, *bench.baselines, *bench.get("ablations", [])]:
+            assert model in members.values(), f"{model} is in benchmark but not in the sweep"
+        assert cfg.hydra.sweep.dir.startswith(str(cfg.paths.experiments) + f"/{name}/")
 
 
 def test_every_paper_plugin_has_an_experiment():

@@ -3,19 +3,46 @@ comment, like, gift), a Moment (30-s) or window (5-min / 1-h) training stream an
 
 Format and preprocessing rules: datasets/kuailive/raw/README.md
 
+Rows and views. Every row of every set points to a VIEW: (exposure, the time its features are read at).
+Valid, test and progressive rows (the training days' exposures, for progressive validation) are read at
+their exposure, with every label known by their split's end. Training rows are read at their EMIT time,
+when the stream reports them, so a row carries what the system knew then: the room's real-time counters,
+its age, the hour, its current content (KuaiLive-M3 segments) and the user's sequences as of then.
+
+What the paper (arXiv 2408.05709, section 2.3) leaves open, decided here:
+  - tick alignment: reports flush on a grid of `moment_seconds` on the Unix epoch (every user's rows
+    together, as a log stream flushed every tick); a label known at time T is reported in the first tick
+    strictly after T, so the report time is always later than the event it reports;
+  - when a label is known: click at the exposure, long view when the watch passes `long_view_seconds`,
+    comment / like / gift at their first event; the remaining tasks' negatives at the exit (the end of
+    the watch; an unclicked exposure exits at once). First-only: one report per task per exposure, the
+    reports of one tick merged into one row;
+  - how features refresh: all of them are re-read at the emit time, except that a row never sees its own
+    visit (its user's events in that room from the exposure on: shows, clicks, comments, likes, gifts in
+    the counters, the room in the live sequences), which are its labels;
+  - the end of the training period: a report at or after the split end was not known during training
+    and is dropped (its task is simply not trained for that exposure);
+  - the window baseline reports at exposure + `fast_window_minutes` (every label seen by then) and at
+    exposure + `slow_window_minutes` (later positives, PU loss), each read at its own report time.
+The training rows are stored in emit-time order with their times (`train_time`), which time-ordered
+training (recbench/data/streaming.py) and progressive validation (recbench/progressive.py) read.
+
 Code map (KuaiLiveAdapter.build, in order; KuaiLiveM3Adapter reuses all but the reading):
   read + validate  read_all -> read_rooms, read_events, read_profiles, read_titles, read_photos (find_file: old
                    names; check_ms: Unix ms); check_streamers
   rooms, exposures merge_rooms, place (room windows); _exposures (clicks + negatives, local-date split)
   labels           _first_positive (each task's first positive, censored at the split end)
-  features         short_videos, _index (training vocabularies: vocabulary, encode), _features (hour, live age,
-                   count_before room counters); _embeddings + streamer_longterm (content)
-  streams          _labels_and_streams -> _moment, _window; attach picks data.stream
-  sequences        _sequences -> last_before; sequence_items reads a window in a batch
-  arrays           sample_<field>, sample_group, sample_time, sample_hour, sample_live_age, sample_room_<what>_<m>m,
-                   title_emb, sample_title, room_longterm_emb, sample_room, item_<author|category|kind|time>,
-                   seq_<name>_order, sample_seq_<name>_first / _end, train_<moment|window>_<rows|label|mask|pu>,
-                   <valid|test>_rows / _label; _spec -> meta["spec"]
+  features         short_videos, _index (training vocabularies: vocabulary, encode)
+  rows, views      _rows_and_views -> _row_sets -> _moment, _window (emit times)
+  view features    _features (hour, live age, count_in room counters less the own visit); _embeddings +
+                   streamer_longterm (content)
+  sequences        _sequences -> last_before (per view); sequence_items reads a window in a batch
+  arrays           sample_<field>, sample_group, sample_time, sample_visit_room, sample_room (per exposure);
+                   view_exposure, view_time, view_hour, view_live_age, view_room_<what>_<m>m, view_title,
+                   view_seq_<name>_first / _end (per view); title_emb, room_longterm_emb,
+                   item_<author|category|kind|time|visit_room>, seq_<name>_order;
+                   <progressive|valid|test>_rows / _label, train_<moment|window>_<rows|label|mask|pu>;
+                   attach adds train_* (the chosen stream) and <split>_time; _spec -> meta["spec"]
   assemble         assemble: a batch (fields, label_ / mask_ / pu_<task>, content embeddings, seq_<name>_*)
 """
 
