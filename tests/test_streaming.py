@@ -161,3 +161,11 @@ def test_a_streamed_run_records_progressive_metrics_and_resumes_to_the_same_numb
     record = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert record["metrics"]["test"] == twin["metrics"]["test"]
     assert record["metrics"]["progressive"] == progressive and record["progressive_curve"] == curve
+
+
+def test_a_streamed_run_under_ddp_finishes_with_equal_shards(tmp_path):
+    done = run(tmp_path, tmp_path / "ddp", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert record["world_size"] == 2 and record["training_order"] == "stream"
+    assert np.isfinite(record["metrics"]["progressive"]["progressive/auc/mean"]) and record["progressive_curve"]
