@@ -497,3 +497,11 @@ def test_progressive_plot_is_drawn_and_linked(live_runs, tmp_path, capsys):
     md = (tmp_path / "leaderboard.md").read_text()
     assert "(leaderboard_files/kuailive-synthetic-auc-mean_progressive.png)" in md
     assert (tmp_path / "leaderboard.html").read_text().count('src="data:image/png;base64,') == 5
+
+
+def test_a_named_reference_row_is_compared_against(live_runs, capsys):
+    tables = R.build_tables(R.find_runs([live_runs]), reference="mmoe")
+    live = next(table for table in tables if table.reference is not None and table.reference.label == "mmoe")
+    assert all("test/auc/mean" in row.paired for row in live.rows if row.label != "mmoe")
+    done = run_report(capsys, str(live_runs), "--reference", "no such row", "--format", "md", "--no-plots")
+    assert done.returncode == 2 and "--reference 'no such row'" in done.stderr and "Fix: use one of" in done.stderr

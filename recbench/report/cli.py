@@ -20,7 +20,8 @@ from recbench.report.tables import build_tables
 FORMATS = ("md", "html", "csv", "json")
 
 
-def make_report(folders: Sequence[Path], baselines: Sequence[str] | None = None) -> Report:
+def make_report(folders: Sequence[Path], baselines: Sequence[str] | None = None,
+                reference: str | None = None) -> Report:
     runs = find_runs(folders)
     if not runs:
         shown = ", ".join(str(f) for f in folders)
@@ -28,7 +29,7 @@ def make_report(folders: Sequence[Path], baselines: Sequence[str] | None = None)
                              "`python -m recbench ...` (or `-m` for a sweep) first, or pass the folder that "
                              "holds the runs (default experiments/)")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return Report(build_tables(runs, baselines), runs, list(folders), generated)
+    return Report(build_tables(runs, baselines, reference), runs, list(folders), generated)
 
 
 def write_report(report: Report, out_dir: Path, formats: Sequence[str], plots: bool = True) -> list[Path]:
@@ -80,6 +81,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="comma-separated: md, html, csv, json (default: md,html)")
     parser.add_argument("--baselines", default=None,
                         help="comma-separated baseline models (default: the experiment configs' benchmark.baselines)")
+    parser.add_argument("--reference", default=None,
+                        help='the row every other row is compared with, by its label, e.g. '
+                             '"moment_cross (data.moment_seconds=30)" (default: the best baseline on validation)')
     parser.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     return parser.parse_args(argv)
 
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError(f"--format {args.format}: unknown format {', '.join(unknown) or '(none)'}. "
                                  f"Fix: use a comma-separated subset of {', '.join(FORMATS)}")
         baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines else None
-        report = make_report(args.folders, baselines)
+        report = make_report(args.folders, baselines, args.reference)
         out_dir = args.out or (args.folders[0] if args.folders[0].is_dir() else args.folders[0].parent)
         written = write_report(report, out_dir, formats, plots=not args.no_plots)
     except UserInputError as error:

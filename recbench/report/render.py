@@ -107,7 +107,8 @@ DEFINITIONS = [
     ("reference",
      ("the baseline row with the best validation value of the monitored metric (mean over seeds); the "
       "test set is never used to choose it. Baselines come from the experiment config's "
-      "`benchmark.baselines` or `--baselines`; with none declared every row is a candidate.")),
+      "`benchmark.baselines` or `--baselines`; with none declared every row is a candidate. "
+      "`--reference <row label>` names the reference row instead.")),
     ("Δ vs reference",
      ("mean over the seeds both rows have of (row − reference) on the test value of the monitored "
       "metric, with the two-sided paired t-test p-value on those seeds (df = pairs − 1); * marks p < "

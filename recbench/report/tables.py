@@ -187,7 +187,11 @@ def _benchmark(run: Run) -> dict[str, Any]:
     return (run.get("config") or {}).get("benchmark") or {}
 
 
-def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None) -> list[Table]:
+def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None,
+                 reference: str | None = None) -> list[Table]:
+    """One table per (dataset, data source, monitored metric). `reference`: the label of the row every
+    other row is compared with (e.g. "moment_cross (data.moment_seconds=30)"), instead of the best
+    baseline; a UserInputError names the labels when no table has that row."""
     finished = [run for run in runs if run.status == "finished"]
     grouped: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in finished:
@@ -197,12 +201,18 @@ def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None) ->
         grouped.setdefault(key, []).append(run)
     tables = []
     for (data, source, monitor, mode), members in sorted(grouped.items()):
-        tables.append(_build_table(data, source, monitor, mode, members, baselines))
+        tables.append(_build_table(data, source, monitor, mode, members, baselines, reference))
+    if reference and not any(row.label == reference for table in tables for row in table.rows):
+        from recbench.errors import UserInputError
+
+        labels = sorted({row.label for table in tables for row in table.rows})
+        raise UserInputError(f"--reference '{reference}': no leaderboard row has that label. Fix: use one of "
+                             f"{'; '.join(labels)}")
     return tables
 
 
 def _build_table(data: str, source: str, monitor: str, mode: str, members: list[Run],
-                 baselines: Sequence[str] | None) -> Table:
+                 baselines: Sequence[str] | None, reference: str | None = None) -> Table:
     by_row: dict[str, list[Run]] = {}
     for run in members:
         by_row.setdefault(config_key(run.record), []).append(run)
@@ -257,9 +267,10 @@ def _build_table(data: str, source: str, monitor: str, mode: str, members: list[
     # the reference: the best baseline by the validation value of the monitored metric
     candidates = [row for row in rows if (row.role == "baseline" if declared["baselines"] else True)
                   and row.selection is not None and row.selection.n > 0]
-    if candidates:
+    named = [row for row in rows if reference and row.label == reference]
+    if named or candidates:
         pick = min if mode == "min" else max
-        table.reference = pick(candidates, key=lambda row: row.selection.mean)
+        table.reference = named[0] if named else pick(candidates, key=lambda row: row.selection.mean)
         table.reference.is_reference = True
         for row in rows:
             if row is table.reference:
