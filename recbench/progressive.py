@@ -33,14 +33,16 @@ class ProgressiveValidation(L.Callback):
     def __init__(self, config: StreamingConfig) -> None:
         self.config = config
         self.scored = 0  # rows (in time order) scored so far
-        self.kept: list[dict[str, Any]] = []  # {"bucket", "warm", "part"} per scored batch
+        self.kept: list[dict[str, Any]] = []  # per scored batch: bucket, warm (after the warm-up), rows, part
         self.done = False
 
     # ------------------------------------------------------------------ schedule
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
-        times = trainer.datamodule.tables["progressive_time"]
+        if stage == "fit":
+            self.plan(trainer.datamodule.tables["progressive_time"])
+
+    def plan(self, times: torch.Tensor) -> None:
+        """The rows to score in time order, their slices and where the warm-up ends."""
         self.order = torch.sort(times, stable=True).indices
         self.time = times[self.order]
         self.row_slice = slice_of(self.time, self.config.slice_ms)

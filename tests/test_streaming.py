@@ -103,9 +103,7 @@ def test_progressive_validation_never_scores_a_row_after_training_on_it(live):
     config = live.streaming
     sampler = TimeSliceBatches(tables["train_time"], live.batch_size, config, seed=0)
     callback = ProgressiveValidation(config)
-    callback.order = torch.sort(tables["progressive_time"], stable=True).indices
-    callback.time = tables["progressive_time"][callback.order]
-    callback.row_slice = slice_of(callback.time, config.slice_ms)
+    callback.plan(tables["progressive_time"])
     trained: set[int] = set()
     scored_rows = 0
     for batch, current in zip(sampler, sampler.batch_slice):
