@@ -114,8 +114,8 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
 
     check_fit(cfg, choices)
     adapter = instantiate(cfg.data)
-    datamodule = RecDataModule(adapter, seed=cfg.seed, streaming=dict(cfg.get("streaming") or {"enabled": False}),
-                               **cfg.loader)
+    streaming = dict(cfg.streaming) if cfg.get("streaming") else None  # None: shuffled epochs
+    datamodule = RecDataModule(adapter, seed=cfg.seed, streaming=streaming, **cfg.loader)
     prepared = datamodule.prepare()
     spec = prepared.meta["spec"]
     try:

@@ -294,13 +294,13 @@ class KuaiLiveAdapter(DatasetAdapter):
         sources = {"shows": shows, "clicks": events["click"].select("user_id", "room", "timestamp"),
                    "engage": pl.concat([events[k].select("user_id", "room", "timestamp")
                                         for k in ("comment", "like", "gift")])}
-        for minutes in self.counter_minutes:
-            lo = t - minutes * MINUTE_MS
-            for what, frame in sources.items():
-                when = frame["timestamp"].to_numpy()
-                count = count_in(frame["room"].to_numpy(), when, room, lo, t)
-                count -= count_in(visit_key(frame["user_id"].to_numpy(), frame["room"].to_numpy()), when, visit,
-                                  np.maximum(lo, exposed), t)
+        for what, frame in sources.items():
+            event_room, when = frame["room"].to_numpy(), frame["timestamp"].to_numpy()
+            event_visit = visit_key(frame["user_id"].to_numpy(), event_room)
+            for minutes in self.counter_minutes:
+                lo = t - minutes * MINUTE_MS
+                count = count_in(event_room, when, room, lo, t) - count_in(event_visit, when, visit,
+                                                                          np.maximum(lo, exposed), t)
                 bucket = np.minimum(np.floor(np.log2(count + 1.0)), COUNTER_BUCKETS - 1).astype(np.int32)
                 arrays[f"view_room_{what}_{minutes}m"] = bucket + 2
         return arrays
