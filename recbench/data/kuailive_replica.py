@@ -19,7 +19,16 @@ timestamps are Unix MILLISECONDS, local days are Asia/Shanghai, the period is 20
   ``timestamp`` (ms of the first play that day; M3 documents daily aggregates, the replica adds the time);
   one row per (user, photo, p_date). Short-video authors share the streamer id space (the same people);
 - ``photo_tag.csv``: ``photo_id,first_level_category_name..fourth_level_category_name``; the first level
-  uses the same strings as ``live_content_category`` (one category space for both domains).
+  uses the same strings as ``live_content_category`` (one category space for both domains);
+- ``segment_text.csv`` (NOT in the real release; the replica's stand-in for what LARM's multimodal LLM reads
+  from a live stream every 30 s: frames, speech, comments): ``live_id,timestamp,text``, one row per content
+  segment of every room (``timestamp`` = Unix ms when the segment STARTS; the first segment of a room starts at
+  its ``start_timestamp``, the next one ends it), sorted by (live_id, timestamp); ``text`` is a short English
+  sentence of what the streamer is doing in that segment, e.g. "now pushing lanes in a moba game while answering
+  viewer questions; chat is scrolling fast." (CSV-quoted when it holds a comma). Adapters treat it as optional.
+  The text describes the whole segment; a real system knows it only once the window is over (LARM embeds the
+  last 30 s), so a strictly causal reader takes the segment before the current one (sub-topics / events are
+  sticky: ``text_stay``).
 
 Real id magnitudes of the remapped release: user_id < 30,000, streamer/author ids < 470,000, live_id
 < 12,000,000, photo_id < 7,000,000, live_name_id < 4,000,000 (distinct random draws).
@@ -32,38 +41,53 @@ a secondary topic (category) and a Zipf popularity; most streamers post short vi
 Rooms. Each streamer goes live on a share of the days (popular ones more often), at an evening-heavy
 hour, for a lognormal duration (median ``room_median_minutes``); a streamer's rooms never overlap. A
 room has a topic (the streamer's main one mostly), a title per (streamer, topic) (or none), a quality,
-and CONTENT THAT DRIFTS: it is cut into segments (mean ``segment_minutes``, piecewise-constant content)
-whose topic is the room's topic or, with ``drift_rate``, another one, and whose quality is the room's
-quality plus ``segment_quality_sd`` noise.
+and CONTENT THAT DRIFTS: it is cut into SCENES (mean ``segment_minutes``, piecewise-constant content)
+whose topic is the room's topic or, with ``drift_rate``, another one, whose quality is the room's
+quality plus ``segment_quality_sd`` noise, and whose hype is ``hype_sd`` noise.
 
-Users. Each user has a hidden affinity per topic (normal, with an age/gender tilt), SHARED by both
-domains, a set of favourite creators (drawn by popularity x exp(affinity to their topic)), an activity
-level and per-behaviour propensities (gifts: a few heavy spenders). A share ``live_sparse_share`` of the
-users is LIVE-SPARSE: ``live_sparse_activity`` times the others' live volume (~9 vs ~89 exposures at the
-default) but as many short videos as anyone (~575 plays).
+Segments and their text. Each scene of D ms is cut into max(1, round(D / ``text_segment_seconds``)) SEGMENTS
+of lognormal relative sizes (sd ``text_segment_sigma``): 30 s to a few minutes (the topic / quality / hype of a
+segment are its scene's). A segment shows a SUB-TOPIC of the scene's topic (``n_subtopics`` per topic, e.g.
+game: moba / fps / card / rpg; ``SUBTOPICS``) and a room EVENT (``n_events``: giveaway, q&a, tutorial, versus,
+challenge, singing, ...; ``ROOM_EVENTS``). A scene's first segment draws both, each later one keeps the previous
+one's sub-topic (and, separately, event) with chance ``text_stay``; draws follow the streamer's preferences
+(log weights with sd ``text_streamer_sd``: the streamer id tells a little, not which one is on now). The
+segment's text = one of 4 templates around one of two phrasings of the sub-topic, one of two of the event and
+one of 8 filler clauses (noise: "the camera shakes a little"). Every phrase belongs to exactly one sub-topic /
+event, so a keyword map (or a text encoder) recovers both from the words; the category and the author id tell
+them only through the streamer's preferences.
+
+Users. Each user has a hidden affinity per topic (normal, with an age/gender tilt), SHARED by both domains, a
+hidden affinity per sub-topic (normal, centred within each topic: on top of the topic affinity) and per room
+event (normal, centred), both with unit sd, a set of favourite creators (drawn by popularity x exp(affinity to
+their topic)), an activity level and per-behaviour propensities (gifts: a few heavy spenders). A share
+``live_sparse_share`` of the users is LIVE-SPARSE: ``live_sparse_activity`` times the others' live volume (~9
+vs ~89 exposures at the default) but as many short videos as anyone (~575 plays).
 
 Live exposures come in sessions at diurnal times. Each exposure has a time; the recommender picks one of
 the rooms live then by popularity x exp(``interest_sharpness`` x affinity) x exp(segment hype) (+ favourites),
 where the affinity is to the room's topic for ``1 - audience_drift`` and to the topic of the segment the room
-shows NOW for ``audience_drift`` (it sees each candidate's segment at 1-minute resolution).
+shows NOW for ``audience_drift`` (it sees each candidate's segment at 1-minute resolution). Like an ID / category
+based production system it does NOT see the segment's sub-topic or event.
 
 PLANTED SIGNAL (the Moment&Cross premises)
 - The moment: content AND audience change within minutes. ``click logit = b + click_affinity_weight *
   affinity(user, CURRENT segment's topic) + click_quality_weight * segment quality + hype_click_weight *
-  segment hype + click_fan_weight * favourite + cross_author_weight * log1p(familiarity) + user bias``.
-  Per segment, the topic may drift (``drift_rate``), the quality moves (``segment_quality_sd``), the hype
-  (``hype_sd``, a burst: more exposures AND a higher click rate together) changes, and the audience the
-  recommender sends follows the current topic (``audience_drift``). So the room's real-time counters (shows,
-  clicks over the last minutes) tell the current click probability, and the same counters 30-60 minutes later
-  describe other segments: a model trained on rows that arrive (with their features) an hour late learns stale
-  room state.
+  segment hype + click_fan_weight * favourite + cross_author_weight * log1p(familiarity) + user bias +
+  content`` (content: see LLM-Alignment below). Per scene, the topic may drift (``drift_rate``), the quality
+  moves (``segment_quality_sd``), the hype (``hype_sd``, a burst: more exposures AND a higher click rate
+  together) changes, and the audience the recommender sends follows the current topic (``audience_drift``). So
+  the room's real-time counters (shows, clicks over the last minutes) tell the current click probability, and
+  the same counters 30-60 minutes later describe other segments: a model trained on rows that arrive (with
+  their features) an hour late learns stale room state.
 - Late labels: a click first decides whether it comments / likes / gifts (logit offsets calibrated to
-  ``comment_rate`` / ``like_rate`` / ``gift_rate`` per click); an engaging viewer stays (lognormal watch, median
-  ``engaged_watch_minutes`` before the affinity / quality / fan lift, sd ``engaged_watch_sigma``), the others
-  get the plain lognormal watch (median ``watch_median_s``, sd ``watch_sigma``) shifted so that the long-view
-  (> 60 s) share of all clicks equals the plain lognormal's; no watch passes the room's end or the period's.
-  An engaged click has 1 + Poisson events (more for longer watches and keener users), at times uniform over
-  the watch. So first comments / likes / gifts arrive from seconds to an hour after the click.
+  ``comment_rate`` / ``like_rate`` / ``gift_rate`` per click); an engaging viewer stays (lognormal watch,
+  median ``engaged_watch_minutes`` before the affinity / quality / fan / content lift, sd
+  ``engaged_watch_sigma``), the others get the plain lognormal watch (median ``watch_median_s``, sd
+  ``watch_sigma``) shifted so that the long-view (> 60 s) share of all clicks equals the plain lognormal's; no
+  watch passes the room's end or the period's. An engaged click has 1 + Poisson events (more for longer
+  watches and keener users), at times uniform over the watch. So first comments / likes / gifts arrive from
+  seconds to an hour after the click.
 - Cross-domain: short videos are chosen by the same affinities (softmax, ``rec_precision``) and from
   favourite creators (``favourite_share``), completed more when on-interest. Familiarity = the user's plays
   of the room's streamer's short videos before the exposure (as ``photo_interaction.csv`` shows them, a
@@ -74,6 +98,16 @@ PLANTED SIGNAL (the Moment&Cross premises)
 - Content semantics: the title embedding = topic direction + streamer style + noise, so it tells the
   room's topic (the streamer id alone averages over its topics).
 
+PLANTED SIGNAL (the LLM-Alignment / LARM premise: the same room shows different content at different times, and
+the author id averages over it)
+- ``content = subtopic_click_weight * affinity(user, segment's sub-topic) + event_click_weight * affinity(user,
+  segment's event)`` enters the click logit of an exposure during that segment, 0.5x the comment / like / gift
+  logits and 0.4x the log watch (the long-view share stays the one without it: it moves WHO views long). Only the
+  segment's text tells the sub-topic and the event: they change every few minutes inside a room, a streamer's
+  segments of one topic spread over its sub-topics, and the recommender does not target them; the affinities
+  are centred per user, so the match is a user x content interaction that neither the category nor the author
+  id carries (and a room's click counters hardly do).
+
 Rates (overall; logit offsets are calibrated to hit them): click ``click_rate`` of live exposures; per
 clicked exposure comment ``comment_rate``, like ``like_rate``, gift ``gift_rate``. The real release has about
 4.0 / 3.7 / 1.5 comment / like / gift EVENTS per 100 clicks; the replica RAISES the per-exposure rates so that
@@ -81,32 +115,49 @@ the sparse tasks have enough positives on a small replica.
 
 Measured on the default config, seed 0 (reproduce: ``python -m recbench.data.kuailive_replica``, which prints
 `measure_premises`; ``field=value`` arguments override config fields):
-- size: 1,600 users, 1,200 streamers + 2,400 authors, 8.2K rooms, 101K live exposures (72K in the training
-  dates), 0.88M short-video rows (0.91M plays); ~2-4 CPU seconds.
-- rates: click 0.20; per click long view (> 60 s) 0.39, comment 0.082, like 0.098, gift 0.036 (13.1 / 15.9 /
-  5.5 events per 100 clicks); 23% of clicks engage; median watch 18 s for the others, 18 min for the engaged;
-  gift price median 3, max 169x median. Within-room AUC of the (hidden) segment quality 0.63.
+- size: 1,600 users, 1,200 streamers + 2,400 authors, 8.2K rooms, 86.6K scenes, 426K text segments, 101K live
+  exposures (72K in the training dates), 0.88M short-video rows (0.91M plays); ~2.5-4 CPU seconds (the
+  segments and their texts add ~0.3 s). Files ~120 MB, of which photo_interaction.csv 61 MB and
+  segment_text.csv 54 MB (texts of ~100 characters).
+- rates: click 0.20; per click long view (> 60 s) 0.38, comment 0.083, like 0.098, gift 0.034 (13.4 / 15.6 /
+  5.1 events per 100 clicks); 23% of clicks engage; median watch 18 s for the others, 21 min for the engaged;
+  gift price median 3, max 169x median. Within-room AUC of the (hidden) segment quality 0.62.
 - moment: room-grouped AUC (impression weights) of the room's click rate over the 5 minutes BEFORE the
-  exposure, for the exposure's click: 0.593; the same counter over the 5 minutes ending 30 min AFTER the
-  exposure 0.492, ending 60 min after 0.492 (10.6K exposures with >= 3 shows in all three windows). Seeds 1 / 2:
-  0.572 / 0.592 fresh vs 0.467-0.504 stale. Controls (same windows): without any drift (segment_quality_sd =
-  drift_rate = hype = audience_drift = 0) 0.539 fresh vs 0.486 / 0.504 stale (the rest: the same user
-  re-shown the room within minutes; the chance level is a little below 0.5 because a row's counter holds
-  other rows' labels); without hype 0.576; without audience drift 0.599.
+  exposure, for the exposure's click: 0.583; the same counter over the 5 minutes ending 30 min AFTER the
+  exposure 0.486, ending 60 min after 0.489 (10.6K exposures with >= 3 shows in all three windows). Seeds 1 / 2:
+  0.578 / 0.563 fresh vs 0.468-0.507 stale. Controls (same windows): without any drift (segment_quality_sd =
+  drift_rate = hype = audience_drift = 0; the segments' sub-topics / events still change) 0.541 fresh vs
+  0.488 / 0.503 stale (the rest: the same user re-shown the room within minutes; the chance level is a little
+  below 0.5 because a row's counter holds other rows' labels); without hype 0.571; without audience drift
+  0.597; without the text content (subtopic_click_weight = event_click_weight = 0) 0.593 vs 0.492 / 0.492.
 - late labels: delay of a task's first event after the click (hidden exposure columns ``first_*_ms``):
-  comment p10 / p50 / p90 0.7 / 6.2 / 27.4 min, > 5 min 0.57, > 30 min 0.085, > 60 min 0.019; like 0.8 / 6.0 /
-  25.7 min, 0.56 / 0.077 / 0.015; gift 0.9 / 6.6 / 26.9 min, 0.58 / 0.082 / 0.015. Seen from the files (event
-  attributed to the user's latest click in that room: re-entries shorten some delays): > 5 min 0.48 / 0.45 /
-  0.50, > 30 min 0.066 / 0.058 / 0.062.
+  comment p10 / p50 / p90 0.9 / 7.2 / 30.0 min, > 5 min 0.60, > 30 min 0.100, > 60 min 0.016; like 0.9 / 7.1 /
+  30.8 min, 0.60 / 0.106 / 0.022; gift 1.2 / 7.9 / 31.9 min, 0.63 / 0.112 / 0.024. Seen from the files (event
+  attributed to the user's latest click in that room: re-entries shorten some delays): > 5 min 0.52 / 0.51 /
+  0.56, > 30 min 0.078 / 0.077 / 0.091.
 - cross: exposures of the valid + test dates (from 2025-05-20), history before the exposure. Users with < 5
-  earlier live clicks (4.2K exposures): click rate 0.182 when the streamer appears in their earlier short
-  videos (29% of their exposures) vs 0.127 when not; users with >= 5 (25.1K): 0.274 vs 0.200. AUC of the
-  user's earlier short-video share of the room's category for the clicks: 0.626 (< 5 live clicks), 0.632
-  (>= 5). Control with cross_author_weight = 0: 0.136 vs 0.146 (< 5), 0.192 vs 0.231 (>= 5).
+  earlier live clicks (4.0K exposures): click rate 0.195 when the streamer appears in their earlier short
+  videos (29% of their exposures) vs 0.132 when not; users with >= 5 (25.3K): 0.268 vs 0.204. AUC of the
+  user's earlier short-video share of the room's category for the clicks: 0.594 (< 5 live clicks), 0.625
+  (>= 5). Control with cross_author_weight = 0: 0.164 vs 0.150 (< 5), 0.191 vs 0.230 (>= 5).
+- segment texts: length mean 88 s, p10 / p50 / p90 42 / 82 / 143 s (a scene shorter than half a segment is
+  one short segment); 36,861 distinct texts (48 sub-topics x 2 phrasings x 6 events x 2 x 8 fillers x 4
+  templates = 36,864 possible); a keyword map of the phrases recovers the sub-topic and the event of every
+  segment. A (streamer, topic)'s most frequent sub-topic covers 0.47 of its segments (0.34 with
+  text_streamer_sd = 0, the chance level of 4 sticky sub-topics), a streamer's most frequent event 0.35 (0.21).
+- LLM-Alignment: click rate 0.305 when the segment shows the user's favourite sub-topic of its topic vs 0.168
+  when not; 0.287 vs 0.186 for the favourite event. WITHIN (room category, streamer) groups (impression
+  weights), where both ids are constant, the AUC for clicks of the user's hidden affinity to the current
+  segment's sub-topic is 0.645, to its event 0.605, of the planted content term 0.680 (for scale: the affinity
+  to the segment's topic 0.700). Among the clicks, long view 0.42 vs 0.29 and engagement 0.26 vs 0.16 when the
+  user's sub-topic + event affinity is > 0 vs not. Seeds 1 / 2: 0.299 vs 0.167 / 0.299 vs 0.165 (sub-topic),
+  content AUC 0.678 / 0.680. Control (subtopic_click_weight = event_click_weight = 0): 0.201 vs 0.202 and
+  0.198 vs 0.202; AUCs 0.501 / 0.500.
 
 `simulate_kuailive_replica(config)` returns the tables in memory plus the hidden values (segments with their
-hype, per-exposure segment topic / quality / hype / affinity / familiarity, first comment / like / gift
-delays, user affinities, favourites and live-sparse flags) for tests and oracles.
+scene, hype, sub-topic and event; per-exposure segment topic / quality / hype / sub-topic / event / affinities /
+content term / familiarity, first comment / like / gift delays; user affinities to topics, sub-topics and
+events, with their names; favourites and live-sparse flags) for tests and oracles.
 """
 
 from __future__ import annotations
@@ -126,8 +177,9 @@ CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE = "click.csv", "comment.csv", "li
 NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE = "negative.csv", "room.csv", "user.csv", "streamer.csv"
 TITLE_FILE = "title_embeddings.npy"
 PHOTO_FILE, PHOTO_TAG_FILE = "photo_interaction.csv", "photo_tag.csv"
+SEGMENT_TEXT_FILE = "segment_text.csv"  # optional for adapters: what each room shows per ~30 s - few min segment
 CSV_FILES = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE, STREAMER_FILE,
-             PHOTO_FILE, PHOTO_TAG_FILE)
+             PHOTO_FILE, PHOTO_TAG_FILE, SEGMENT_TEXT_FILE)
 FILES = (*CSV_FILES, TITLE_FILE)
 
 EVENT_COLUMNS = ("user_id", "live_id", "streamer_id", "timestamp")
@@ -145,6 +197,7 @@ PHOTO_COLUMNS = ("user_id", "photo_id", "author_id", "show_cnt", "complete_play_
                  "cancel_follow_cnt", "share_cnt", "p_date", "timestamp")
 PHOTO_TAG_COLUMNS = ("photo_id", "first_level_category_name", "second_level_category_name",
                      "third_level_category_name", "fourth_level_category_name")
+SEGMENT_TEXT_COLUMNS = ("live_id", "timestamp", "text")
 
 FIRST_DAY = np.datetime64("2025-05-05")
 N_DAYS = 21
@@ -159,6 +212,81 @@ TITLE_DIM = 128
 
 TOPICS = ("chat", "shop", "game", "music", "dance", "outdoor", "food", "sports", "talent", "education",
           "beauty", "pk", "pets", "auto")
+# What a segment shows beyond its category: per topic, SUB-TOPICS (name, two phrasings of what the streamer does);
+# each phrase is unique to its sub-topic (a keyword map recovers the sub-topic from the text)
+SUBTOPICS = {
+    "chat": (("late night talk", "chatting about late night thoughts", "talking through a sleepless night"),
+             ("love advice", "giving relationship advice", "reading love letters from viewers"),
+             ("daily life", "telling stories from daily life", "describing what happened at work today"),
+             ("jokes", "telling jokes and roasting friends", "doing a stand-up comedy set")),
+    "shop": (("clothing", "trying on dresses and jackets", "showing outfits on a model"),
+             ("cosmetics", "selling lipsticks at a discount", "listing cosmetics prices"),
+             ("snacks", "tasting snacks from the warehouse", "selling spicy snack bundles"),
+             ("gadgets", "demoing kitchen gadgets", "unboxing phone accessories")),
+    "game": (("moba", "playing a ranked moba match", "pushing lanes in a moba game"),
+             ("fps", "playing a first person shooter", "sniping in a battle royale shooter"),
+             ("card", "playing a strategy card game", "building a deck for a card tournament"),
+             ("rpg", "grinding a mobile rpg", "levelling up a fantasy rpg hero")),
+    "music": (("pop covers", "covering pop songs", "performing a pop ballad cover"),
+              ("guitar", "playing folk songs on guitar", "strumming an acoustic guitar"),
+              ("rap", "freestyle rapping", "rapping over a drum beat"),
+              ("piano", "playing the piano", "performing a piano piece")),
+    "dance": (("kpop", "dancing kpop choreography", "practising a kpop routine"),
+              ("street", "doing street dance", "breakdancing on the floor"),
+              ("square dance", "leading a square dance", "square dancing with neighbours"),
+              ("classical", "dancing ballet", "showing classical dance moves")),
+    "outdoor": (("fishing", "fishing at a lake", "casting a line by the river"),
+                ("hiking", "hiking up a mountain trail", "climbing a steep hill path"),
+                ("camping", "setting up a campsite", "sitting by a campfire in the woods"),
+                ("city walk", "walking through a night market", "touring the old city streets")),
+    "food": (("mukbang", "eating a huge mukbang meal", "finishing a giant bowl of noodles"),
+             ("home cooking", "cooking a family dinner", "stir frying vegetables at home"),
+             ("street food", "trying street food stalls", "tasting grilled skewers on the street"),
+             ("baking", "baking a layer cake", "decorating cupcakes with cream")),
+    "sports": (("basketball", "commenting on a basketball game", "shooting hoops on a court"),
+               ("football", "watching a football match", "doing football juggling tricks"),
+               ("fitness", "leading a fitness workout", "doing a home workout with dumbbells"),
+               ("billiards", "playing billiards", "lining up snooker shots")),
+    "talent": (("magic", "performing magic tricks", "doing close-up card magic"),
+               ("calligraphy", "writing calligraphy", "brushing chinese characters on paper"),
+               ("painting", "painting a portrait", "sketching with charcoal"),
+               ("crosstalk", "performing crosstalk comedy", "acting out a comic dialogue")),
+    "education": (("english", "teaching english phrases", "correcting english pronunciation"),
+                  ("math", "solving math problems", "explaining a geometry proof"),
+                  ("exam prep", "sharing exam tips", "planning a study schedule for exams"),
+                  ("history", "telling history stories", "explaining an ancient dynasty")),
+    "beauty": (("makeup", "doing a full makeup look", "blending eyeshadow"),
+               ("skincare", "walking through a skincare routine", "applying a sheet face mask"),
+               ("hair", "styling hair with a curler", "braiding long hair"),
+               ("nails", "painting nail art", "gluing on press-on nails")),
+    "pk": (("singing duel", "battling in a singing duel", "out-singing the opponent"),
+           ("gift race", "racing for the most gift points", "counting gift points against the rival"),
+           ("team battle", "fighting a team battle with allied rooms", "coordinating allied rooms in a team battle"),
+           ("forfeit", "doing a forfeit dare after losing", "taking a punishment round after a loss")),
+    "pets": (("cats", "playing with cats", "feeding a kitten"),
+             ("dogs", "walking a dog", "training a puppy"),
+             ("aquarium", "cleaning an aquarium", "showing tropical fish"),
+             ("birds", "talking to a parrot", "feeding pet birds")),
+    "auto": (("car review", "reviewing a new car", "walking around an suv showroom"),
+             ("driving", "giving driving lessons", "practising parallel parking"),
+             ("repair", "repairing an engine", "changing car tyres"),
+             ("electric cars", "charging an electric car", "testing an ev battery range")),
+}
+# ... and ROOM EVENTS (what happens in the room, any topic): name, two phrasings (unique to the event)
+ROOM_EVENTS = (("giveaway", "while running a lucky draw giveaway", "and handing out red envelopes to viewers"),
+               ("q&a", "while answering viewer questions", "during a question and answer session"),
+               ("tutorial", "and explaining every step like a tutorial", "while teaching viewers step by step"),
+               ("versus", "during a versus battle against another room", "while competing with a rival streamer"),
+               ("challenge", "while taking on a viewer challenge", "and attempting a timed challenge"),
+               ("singing", "and singing a song in between", "while humming along to a song"),
+               ("shout-outs", "while reading out fan shout-outs", "and thanking gift senders by name"),
+               ("backstage", "while showing the setup behind the camera", "and giving a tour behind the scenes"))
+# plain words around them (noise: the same for every sub-topic / event)
+_TEXT_TEMPLATES = ("the streamer is {s} {e}. {f}.", "now {s} {e}; {f}.", "{f}. the host keeps {s} {e}.",
+                   "on screen: {s}, {e}. {f}.")
+_TEXT_FILLERS = ("chat is scrolling fast", "background music is playing", "the room is a bit noisy",
+                 "a few new followers joined", "the camera shakes a little", "the lighting is warm",
+                 "viewers send hearts", "the stream lags for a second")
 LIVE_TYPES = (1, 2, 3, 4, 5)
 _LIVE_TYPE_PROBS = np.array([0.62, 0.18, 0.1, 0.06, 0.04])
 AGES = ("12-17", "18-23", "24-30", "31-40", "41-49", "50+", "UNKNOWN")
@@ -196,7 +324,8 @@ class KuaiLiveReplicaConfig:
     no_title_rate: float = 0.08  # rooms with live_name_id = -1
     photo_author_rate: float = 0.7  # share of streamers who also post short videos
     photos_per_author: float = 15.0  # mean short videos per creator
-    segment_minutes: float = 8.0  # mean length of a content segment inside a room
+    segment_minutes: float = 8.0  # mean length of a content SCENE inside a room (topic / quality / hype constant);
+    #                               scenes are cut into the shorter text segments below
     drift_rate: float = 0.3  # share of segments whose topic is not the room's topic
     room_quality_sd: float = 0.5  # sd of a room's quality (on top of the streamer's)
     segment_quality_sd: float = 0.9  # sd of a segment's quality around its room's quality
@@ -240,6 +369,20 @@ class KuaiLiveReplicaConfig:
     live_sparse_activity: float = 0.1  # their live exposure volume relative to the other users'
     cross_author_weight: float = 0.5  # click logit per log1p(familiarity): the user's plays of the room's
     #                                   streamer's short videos before the exposure, a completed play counting twice
+    # --- LLM-Alignment: what each segment shows beyond the category and the streamer (segment_text.csv)
+    text_segment_seconds: float = 90.0  # about the mean length of a text segment: a scene of D ms is cut into
+    #                                     max(1, round(D / this)) pieces of lognormal relative sizes
+    text_segment_sigma: float = 0.5  # lognormal sd of those relative sizes
+    n_subtopics: int = 4  # sub-topics per topic in use (1..4, SUBTOPICS); a segment has one of its scene's topic
+    n_events: int = 6  # events in use (1..len(ROOM_EVENTS)); a segment has one
+    text_stay: float = 0.5  # chance that a segment keeps the previous segment's sub-topic (and, separately, event)
+    #                         inside a scene; a scene's first segment draws both afresh
+    text_streamer_sd: float = 0.7  # sd of a streamer's log preference per sub-topic / event (0: uniform draws):
+    #                                how much the streamer id tells about the sub-topic / event
+    subtopic_click_weight: float = 0.8  # click logit per unit of the user's (hidden) affinity to the segment's
+    #                                     sub-topic (unit sd, centred within the topic: on top of the topic affinity)
+    event_click_weight: float = 0.6  # ... and to the segment's event (unit sd, centred); engagement logits get 0.5x
+    #                                  and the log watch 0.4x this content term (as for the topic affinity)
 
     def validate(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -262,6 +405,13 @@ class KuaiLiveReplicaConfig:
         for name in ("hype_sd", "hype_click_weight", "engaged_watch_sigma", "cross_author_weight"):
             need(getattr(self, name) >= 0.0, f"{name} must be >= 0")
         need(0.0 < self.engaged_watch_minutes <= 480.0, "engaged_watch_minutes must be in (0, 480]")
+        need(5.0 <= self.text_segment_seconds <= 3600.0, "text_segment_seconds must be in [5, 3600]")
+        need(1 <= self.n_subtopics <= min(len(v) for v in SUBTOPICS.values()),
+             f"n_subtopics must be in 1..{min(len(v) for v in SUBTOPICS.values())}")
+        need(1 <= self.n_events <= len(ROOM_EVENTS), f"n_events must be in 1..{len(ROOM_EVENTS)}")
+        need(0.0 <= self.text_stay < 1.0, "text_stay must be in [0, 1)")
+        for name in ("text_segment_sigma", "text_streamer_sd", "subtopic_click_weight", "event_click_weight"):
+            need(getattr(self, name) >= 0.0, f"{name} must be >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -276,14 +426,23 @@ class KuaiLiveReplica:
     topic_names: tuple[str, ...]
     # one row per live exposure, file order of click.csv / negative.csv merged by time: user_id, live_id,
     # streamer_id, timestamp, clicked, segment (global index), segment_topic, segment_quality, affinity
-    # (user to the segment topic), room_affinity (to the room topic), favourite, watch_ms
+    # (user to the segment topic), room_affinity (to the room topic), segment_hype, favourite, familiar,
+    # segment_subtopic / segment_event (global indices), subtopic_affinity / event_affinity (user to them),
+    # content (the planted click-logit term of the two), watch_ms, first_{comment,like,gift}_ms
     exposures: pl.DataFrame
-    segments: pl.DataFrame  # live_id, segment, start_ms, end_ms, topic, quality
+    # one row per text segment (the rows of segment_text.csv, in (room, start) order): live_id, segment, scene,
+    # start_ms, end_ms, topic, quality, hype (constant in a scene), subtopic (global index: topic * n_subtopics +
+    # k, names in subtopic_names), event (index into event_names)
+    segments: pl.DataFrame
     rooms: pl.DataFrame  # live_id, streamer_id, start_ms, end_ms, topic, quality, live_name_id
     affinity: np.ndarray  # [n_users, n_topics], row order = user_ids
     user_ids: np.ndarray
     favourites: pl.DataFrame  # user_id, creator_id (streamer or author id)
     live_sparse: np.ndarray  # bool per user (row order = user_ids): few live exposures, many short videos
+    subtopic_names: tuple[str, ...] = ()  # "topic/sub-topic" per global sub-topic index
+    event_names: tuple[str, ...] = ()
+    subtopic_affinity: np.ndarray | None = None  # [n_users, n_topics * n_subtopics], centred within each topic
+    event_affinity: np.ndarray | None = None  # [n_users, n_events], centred
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -373,6 +532,8 @@ class _Users:
     gender: np.ndarray
     fav_key: np.ndarray  # sorted user * P + person of every favourite pair
     ids: np.ndarray
+    subtopic_affinity: np.ndarray | None = None  # (U, T * S): centred within each topic, unit sd
+    event_affinity: np.ndarray | None = None  # (U, E): centred, unit sd
 
 
 @dataclass(frozen=True)
@@ -395,6 +556,10 @@ class _Segments:
     topic: np.ndarray
     quality: np.ndarray
     hype: np.ndarray  # log exposure boost (and click / engagement lift) of the segment
+    scene: np.ndarray | None = None  # the scene a text segment belongs to (scenes: topic / quality / hype)
+    subtopic: np.ndarray | None = None  # global sub-topic index (topic * n_subtopics + k)
+    event: np.ndarray | None = None
+    text: pl.Series | None = None  # what the segment shows, in words
 
 
 def _draw_people(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig) -> _People:
@@ -479,7 +644,8 @@ def _draw_rooms(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _P
 
 
 def _draw_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people: _People, rooms: _Rooms) -> _Segments:
-    """Piecewise-constant content: cut points uniform inside each room (a Poisson number of them)."""
+    """Scenes, piecewise-constant content (topic, quality, hype): cut points uniform inside each room (a Poisson
+    number of them)."""
     duration = rooms.end - rooms.start
     n_cuts = rng.poisson(duration / (cfg.segment_minutes * MINUTE_MS))
     cut_room = np.repeat(np.arange(len(duration)), n_cuts)
@@ -497,6 +663,68 @@ def _draw_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, people:
     quality = rooms.quality[room] + rng.normal(0.0, cfg.segment_quality_sd, n)
     hype = rng.normal(0.0, cfg.hype_sd, n)
     return _Segments(room=room, start=start, end=end, topic=topic, quality=quality, hype=hype)
+
+
+def _draw_text_segments(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, rooms: _Rooms,
+                        scenes: _Segments) -> _Segments:
+    """Cut each scene into ~text_segment_seconds pieces; each piece shows a sub-topic of the scene's topic and an
+    event (sticky inside the scene, tilted by the streamer's preferences) and gets a text that names both."""
+    duration = scenes.end - scenes.start
+    n = np.where(duration > 0, np.maximum(1, np.rint(duration / (cfg.text_segment_seconds * 1000.0))), 0)
+    n = n.astype(np.int64)
+    n_sub, n_ev = cfg.n_subtopics, cfg.n_events
+    sub_tilt = rng.normal(0.0, cfg.text_streamer_sd, (cfg.n_streamers, cfg.n_topics, n_sub))
+    ev_tilt = rng.normal(0.0, cfg.text_streamer_sd, (cfg.n_streamers, n_ev))
+    scene = np.repeat(np.arange(len(n)), n)
+    m = len(scene)
+    size = rng.lognormal(0.0, cfg.text_segment_sigma, m)
+    total = np.bincount(scene, weights=size, minlength=len(n))
+    done = np.cumsum(size) - np.repeat(np.cumsum(total) - total, n)  # relative size up to the piece's end
+    first = rank_in_segment(n) == 0
+    last = np.r_[first[1:], True]
+    end = np.where(last, scenes.end[scene],
+                   scenes.start[scene] + np.rint(done / total[scene] * duration[scene]).astype(np.int64))
+    start = np.where(first, scenes.start[scene], np.r_[0, end[:-1]])
+    room, topic = scenes.room[scene], scenes.topic[scene]
+    streamer = rooms.streamer[room]
+
+    def sticky(cum_table: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """A draw ~ the row's cumulative weights per piece, kept from the previous piece of the scene with chance
+        text_stay."""
+        fresh = first | (rng.random(m) >= cfg.text_stay)
+        cum = cum_table[row]
+        draw = np.minimum((rng.random(m)[:, None] * cum[:, -1:] >= cum).sum(1), cum.shape[1] - 1)
+        return draw[np.maximum.accumulate(np.where(fresh, np.arange(m), 0))]
+
+    sub = topic * n_sub + sticky(np.cumsum(np.exp(sub_tilt), -1).reshape(-1, n_sub), streamer * cfg.n_topics + topic)
+    event = sticky(np.cumsum(np.exp(ev_tilt), -1), streamer)
+    # the words: one of two phrasings of the sub-topic and of the event, one of the filler clauses (noise) and
+    # a template; formatted once per distinct combination
+    sub_phrases = [p for t in TOPICS[:cfg.n_topics] for entry in SUBTOPICS[t][:n_sub] for p in entry[1:]]
+    event_phrases = [p for entry in ROOM_EVENTS[:n_ev] for p in entry[1:]]
+    shape = (len(sub_phrases), len(event_phrases), len(_TEXT_FILLERS), len(_TEXT_TEMPLATES))
+    code = np.ravel_multi_index((sub * 2 + rng.integers(0, 2, m), event * 2 + rng.integers(0, 2, m),
+                                 rng.integers(0, shape[2], m), rng.integers(0, shape[3], m)), shape)
+    keep = np.flatnonzero(end > start)  # (a piece rounds to 0 ms only with an extreme text_segment_sigma)
+    combos, which = np.unique(code[keep], return_inverse=True)
+    words = [_TEXT_TEMPLATES[t].format(s=sub_phrases[s], e=event_phrases[e], f=_TEXT_FILLERS[f])
+             for s, e, f, t in zip(*(a.tolist() for a in np.unravel_index(combos, shape)))]
+    scene = scene[keep]
+    return _Segments(room=room[keep], start=start[keep], end=end[keep], topic=topic[keep],
+                     quality=scenes.quality[scene], hype=scenes.hype[scene], scene=scene, subtopic=sub[keep],
+                     event=event[keep], text=pl.Series("text", words, pl.String).gather(which))
+
+
+def _draw_text_affinity(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, users: _Users) -> _Users:
+    """Hidden user affinities to the sub-topics (centred within each topic: on top of the topic affinity) and to
+    the events (centred); unit sd (zero with a single sub-topic / event)."""
+    def centred(x: np.ndarray) -> np.ndarray:
+        k = x.shape[-1]
+        return (x - x.mean(-1, keepdims=True)) * (np.sqrt(k / (k - 1.0)) if k > 1 else 0.0)
+
+    sub = centred(rng.normal(0.0, 1.0, (cfg.n_users, cfg.n_topics, cfg.n_subtopics)))
+    event = centred(rng.normal(0.0, 1.0, (cfg.n_users, cfg.n_events)))
+    return dataclasses.replace(users, subtopic_affinity=sub.reshape(cfg.n_users, -1), event_affinity=event)
 
 
 def _segment_at(segments: _Segments, room: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -592,8 +820,13 @@ def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, us
     aff = users.affinity[user, segments.topic[seg]]
     quality, hype = segments.quality[seg], segments.hype[seg]
     fav = _is_favourite(users, len(people.pop), user, rooms.streamer[room])
+    # what the segment shows beyond its topic: the user's affinity to its sub-topic and event (the text tells both)
+    sub_aff = users.subtopic_affinity[user, segments.subtopic[seg]]
+    ev_aff = users.event_affinity[user, segments.event[seg]]
+    content = cfg.subtopic_click_weight * sub_aff + cfg.event_click_weight * ev_aff
     x = (cfg.click_affinity_weight * aff + cfg.click_quality_weight * quality + cfg.click_fan_weight * fav
-         + users.click_bias[user] + cfg.hype_click_weight * hype + cfg.cross_author_weight * np.log1p(familiar))
+         + users.click_bias[user] + cfg.hype_click_weight * hype + cfg.cross_author_weight * np.log1p(familiar)
+         + content)
     clicked = rng.random(len(t)) < sigmoid(_logit_offset(x, cfg.click_rate) + x)
     clicks = np.flatnonzero(clicked)
     # which clicks engage (at least one comment / like / gift), calibrated to the per-click rates
@@ -601,7 +834,7 @@ def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, us
     for k, (name, rate) in enumerate((("comment", cfg.comment_rate), ("like", cfg.like_rate),
                                       ("gift", cfg.gift_rate))):
         z = (users.propensity[user[clicks], k] + 0.5 * aff[clicks] + 0.3 * quality[clicks] + 0.5 * fav[clicks]
-             + 0.3 * hype[clicks])
+             + 0.3 * hype[clicks] + 0.5 * content[clicks])
         does[name] = rng.random(len(clicks)) < sigmoid(_logit_offset(z, rate) + z)
     engaged = does["comment"] | does["like"] | does["gift"]
     # watch: lognormal; engaging viewers stay (median engaged_watch_minutes); the other clicks are shifted so
@@ -616,7 +849,8 @@ def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, us
     def long_share(log_watch: np.ndarray, remaining: np.ndarray) -> float:
         return float(np.mean(np.minimum(np.exp(log_watch), remaining) > LONG_VIEW_MS))
 
-    target = long_share(plain, left)
+    target = long_share(plain, left)  # (without the content term: it moves WHO views long, not how many)
+    plain, stay = plain + 0.4 * content[clicks], stay + 0.4 * content[clicks]
     p_eng, p_rest = _thin(np.where(engaged, stay, np.inf)), _thin(plain)
     shift = _bisect(lambda b: long_share(np.where(np.isinf(p_eng), p_rest + b, p_eng), _thin(left)), target,
                     -10.0, 10.0)
@@ -641,6 +875,7 @@ def _draw_live_feedback(rng: np.random.Generator, cfg: KuaiLiveReplicaConfig, us
     events["gift"]["price"] = np.maximum(np.rint(price), 1).astype(np.int64)
     return {"first": first, "segment": seg, "affinity": aff, "room_affinity": users.affinity[user, rooms.topic[room]],
             "quality": quality, "hype": hype, "familiar": familiar, "favourite": fav, "clicked": clicked,
+            "subtopic_affinity": sub_aff, "event_affinity": ev_aff, "content": content,
             "watch": watch, "events": events}
 
 
@@ -810,11 +1045,12 @@ def _title_embeddings(rng: np.random.Generator, people: _People, rooms: _Rooms, 
 # ------------------------------------------------------------------------------------------ simulate
 def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
     config.validate()
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(9)]
+    # spawn(n) children do not depend on n: streams 9 and 10 (the segment texts) left streams 0-8 as they were
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(11)]
     people = _draw_people(streams[0], config)
-    users = _draw_users(streams[1], config, people)
+    users = _draw_text_affinity(streams[10], config, _draw_users(streams[1], config, people))
     rooms = _draw_rooms(streams[2], config, people)
-    segments = _draw_segments(streams[3], config, people, rooms)
+    segments = _draw_text_segments(streams[9], config, rooms, _draw_segments(streams[3], config, people, rooms))
     exp = _draw_exposures(streams[4], config, users, people, rooms, segments)
     photos = _draw_photos(streams[6], config, people)
     short = _draw_short_videos(streams[6], config, users, people, photos)
@@ -844,6 +1080,8 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
     tables[STREAMER_FILE] = _streamer_table(streams[7], people, config.n_streamers)
     tables[PHOTO_FILE] = short
     tables[PHOTO_TAG_FILE] = _photo_tag_table(photos, names)
+    tables[SEGMENT_TEXT_FILE] = pl.DataFrame({"live_id": rooms.ids[segments.room], "timestamp": segments.start,
+                                              "text": segments.text}).sort("live_id", "timestamp")
     titles = _title_embeddings(streams[8], people, rooms, config.n_topics)
 
     exposures = pl.DataFrame({
@@ -851,7 +1089,9 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
         "segment": fb["segment"], "segment_topic": segments.topic[fb["segment"]],
         "segment_quality": fb["quality"], "affinity": fb["affinity"], "room_affinity": fb["room_affinity"],
         "segment_hype": fb["hype"], "favourite": fb["favourite"], "familiar": fb["familiar"],
-        "watch_ms": fb["watch"],
+        "segment_subtopic": segments.subtopic[fb["segment"]], "segment_event": segments.event[fb["segment"]],
+        "subtopic_affinity": fb["subtopic_affinity"], "event_affinity": fb["event_affinity"],
+        "content": fb["content"], "watch_ms": fb["watch"],
         **{f"first_{name}_ms": fb["first"][name] for name in ("comment", "like", "gift")},
     }).sort("timestamp", "user_id", "live_id", maintain_order=True)
     fav_user, fav_person = np.divmod(users.fav_key, len(people.pop))
@@ -859,13 +1099,17 @@ def simulate_kuailive_replica(config: KuaiLiveReplicaConfig) -> KuaiLiveReplica:
         tables={name: tables[name] for name in CSV_FILES}, title_embeddings=titles, topic_names=tuple(names),
         exposures=exposures,
         segments=pl.DataFrame({"live_id": rooms.ids[segments.room], "segment": np.arange(len(segments.room)),
-                               "start_ms": segments.start, "end_ms": segments.end, "topic": segments.topic,
-                               "quality": segments.quality, "hype": segments.hype}),
+                               "scene": segments.scene, "start_ms": segments.start, "end_ms": segments.end,
+                               "topic": segments.topic, "quality": segments.quality, "hype": segments.hype,
+                               "subtopic": segments.subtopic, "event": segments.event}),
         rooms=pl.DataFrame({"live_id": rooms.ids, "streamer_id": people.ids[rooms.streamer], "start_ms": rooms.start,
                             "end_ms": rooms.end, "topic": rooms.topic, "quality": rooms.quality,
                             "live_name_id": rooms.title}),
         affinity=users.affinity, user_ids=users.ids, live_sparse=users.live_sparse,
-        favourites=pl.DataFrame({"user_id": users.ids[fav_user], "creator_id": people.ids[fav_person]}))
+        favourites=pl.DataFrame({"user_id": users.ids[fav_user], "creator_id": people.ids[fav_person]}),
+        subtopic_names=tuple(f"{t}/{entry[0]}" for t in names for entry in SUBTOPICS[t][:config.n_subtopics]),
+        event_names=tuple(entry[0] for entry in ROOM_EVENTS[:config.n_events]),
+        subtopic_affinity=users.subtopic_affinity, event_affinity=users.event_affinity)
 
 
 def write_kuailive_replica(out_dir: Path, config: KuaiLiveReplicaConfig) -> list[Path]:
@@ -909,7 +1153,17 @@ def measure_premises(replica: KuaiLiveReplica, min_shows: int = 3) -> dict[str, 
     - on the exposures of the valid + test dates (from 2025-05-20), with the user's history before the
       exposure: click rate when the streamer appears in the user's earlier short videos (``ctr_aid_*``) or
       not (``ctr_noaid_*``), for users with < 5 (``sparse``) or >= 5 (``rich``) earlier live clicks, and the
-      AUC of the user's earlier short-video share of the room's category for clicks (``share_auc_*``)."""
+      AUC of the user's earlier short-video share of the room's category for clicks (``share_auc_*``);
+    - the segment texts: ``text_segments``, their length (``segment_{mean,p10,p50,p90}_s``), ``distinct_texts``;
+      the share of a (streamer, topic)'s segments in its most frequent sub-topic (``streamer_top_subtopic``) and
+      of a streamer's in its most frequent event (``streamer_top_event``), segment-weighted; the click rate when
+      the segment's sub-topic is the user's favourite of that topic or not (``ctr_fav_subtopic`` /
+      ``ctr_other_subtopic``), the same for the event (``ctr_fav_event`` / ``ctr_other_event``); among the clicks,
+      the long-view and engagement (>= 1 comment / like / gift) shares when the user's sub-topic + event affinity
+      is > 0 or not (``{long_view,engage}_liked`` / ``..._not_liked``); and, WITHIN
+      (room category, streamer) groups (impression weights), the AUC for clicks of the hidden user affinity to
+      the segment's sub-topic (``subtopic_gauc``), event (``event_gauc``), their planted click term
+      (``content_gauc``) and, for scale, the affinity to the segment's topic (``topic_gauc``)."""
     from recbench.metrics import auc, gauc
 
     out: dict[str, float] = {}
@@ -957,6 +1211,52 @@ def measure_premises(replica: KuaiLiveReplica, min_shows: int = 3) -> dict[str, 
         out[f"ctr_noaid_{name}"] = float(clicked[group & (n_aid == 0)].mean())
         out[f"aid_share_{name}"] = float((n_aid[group] > 0).mean())
         out[f"share_auc_{name}"] = auc(share[group], clicked[group])
+    out |= _measure_text(replica)
+    return out
+
+
+def _measure_text(replica: KuaiLiveReplica) -> dict[str, float]:
+    """The segment-text numbers of `measure_premises`."""
+    from recbench.metrics import gauc
+
+    out: dict[str, float] = {}
+    seg = replica.segments
+    seconds = (seg["end_ms"] - seg["start_ms"]).to_numpy() / 1000
+    out["text_segments"] = float(seg.height)
+    out["segment_mean_s"] = float(seconds.mean())
+    for q in (10, 50, 90):
+        out[f"segment_p{q}_s"] = float(np.percentile(seconds, q))
+    out["distinct_texts"] = float(replica.tables[SEGMENT_TEXT_FILE]["text"].n_unique())
+    seg = seg.join(replica.rooms.select("live_id", "streamer_id"), on="live_id")
+    for name, keys in (("subtopic", ["streamer_id", "topic"]), ("event", ["streamer_id"])):
+        counts = seg.group_by(*keys, name).len()
+        top = counts.group_by(keys).agg(pl.col("len").max().alias("top"), pl.col("len").sum().alias("n"))
+        out[f"streamer_top_{name}"] = float(top["top"].sum() / top["n"].sum())
+    ex = replica.exposures
+    user = np.searchsorted(replica.user_ids, ex["user_id"].to_numpy())
+    n_sub = replica.subtopic_affinity.shape[1] // len(replica.topic_names)
+    topic = ex["segment_topic"].to_numpy()
+    by_topic = replica.subtopic_affinity.reshape(len(replica.user_ids), -1, n_sub)[user, topic]
+    fav_sub = ex["segment_subtopic"].to_numpy() == topic * n_sub + by_topic.argmax(1)
+    fav_event = ex["segment_event"].to_numpy() == replica.event_affinity.argmax(1)[user]
+    clicked = ex["clicked"].to_numpy()
+    for name, fav in (("subtopic", fav_sub), ("event", fav_event)):
+        out[f"ctr_fav_{name}"] = float(clicked[fav].mean())
+        out[f"ctr_other_{name}"] = float(clicked[~fav].mean())
+    clicks = ex.filter("clicked")
+    liked = clicks["subtopic_affinity"].to_numpy() + clicks["event_affinity"].to_numpy() > 0
+    long_view = clicks["watch_ms"].to_numpy() > LONG_VIEW_MS
+    engaged = (clicks.select(pl.max_horizontal("first_comment_ms", "first_like_ms", "first_gift_ms"))
+               .to_series().to_numpy() >= 0)
+    for name, flag in (("long_view", long_view), ("engage", engaged)):
+        out[f"{name}_liked"] = float(flag[liked].mean())
+        out[f"{name}_not_liked"] = float(flag[~liked].mean())
+    room_topic = ex.select("live_id").join(replica.rooms.select("live_id", "topic"), on="live_id", how="left",
+                                           maintain_order="left")["topic"].to_numpy()
+    group = ex["streamer_id"].to_numpy() * 64 + room_topic
+    for name, column in (("subtopic", "subtopic_affinity"), ("event", "event_affinity"), ("content", "content"),
+                         ("topic", "affinity")):
+        out[f"{name}_gauc"] = gauc(ex[column].to_numpy(), clicked, group, weight="impressions")
     return out
 
 
@@ -971,4 +1271,4 @@ if __name__ == "__main__":  # python -m recbench.data.kuailive_replica [field=va
     config = KuaiLiveReplicaConfig(**{k: (int if fields[k] in (int, "int") else float)(v)
                                       for k, v in overrides.items()})
     for key, value in measure_premises(simulate_kuailive_replica(config)).items():
-        print(f"{key:22s} {value:.4f}")
+        print(f"{key:24s} {value:.4f}")
