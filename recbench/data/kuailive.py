@@ -38,8 +38,8 @@ Code map (KuaiLiveAdapter.build, in order; KuaiLiveM3Adapter reuses all but the 
                    streamer_longterm (content)
   sequences        _sequences -> last_before (per view); sequence_items reads a window in a batch
   arrays           sample_<field>, sample_group, sample_time, sample_visit_room, sample_room (per exposure);
-                   view_exposure, view_time, view_hour, view_live_age, view_room_<what>_<m>m, view_title,
-                   view_seq_<name>_first / _end (per view); title_emb, room_longterm_emb,
+                   view_exposure, view_time, view_hour, view_live_age, view_room_<what>_<m>m, view_content,
+                   view_seq_<name>_first / _end (per view); content_emb, room_longterm_emb,
                    item_<author|category|kind|time|visit_room>, seq_<name>_order;
                    <progressive|valid|test>_rows / _label, train_<moment|window>_<rows|label|mask|pu>;
                    attach adds train_* (the chosen stream) and <split>_time; _spec -> meta["spec"]
@@ -67,6 +67,7 @@ from recbench.data.kuailive_replica import (
     PHOTO_FILE,
     PHOTO_TAG_FILE,
     ROOM_FILE,
+    SEGMENT_TEXT_FILE,
     STREAMER_FILE,
     TITLE_FILE,
     USER_FILE,
@@ -82,6 +83,7 @@ from recbench.data.readers import (
     sniff_header,
     warn_duplicates,
 )
+from recbench.data.live_content import dense_rows, read_segment_texts, room_means, serve
 from recbench.errors import UserInputError, bad_input
 
 OLD_NAMES = {STREAMER_FILE: "author.csv", ROOM_FILE: "mapped_room.csv", TITLE_FILE: "title_embeddings_pca128.npy"}
@@ -90,7 +92,9 @@ EVENT_COLUMNS = ("user_id", "live_id", "streamer_id", "timestamp")
 EVENT_FILES = {"click": (CLICK_FILE, ("watch_live_time",)), "negative": (NEGATIVE_FILE, ()),
                "comment": (COMMENT_FILE, ()), "like": (LIKE_FILE, ()), "gift": (GIFT_FILE, ("gift_price",))}
 TASKS = ("click", "long_view", "comment", "like", "gift")
+CONTENT_MODES = ("auto", "segment", "title")  # segment: segment_text.csv through the text stage | title
 SEQUENCES = ("short", "long", "aid", "livelong", "mixed")
+HISTORY_CONTENT_SEQUENCES = ("livelong", "mixed")  # the live histories whose rooms' content a batch can carry
 SHORT, LIVE = 1, 2  # sequence element kinds (0 = padding)
 USER_PROFILE = {"age": "age", "gender": "gender", "device_brand": "device_brand", "device_price": "device_price",
                 "fans_range": "fans_num", "follow_range": "follow_num", "watch_cnt_range": "accu_watch_live_cnt"}
@@ -111,17 +115,27 @@ class KuaiLiveAdapter(DatasetAdapter):
     smoke_replica = {"n_users": 150, "n_streamers": 120, "n_authors": 150, "live_exposures_per_user": 40.0}
 
     name = "kuailive"
-    version = "3"  # 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    version = "4"  # 4: content rows per segment + item content; 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
     required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,
                       STREAMER_FILE, TITLE_FILE)
-    optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE)
+    optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE, SEGMENT_TEXT_FILE)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str, stream: str,
                  long_view_seconds: float, moment_seconds: float, fast_window_minutes: float,
                  slow_window_minutes: float, counter_minutes: list[int], sequence_lengths: dict[str, int],
                  unmatched_events: str, train_start: str, valid_start: str, test_start: str, test_end: str,
-                 replica: dict[str, Any], use_cache: bool = True) -> None:
-        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache)
+                 replica: dict[str, Any], use_cache: bool = True, content: str = "auto",
+                 segment_seconds: float = 30.0, text_embeddings: str | None = None, text: Any = None,
+                 text_dir: str | None = None, history_content: bool = False) -> None:
+        super().__init__(source, raw_dir, cache_dir, replica_dir, use_cache, text_embeddings=text_embeddings,
+                         text=text, text_dir=text_dir)
+        self.history_content = bool(history_content)
+        if content not in CONTENT_MODES:
+            raise UserInputError(f"data.content='{content}' is not one of {', '.join(CONTENT_MODES)}. "
+                                 "Fix: pass data.content=auto|segment|title")
+        if segment_seconds <= 0:
+            raise UserInputError(f"data.segment_seconds={segment_seconds} must be > 0. Fix: e.g. 30")
+        self.content, self.segment_ms = content, round(segment_seconds * 1000)
         if stream not in ("moment", "window"):
             raise UserInputError(f"data.stream='{stream}' is not moment or window. Fix: pass data.stream=moment|window")
         if unmatched_events not in ("error", "drop"):
@@ -152,7 +166,7 @@ class KuaiLiveAdapter(DatasetAdapter):
         return {"long_view_ms": self.long_view_ms, "moment_ms": self.moment_ms, "fast_ms": self.fast_ms,
                 "slow_ms": self.slow_ms, "counter_minutes": list(self.counter_minutes),
                 "sequence_lengths": self.sequence_lengths, "unmatched_events": self.unmatched_events,
-                "dates": [d.isoformat() for d in self.dates]}
+                "dates": [d.isoformat() for d in self.dates], "content": self.content, "segment_ms": self.segment_ms}
 
     def replica_config(self) -> dict[str, Any]:
         return KuaiLiveReplicaConfig(**self.replica).to_dict()
@@ -179,15 +193,74 @@ class KuaiLiveAdapter(DatasetAdapter):
         exposures, vocab = self._index(exposures, tables, short)
         arrays, views = self._rows_and_views(exposures, first)
         arrays.update(self._features(exposures, views, events))
-        arrays.update(self._embeddings(exposures, rooms, title_ids(tables["rooms"]), tables["titles"]))
-        arrays["view_title"] = arrays.pop("sample_title")[views["exposure"].to_numpy()]  # a room's title is fixed
         arrays.update(self._sequences(exposures, views, rooms, events["click"], short, vocab))
-        meta = {"spec": self._spec(vocab, int(tables["titles"].shape[1])),
+        arrays.update(self._item_fields(rooms, tables["streamers"], vocab, arrays))
+        content, frames, mode = self._content(exposures, views, rooms, raw_dir, tables, arrays)
+        arrays.update(content)
+        arrays["item_longterm"] = longterm_rows(exposures, arrays)
+        stats = self._stats(exposures, rooms, events, dropped, short, first, arrays)
+        stats.update(content=mode, content_rows=len(arrays["content_room"]) - 1 if "content_room" in arrays else 0)
+        dim = int(arrays["content_emb"].shape[1]) if "content_emb" in arrays else 0  # text content: set by attach
+        meta = {"spec": self._spec(vocab, dim),
                 "splits": {s: int((exposures["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
-                "stats": self._stats(exposures, rooms, events, dropped, short, first, arrays)}
+                "stats": stats}
         # polars hands out read-only views; copy those so the tensors built on them are writable
         arrays = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
-        return Prepared(arrays=arrays, meta=meta)
+        return Prepared(arrays=arrays, meta=meta, frames=frames)
+
+    @staticmethod
+    def _item_fields(rooms: pl.DataFrame, streamers: pl.DataFrame, vocab: dict[str, pl.DataFrame],
+                     arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`item_field_<f>` for every candidate field f of a live history item: its room as a candidate
+        would have had it (0 for short videos), so that history rooms can go through a candidate tower."""
+        profile = streamers.select("streamer_id", *(clean(pl.col(c)).alias(f) for f, c in STREAMER_PROFILE.items()))
+        per_room = rooms.join(profile, on="streamer_id", how="left", maintain_order="left")
+        columns = {"live": "live_id", "streamer": "streamer_id", "live_type": "live_type", "category": "category",
+                   **{f: f for f in STREAMER_PROFILE}}
+        live = arrays["item_kind"] == LIVE
+        room = np.where(live, arrays["item_visit_room"] - 1, 0)
+        return {f"item_field_{field}": np.where(live, encode(per_room[column], vocab[field]).to_numpy()[room], 0)
+                .astype(np.int32) for field, column in columns.items()}
+
+    # ------------------------------------------------------------------ content
+    def _content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame, raw_dir: Path,
+                 tables: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                                                 dict[str, pl.DataFrame], str]:
+        """What each view's room shows (`view_content`) and each live history item's room showed when the
+        user clicked it (`item_content`), as rows of one content table, plus the streamer's long-term table.
+
+        segment: the room's latest segment_text.csv segment started before the read time's tick
+        (recbench/data/live_content.py); the vectors are the text stage's embeddings of the texts, loaded
+        by `attach`. title: the room's title embedding (fixed per room)."""
+        mode, path = self.content, raw_dir / SEGMENT_TEXT_FILE
+        if mode == "auto":
+            mode = "segment" if path.is_file() else "title"
+        if mode == "segment" and not path.is_file():
+            raise bad_input(path, "file not found (data.content=segment)",
+                            f"put {SEGMENT_TEXT_FILE} there or pass data.content=title")
+        live = arrays["item_kind"] == LIVE
+        item_room, item_time = np.where(live, arrays["item_visit_room"] - 1, -1), arrays["item_time"]
+        if mode == "title":
+            out = self._embeddings(exposures, rooms, title_ids(tables["rooms"]), tables["titles"])
+            out["view_content"] = out.pop("sample_content")[views["exposure"].to_numpy()]  # a room's title is fixed
+            out["item_content"] = np.where(live, out.pop("room_content")[np.maximum(item_room, 0)], 0).astype(np.int32)
+            return out, {}, mode
+        segments = read_segment_texts(path, rooms)
+        view_row = serve(segments, views["room"].to_numpy(), views["time"].to_numpy(), self.segment_ms)
+        item_row = np.zeros(len(item_room), np.int64)
+        item_row[live] = serve(segments, item_room[live], item_time[live], self.segment_ms)
+        used, (view_content, item_content) = dense_rows([view_row, item_row])
+        texts = segments["text"].gather(used - 1)
+        distinct, text_id = np.unique(texts.to_numpy().astype(str), return_inverse=True)
+        exposed = np.unique(exposures["room"].to_numpy())
+        out = {"view_content": view_content, "item_content": item_content,
+               "content_text": np.r_[0, text_id + 1].astype(np.int64),  # row 0: no content
+               "content_room": np.r_[-1, segments["room"].to_numpy()[used - 1]].astype(np.int64),
+               "room_streamer_code": rooms["streamer_code"].to_numpy(), "room_start": rooms["start"].to_numpy(),
+               "exposed_rooms": exposed,
+               "sample_room": (np.searchsorted(exposed, exposures["room"].to_numpy()) + 1).astype(np.int32)}
+        frames = {"segment_text": pl.DataFrame({"text_id": np.arange(1, len(distinct) + 1), "text": distinct})}
+        return out, frames, mode
 
     @staticmethod
     def _stats(exposures: pl.DataFrame, rooms: pl.DataFrame, events: dict[str, pl.DataFrame], dropped: dict[str, int],
@@ -397,14 +470,20 @@ class KuaiLiveAdapter(DatasetAdapter):
         room_title = np.where(name_id >= 0, np.searchsorted(ids, name_id), -1)  # row of the .npy, -1 none
         exposed = np.unique(exposures["room"].to_numpy())
         used = np.unique(room_title[exposed][room_title[exposed] >= 0])
-        title_emb = np.zeros((len(used) + 1, titles.shape[1]), np.float32)
-        title_emb[1:] = titles[used]
+        content_emb = np.zeros((len(used) + 1, titles.shape[1]), np.float32)
+        content_emb[1:] = titles[used]
         exposed_title = np.where(room_title[exposed] >= 0, np.searchsorted(used, room_title[exposed]) + 1, 0)
         sample_room = np.searchsorted(exposed, exposures["room"].to_numpy())
         longterm = np.zeros((len(exposed) + 1, titles.shape[1]), np.float32)
         longterm[1:] = streamer_longterm(rooms, room_title, titles, exposed)
-        return {"title_emb": title_emb, "sample_title": exposed_title[sample_room].astype(np.int32),
-                "room_longterm_emb": longterm, "sample_room": (sample_room + 1).astype(np.int32)}
+        room_content = np.zeros(rooms.height, np.int64)  # every room's row (history items need any room)
+        slot = np.minimum(np.searchsorted(used, room_title), max(len(used) - 1, 0))
+        known = (room_title >= 0) & (len(used) > 0)
+        known &= used[slot] == room_title if len(used) else known
+        room_content[known] = slot[known] + 1
+        return {"content_emb": content_emb, "sample_content": exposed_title[sample_room].astype(np.int32),
+                "room_longterm_emb": longterm, "sample_room": (sample_room + 1).astype(np.int32),
+                "room_content": room_content}
 
     # ------------------------------------------------------------------ sequences
     def _sequences(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame, clicks: pl.DataFrame,
@@ -467,6 +546,121 @@ class KuaiLiveAdapter(DatasetAdapter):
             arrays[f"{split}_pu"] = np.zeros_like(arrays[f"{split}_label"])
         prepared.meta["spec"]["stream"] = self.stream
         prepared.meta["stream"] = self.stream
+        if "content_text" in arrays:
+            self._attach_text_content(prepared)
+
+    def _attach_text_content(self, prepared: Prepared) -> None:
+        """Segment texts -> the text stage's embeddings (`data.text_embeddings`): the content table and the
+        streamer's long-term table. Without embeddings the content is empty (content_dim 0)."""
+        arrays, spec = prepared.arrays, prepared.meta["spec"]
+        n_rows, n_exposed = len(arrays["content_text"]), len(arrays["exposed_rooms"])
+        if not self.text_embeddings:
+            arrays["content_emb"] = np.zeros((n_rows, 0), np.float32)
+            arrays["room_longterm_emb"] = np.zeros((n_exposed + 1, 0), np.float32)
+            spec["content_dim"] = 0
+            return
+        from recbench.text.export import load_embeddings
+
+        ids, matrix = load_embeddings(self.text_embeddings, "segment")
+        position = np.full(int(max(ids.max(initial=0), arrays["content_text"].max())) + 1, -1, np.int64)
+        position[ids] = np.arange(len(ids))
+        wanted = position[arrays["content_text"][1:]]
+        if (wanted < 0).any():
+            raise bad_input(Path(self.text_embeddings) / "segment", f"{int((wanted < 0).sum())} of {n_rows - 1} "
+                            "served segments have no embedding", "re-run the text stage on this dataset")
+        content = np.zeros((n_rows, matrix.shape[1]), np.float32)
+        content[1:] = matrix[wanted]
+        room_row, means = room_means(content[1:], arrays["content_room"][1:], len(arrays["room_start"]))
+        rooms = pl.DataFrame({"streamer_code": arrays["room_streamer_code"], "start": arrays["room_start"]})
+        longterm = np.zeros((n_exposed + 1, matrix.shape[1]), np.float32)
+        longterm[1:] = streamer_longterm(rooms, room_row, means, arrays["exposed_rooms"])
+        arrays["content_emb"], arrays["room_longterm_emb"] = content, longterm
+        spec["content_dim"] = int(matrix.shape[1])
+
+    # ------------------------------------------------------------------ text stage (LARM stage 1)
+    TEXT_QUESTIONS = {"click": "q: will this user click into the room? a: ",
+                      "long_view": "q: will this user watch for more than a minute? a: ",
+                      "engage": "q: will this user comment, like or send a gift? a: ", "general": "continue: "}
+
+    def text_corpus(self, prepared: Prepared) -> dict[str, tuple[np.ndarray, list[str]]]:
+        """Texts to embed: the distinct texts of the served segments, keyed by text id."""
+        if "segment_text" not in prepared.frames:
+            raise UserInputError(f"data '{self.name}' has no segment texts (data.content=title or no "
+                                 f"{SEGMENT_TEXT_FILE}), so there is nothing for the text stage to embed. "
+                                 "Fix: pass data.text_embeddings=null or provide the segment texts")
+        frame = prepared.frames["segment_text"]
+        return {"segment": (frame["text_id"].to_numpy(), frame["text"].to_list())}
+
+    def text_tasks(self, prepared: Prepared, per_task: int, seed: int,
+                   general_share: float = 0.0) -> list[tuple[str, str]]:
+        """LARM's stage 1 aligned to behaviour: (prompt, answer) pairs from TRAINING exposures only, with
+        labels as the training stream knew them before the validation period (masked reports never count).
+
+        The prompt holds the texts of the user's last 3 long-viewed live segments before the exposure
+        (the `mixed` sequence read at the exposure) and the text of the segment the room showed then; the
+        answer is yes / no for three tasks: click (all exposures), long view and engagement (comment, like
+        or gift; clicked exposures whose label was known). Each task draws `per_task` exposures, half of
+        them positive where there are enough. `general_share` of all examples continue a segment text
+        (plain-text modelling, which is what the export embeds)."""
+        if not 0.0 <= general_share < 1.0:
+            raise UserInputError(f"text.general_share={general_share}: not a share of the examples. "
+                                 "Fix: use a value in [0, 1)")
+        a, rng = prepared.arrays, np.random.default_rng(seed)
+        text_of = dict(zip(prepared.frames["segment_text"]["text_id"].to_list(),
+                           prepared.frames["segment_text"]["text"].to_list()))
+        known, positive = self._training_labels(a)
+        views = np.full(len(a["sample_time"]), -1, np.int64)  # each training exposure's view at the exposure
+        views[a["view_exposure"][a["progressive_rows"]]] = a["progressive_rows"]
+        click = known[:, 0] & (views >= 0)
+        engage_known = known[:, 2:].all(1)
+        pools = {"click": (click, positive[:, 0]),
+                 "long_view": (click & positive[:, 0] & known[:, 1], positive[:, 1]),
+                 "engage": (click & positive[:, 0] & engage_known, positive[:, 2:].any(1))}
+        tensors = {k: torch.as_tensor(a[k]) for k in ("view_seq_mixed_first", "view_seq_mixed_end", "seq_mixed_order",
+                                                      "view_exposure", "item_visit_room", "sample_visit_room",
+                                                      "item_time", "sample_time")}
+
+        def segment_text(content_row: int) -> str:
+            return text_of.get(int(a["content_text"][content_row]), "") if content_row > 0 else ""
+
+        def prompt(exposure: int, question: str) -> str:
+            view = int(views[exposure])
+            item, valid = self.sequence_items(tensors, "mixed", torch.tensor([view]))
+            recent = [segment_text(int(a["item_content"][i])) for i in item[0][valid[0]].tolist()]
+            recent = [t for t in recent if t][-3:]
+            now = segment_text(int(a["view_content"][view]))
+            return f"recently watched long: {' | '.join(recent) or 'nothing'}\nnow on screen: {now}\n{question}"
+
+        examples = []
+        for task, (pool, answer) in pools.items():
+            yes, no = np.flatnonzero(pool & answer), np.flatnonzero(pool & ~answer)
+            n_yes = min(len(yes), per_task // 2)
+            chosen = np.r_[rng.choice(yes, n_yes, replace=False),
+                           rng.choice(no, min(len(no), per_task - n_yes), replace=False)]
+            for exposure in np.sort(chosen):
+                examples.append((prompt(int(exposure), self.TEXT_QUESTIONS[task]),
+                                 "yes" if answer[exposure] else "no"))
+        if general_share > 0:
+            count = int(round(general_share / (1 - general_share) * len(examples)))
+            texts = prepared.frames["segment_text"]["text"].to_list()
+            for index in rng.permutation(len(texts))[:count]:
+                text = texts[int(index)]
+                cut = int(rng.integers(max(1, int(0.4 * len(text))), max(2, int(0.7 * len(text))) + 1))
+                examples.append((self.TEXT_QUESTIONS["general"] + text[:cut], text[cut:]))
+        return examples
+
+    @staticmethod
+    def _training_labels(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per exposure and task: was the label reported by the moment stream during training, and was it
+        positive ([n_exposures, 5] bool each)."""
+        rows = arrays["train_moment_rows"]
+        exposure = arrays["view_exposure"][rows]
+        mask, label = arrays["train_moment_mask"] > 0, arrays["train_moment_label"] > 0.5
+        known = np.zeros((len(arrays["sample_time"]), len(TASKS)), bool)
+        positive = np.zeros_like(known)
+        np.logical_or.at(known, exposure, mask)
+        np.logical_or.at(positive, exposure, mask & label)
+        return known, positive
 
     def sequence_items(self, tables: dict[str, torch.Tensor], name: str,
                        view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -497,7 +691,7 @@ class KuaiLiveAdapter(DatasetAdapter):
             values = take(t[f"{split}_{key}"], rows).float()
             for k, task in enumerate(TASKS):
                 batch[f"{key}_{task}"] = values[:, k]
-        batch["live_content_emb"] = take(t["title_emb"], take(t["view_title"], view).long())
+        batch["live_content_emb"] = take(t["content_emb"], take(t["view_content"], view).long())
         batch["streamer_longterm_emb"] = take(t["room_longterm_emb"], take(t["sample_room"], ep).long())
         for name in SEQUENCES:
             item, valid = self.sequence_items(t, name, view)
@@ -505,7 +699,23 @@ class KuaiLiveAdapter(DatasetAdapter):
             batch[f"seq_{name}_category"] = take(t["item_category"], item).long()
             batch[f"seq_{name}_kind"] = take(t["item_kind"], item).long()
             batch[f"seq_{name}_mask"] = valid
+            if self.history_content and name in HISTORY_CONTENT_SEQUENCES:
+                self._history_content(t, name, item, valid, batch)
         return batch
+
+    @staticmethod
+    def _history_content(t: dict[str, torch.Tensor], name: str, item: torch.Tensor, valid: torch.Tensor,
+                         batch: dict[str, torch.Tensor]) -> None:
+        """The live rooms of sequence `name` as candidates at the time the user clicked them: candidate
+        fields `hist_<name>_<field>`, `hist_<name>_content` (what the room showed then), `hist_<name>_longterm`
+        and `hist_<name>_mask` (a valid live item)."""
+        live = valid & (take(t["item_kind"], item) == LIVE)
+        item = torch.where(live, item, 0)
+        for field in ITEM_FIELDS:
+            batch[f"hist_{name}_{field}"] = take(t[f"item_field_{field}"], item).long()
+        batch[f"hist_{name}_content"] = take(t["content_emb"], take(t["item_content"], item).long())
+        batch[f"hist_{name}_longterm"] = take(t["room_longterm_emb"], take(t["item_longterm"], item).long())
+        batch[f"hist_{name}_mask"] = live
 
 
 # ---------------------------------------------------------------------- helpers (vectorised)
@@ -588,6 +798,15 @@ def last_before(items: pl.DataFrame, keys: list[str], time: str,
     first, end = np.where(found, first, 0), np.where(found, end, 0)
     order_rows = np.r_[0, items["item"].to_numpy()[order]].astype(np.int32)
     return order_rows, first.astype(np.int32), end.astype(np.int32)
+
+
+def longterm_rows(exposures: pl.DataFrame, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Per sequence item, its room's row in `room_longterm_emb` (rows follow the exposed rooms, 1-based;
+    0: a short video or a room never exposed)."""
+    exposed = np.unique(exposures["room"].to_numpy())
+    room = arrays["item_visit_room"] - 1
+    slot = np.minimum(np.searchsorted(exposed, room), len(exposed) - 1)
+    return np.where((room >= 0) & (exposed[slot] == room), slot + 1, 0).astype(np.int32)
 
 
 def streamer_longterm(rooms: pl.DataFrame, room_title: np.ndarray, titles: np.ndarray, exposed: np.ndarray,

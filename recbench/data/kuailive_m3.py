@@ -32,9 +32,11 @@ from recbench.data.base import Prepared, hash_files
 from recbench.data.kuailive import (
     STREAMER_PROFILE,
     USER_PROFILE,
+    LIVE,
     KuaiLiveAdapter,
     check_ms,
     last_before,
+    longterm_rows,
     merge_rooms,
     place,
     read_photos,
@@ -67,7 +69,7 @@ CONTENT = ("auto", "segment", "room")
 
 class KuaiLiveM3Adapter(KuaiLiveAdapter):
     name = "kuailive_m3"
-    version = "3"  # 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    version = "4"  # 4: item content and fields; 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
     smoke_replica = {"n_users": 60, "n_streamers": 60, "n_authors": 80, "live_exposures_per_user": 20.0}  # one-step smoke runs
     required_files = (INTERACTION_FILE, SHOW_FILE, COMMENT_FILE, LIKE_FILE, ROOM_META_FILE, AUTHOR_FILE,
                       PHOTO_TAG_FILE)
@@ -77,10 +79,19 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
                  long_view_seconds: float, moment_seconds: float, fast_window_minutes: float,
                  slow_window_minutes: float, counter_minutes: list[int], sequence_lengths: dict[str, int],
                  unmatched_events: str, train_start: str, valid_start: str, test_start: str, test_end: str,
-                 replica: dict[str, Any], content_embeddings: str = "auto", use_cache: bool = True) -> None:
+                 replica: dict[str, Any], content_embeddings: str = "auto", use_cache: bool = True,
+                 history_content: bool = False, text_embeddings: str | None = None, text: Any = None,
+                 text_dir: str | None = None, content: str = "auto") -> None:
         super().__init__(source, raw_dir, cache_dir, replica_dir, stream, long_view_seconds, moment_seconds,
                          fast_window_minutes, slow_window_minutes, counter_minutes, sequence_lengths, unmatched_events,
-                         train_start, valid_start, test_start, test_end, replica, use_cache)
+                         train_start, valid_start, test_start, test_end, replica, use_cache,
+                         history_content=history_content)
+        if text_embeddings not in (None, "auto"):
+            raise UserInputError("data.text_embeddings: KuaiLive-M3 ships its segment embeddings and has no texts "
+                                 "for the text stage. Fix: leave data.text_embeddings unset")
+        # text_embeddings=auto (a model's default on KuaiLive) is ignored: the shipped embeddings are the content
+        if content == "title":  # the title-only ablation: the room-level embedding (M3 has no title vectors)
+            content_embeddings = "room"
         if content_embeddings not in CONTENT:
             raise UserInputError(f"data.content_embeddings='{content_embeddings}' is not one of {', '.join(CONTENT)}. "
                                  "Fix: pass data.content_embeddings=auto|segment|room")
@@ -123,12 +134,14 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         exposures, vocab = self._index(exposures, tables, short)
         arrays, views = self._rows_and_views(exposures, first)
         arrays.update(self._features(exposures, views, events))
-        content, mode, n_segments = self._content(exposures, views, rooms, raw_dir)
-        arrays.update(content)
         arrays.update(self._sequences(exposures, views, rooms, events["click"], short, vocab))
+        arrays.update(self._item_fields(rooms, tables["streamers"], vocab, arrays))
+        content, mode, n_segments = self._shipped_content(exposures, views, rooms, raw_dir, arrays)
+        arrays.update(content)
+        arrays["item_longterm"] = longterm_rows(exposures, arrays)
         stats = self._stats(exposures, rooms, events, dropped, short, first, arrays)
         stats.update(content=mode, segments=n_segments)
-        meta = {"spec": self._spec(vocab, int(arrays["title_emb"].shape[1])),
+        meta = {"spec": self._spec(vocab, int(arrays["content_emb"].shape[1])),
                 "splits": {s: int((exposures["split"] == i).sum()) for i, s in enumerate(("train", "valid", "test"))},
                 "stats": stats}
         arrays = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
@@ -219,9 +232,12 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         return short_videos(photos, tags.unique("photo_id", keep="first", maintain_order=True))
 
     # ------------------------------------------------------------------ content embeddings
-    def _content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame,
-                 raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
-        """title_emb / view_title (the room's content as of each view) and the streamer's long-term table."""
+    def _shipped_content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame,
+                         raw_dir: Path, items: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str, int]:
+        """content_emb / view_content (the room's content as of each view), item_content (as of each live
+        history item's click) and the streamer's long-term table."""
+        live = items["item_kind"] == LIVE
+        item_room = np.where(live, items["item_visit_room"] - 1, 0)
         mode = self.content_embeddings
         if mode == "auto":
             mode = "segment" if shards(raw_dir) else "room"
@@ -241,14 +257,23 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
                                                 on="live_id", how="left", maintain_order="left")["row"]
             named = rooms.with_columns(live_name_id=rows.fill_null(-1).cast(pl.Int64))
             arrays = self._embeddings(exposures, named, np.arange(len(vectors)), vectors)
-            arrays["view_title"] = arrays.pop("sample_title")[views["exposure"].to_numpy()]  # fixed per room
+            arrays["view_content"] = arrays.pop("sample_content")[views["exposure"].to_numpy()]  # fixed per room
+            arrays["item_content"] = np.where(live, arrays.pop("room_content")[item_room], 0).astype(np.int32)
             return arrays, mode, 0
-        return self._segment_content(exposures, views, rooms, raw_dir)
+        queries = pl.DataFrame({"room": np.r_[views["room"].to_numpy(), item_room[live]],
+                                "time": np.r_[views["time"].to_numpy(), items["item_time"][live]]})
+        arrays, n_segments = self._segment_content(exposures, queries, rooms, raw_dir)
+        current = arrays.pop("current")
+        arrays["view_content"] = current[:views.height]
+        arrays["item_content"] = np.zeros(len(live), np.int32)
+        arrays["item_content"][live] = current[views.height:]
+        return arrays, "segment", n_segments
 
-    def _segment_content(self, exposures: pl.DataFrame, views: pl.DataFrame, rooms: pl.DataFrame,
-                         raw_dir: Path) -> tuple[dict[str, np.ndarray], str, int]:
-        """live_content_emb = the room's latest segment ended before the view's time (a row emitted later
-        sees the room's later content); streamer_longterm_emb =
+    def _segment_content(self, exposures: pl.DataFrame, queries: pl.DataFrame, rooms: pl.DataFrame,
+                         raw_dir: Path) -> tuple[dict[str, np.ndarray], int]:
+        """Per query (room, time: views read at their time, history items at their click) `current`, the
+        row of the room's latest segment ended before that time (a row emitted later sees the room's later
+        content); streamer_longterm_emb =
         the mean over the streamer's earlier rooms of each room's mean segment (KuaiLive's helper)."""
         wanted = rooms.join(exposures.select("streamer_id").unique(), on="streamer_id", how="semi").select("live_id", "room")
         parts = []
@@ -272,15 +297,16 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
                                   np.arange(len(means)), means)
         # the latest segment that ended strictly before each view's time
         order, start, end = last_before(segments.select("item", "room", pl.col("timestamp").alias("time")), ["room"],
-                                        "time", views.select("room", "time"))
+                                        "time", queries)
         current = np.where(end > start, order[np.maximum(end - 1, 0)], 0)
         used = np.unique(current[current > 0])
         table = np.zeros((len(used) + 1, dim), np.float32)
         table[1:] = vectors[used - 1]
-        arrays["title_emb"] = table
-        arrays.pop("sample_title")
-        arrays["view_title"] = np.where(current > 0, np.searchsorted(used, current) + 1, 0).astype(np.int32)
-        return arrays, "segment", segments.height
+        arrays["content_emb"] = table
+        arrays.pop("sample_content")
+        arrays.pop("room_content")
+        arrays["current"] = np.where(current > 0, np.searchsorted(used, current) + 1, 0).astype(np.int32)
+        return arrays, segments.height
 
 
 # ---------------------------------------------------------------------- reading helpers

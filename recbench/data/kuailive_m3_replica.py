@@ -31,7 +31,8 @@ layout changes, to the one documented by imgkkk574/KuaiLive-M3 (`website/app/dat
 - ``live_emb_128_ts/live_emb_128_ts_part{k}.parquet``: ``live_stream_id`` (str), ``segment_id`` (str),
   ``feature_128`` (list[float32], 128), ``timestamp`` (Unix ms int, the END of the segment). Pieces of
   ``segment_seconds`` aligned to the room start; the content is the planted segment's topic direction +
-  its quality + the streamer's style + noise. M3 keeps "segments with at least one viewer"; the replica
+  its quality + its sub-topic and room event (what moves clicks beyond the category and the author: the base
+  replica's LLM-Alignment premise) + the streamer's style + noise. M3 keeps "segments with at least one viewer"; the replica
   keeps the piece that ended last before each live exposure (that is what an adapter reads; the file
   stays small);
 - ``photo_interaction.csv``: the M3 daily aggregate columns plus ``p_date`` (no time of day);
@@ -224,6 +225,10 @@ def _room_embeddings(rng: np.random.Generator, config: KuaiLiveM3ReplicaConfig, 
     topic64 = rng.normal(0.0, 1.0, (n_topics, ROOM_DIM))
     topic128 = rng.normal(0.0, 1.0, (n_topics, SEGMENT_DIM))
     quality128 = rng.normal(0.0, 1.0, SEGMENT_DIM)
+    # what the segment shows beyond its category (the base replica's sub-topic / room event, which move
+    # clicks and are named only by segment_text.csv there): here the shipped embedding carries them
+    subtopic128 = rng.normal(0.0, 1.0, (int(segments["subtopic"].max()) + 1, SEGMENT_DIM))
+    event128 = rng.normal(0.0, 1.0, (int(segments["event"].max()) + 1, SEGMENT_DIM))
     who = np.searchsorted(streamers, rooms["streamer_id"].to_numpy())
     room_emb = (topic64[rooms["topic"].to_numpy()] + 0.5 * style64[who]
                 + 0.4 * rng.normal(0.0, 1.0, (rooms.height, ROOM_DIM))) / np.sqrt(ROOM_DIM)
@@ -238,10 +243,11 @@ def _room_embeddings(rng: np.random.Generator, config: KuaiLiveM3ReplicaConfig, 
               .with_columns(end=pl.col("start_ms") + (pl.col("k") + 1) * piece_ms,
                             mid=pl.col("start_ms") + pl.col("k") * piece_ms + piece_ms // 2))
     pieces = (pieces.sort("mid")
-              .join_asof(segments.select("live_id", "start_ms", "topic", "quality").rename({"start_ms": "seg_start"}),
+              .join_asof(segments.select("live_id", "start_ms", "topic", "quality", "subtopic", "event").rename({"start_ms": "seg_start"}),
                          left_on="mid", right_on="seg_start", by="live_id", strategy="backward", check_sortedness=False)
               .sort("live_id", "k"))
     seg_emb = (topic128[pieces["topic"].to_numpy()] + 0.6 * pieces["quality"].to_numpy()[:, None] * quality128
+               + 0.8 * subtopic128[pieces["subtopic"].to_numpy()] + 0.8 * event128[pieces["event"].to_numpy()]
                + 0.5 * style128[np.searchsorted(streamers, pieces["streamer_id"].to_numpy())]
                + 0.4 * rng.normal(0.0, 1.0, (pieces.height, SEGMENT_DIM))) / np.sqrt(SEGMENT_DIM)
     segment_table = pl.DataFrame({

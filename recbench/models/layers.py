@@ -241,17 +241,21 @@ class LiveHistoryEncoder(nn.Module):
 
 
 def in_batch_infonce(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, temperature: float,
-                     group: torch.Tensor | None = None) -> torch.Tensor:
+                     group: torch.Tensor | None = None, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE (softmax cross-entropy) of query[i] -> key[i] over the `valid` rows, on
     L2-normalised vectors: the other valid rows' keys are the negatives.
 
     Off-diagonal rows with the same `group` id (same user, same streamer) are not used as negatives,
     since they are not true negatives. Fewer than two valid rows: zero (nothing to contrast).
+    `log_q` [B]: log of the chance that row j's key is in a batch; subtracting it from column j (logQ
+    correction, Yi et al. 2019) keeps popular keys, which are more often negatives, from being pushed down.
     """
     if int(valid.sum()) < 2:
         return query.new_zeros(())
     q, k = nn.functional.normalize(query[valid], dim=-1), nn.functional.normalize(key[valid], dim=-1)
     logits = q @ k.T / temperature
+    if log_q is not None:
+        logits = logits - log_q[valid][None, :]
     if group is not None:
         g = group[valid]
         same = (g[:, None] == g[None, :]) & ~torch.eye(len(g), dtype=torch.bool, device=g.device)

@@ -1,0 +1,106 @@
+"""LARM's mechanisms operate: the gate reads the author, history codes reach the score, codes are refit from
+training batches only, logQ changes the retrieval loss (recbench/models/llm_alignment.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_live_models import build, fake_live_batch, fake_live_spec
+
+HISTORY = ("livelong", "mixed")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def with_history(spec: dict, batch: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Add the `hist_<name>_*` keys a batch carries with data.history_content=true."""
+    g = torch.Generator().manual_seed(seed)
+    cards, dim = spec["cardinalities"], spec["content_dim"]
+    for name in HISTORY:
+        mask = batch[f"seq_{name}_mask"] & (batch[f"seq_{name}_kind"] == 2)
+        shape = mask.shape
+        for field in spec["item_fields"]:
+            batch[f"hist_{name}_{field}"] = torch.randint(2, cards[field], shape, generator=g) * mask
+        batch[f"hist_{name}_content"] = torch.randn(*shape, dim, generator=g) * mask[..., None]
+        batch[f"hist_{name}_longterm"] = torch.randn(*shape, dim, generator=g) * mask[..., None]
+        batch[f"hist_{name}_mask"] = mask
+    return batch
+
+
+def larm(spec: dict, **overrides):
+    settings = dict(history_code_sequences=list(HISTORY), user_code_sequence="mixed", attention_hidden=[8])
+    return build("llm_alignment", spec, **{**settings, **overrides})
+
+
+def trained(spec: dict, steps: int = 6, **overrides):
+    torch.manual_seed(0)
+    net = larm(spec, **overrides).train()
+    for step in range(steps):
+        net(with_history(spec, fake_live_batch(spec, 64, seed=step), seed=step))
+    return net.eval()
+
+
+def test_the_gate_reads_the_author_not_the_content():
+    spec = fake_live_spec()
+    net = larm(spec).eval()
+    batch = with_history(spec, fake_live_batch(spec, 32))
+    gate = net(batch)["fusion_gate"]
+    other_content = {**batch, "live_content_emb": torch.randn_like(batch["live_content_emb"])}
+    assert torch.equal(net(other_content)["fusion_gate"], gate)
+    other_author = {**batch, "streamer": (batch["streamer"] + 1) % spec["cardinalities"]["streamer"]}
+    assert not torch.allclose(net(other_author)["fusion_gate"], gate)
+
+
+def test_history_codes_reach_the_ranker_and_the_user_tower():
+    spec = fake_live_spec()
+    net = trained(spec)
+    batch = with_history(spec, fake_live_batch(spec, 64, seed=99), seed=99)
+    before = net(batch)
+    changed = dict(batch)
+    for name in HISTORY:  # other content in the history rooms -> other codes
+        changed[f"hist_{name}_content"] = torch.randn_like(batch[f"hist_{name}_content"]) * 3
+    after = net(changed)
+    assert not torch.equal(net.history_codes(batch, "mixed")[0], net.history_codes(changed, "mixed")[0])
+    assert not torch.allclose(before["task_logits"], after["task_logits"])
+    assert not torch.allclose(before["user_vector"], after["user_vector"])
+    # without code attention and user-tower codes, the history content changes nothing
+    plain = trained(spec, history_code_sequences=[], user_code_sequence=None)
+    assert torch.equal(plain(batch)["task_logits"], plain(changed)["task_logits"])
+
+
+def test_codes_are_refit_from_training_batches_only():
+    spec = fake_live_spec()
+    net = trained(spec, refresh_steps=3)
+    state = {k: v.clone() for k, v in net.state_dict().items()
+             if k.startswith(("codebook_", "author_", "codes_ready", "refreshes", "training_steps"))}
+    for seed in range(5):  # validation / test batches: scored, never remembered or refit from
+        net(with_history(spec, fake_live_batch(spec, 64, seed=100 + seed), seed=100 + seed))
+    for key, value in state.items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_history_codes_need_the_history_content_keys():
+    spec = fake_live_spec()
+    net = trained(spec)
+    with pytest.raises(ValueError, match="data.history_content=true"):
+        net(fake_live_batch(spec, 16))
+
+
+def test_logq_correction_changes_the_retrieval_loss():
+    spec = fake_live_spec()
+    batch = with_history(spec, fake_live_batch(spec, 64))
+    losses = []
+    for logq in (False, True):
+        torch.manual_seed(0)
+        net = larm(spec, logq_correction=logq).train()
+        net(with_history(spec, fake_live_batch(spec, 64, seed=5)))  # counts from an earlier batch
+        torch.manual_seed(1)
+        losses.append(float(net(batch)["aux_loss/retrieval"].detach()))
+    assert losses[0] != pytest.approx(losses[1], abs=1e-4)
