@@ -68,6 +68,20 @@ def fake_live_batch(spec: dict, B: int, seed: int = 0) -> dict[str, torch.Tensor
         batch[f"seq_{name}_author"] = torch.randint(2, cards["author"], (B, length), generator=g) * mask
         batch[f"seq_{name}_category"] = torch.randint(2, cards["category"], (B, length), generator=g) * mask
         batch[f"seq_{name}_kind"] = torch.randint(1, 3, (B, length), generator=g) * mask
+    return add_history_content(spec, batch, g)
+
+
+def add_history_content(spec: dict, batch: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The `hist_<name>_*` keys a batch carries with data.history_content=true: each live history room's
+    candidate fields, content and long-term content."""
+    cards, dim = spec["cardinalities"], spec["content_dim"]
+    for name in ("livelong", "mixed"):
+        mask = batch[f"seq_{name}_mask"] & (batch[f"seq_{name}_kind"] == 2)
+        for field in spec["item_fields"]:
+            batch[f"hist_{name}_{field}"] = torch.randint(2, cards[field], mask.shape, generator=g) * mask
+        batch[f"hist_{name}_content"] = torch.randn(*mask.shape, dim, generator=g) * mask[..., None]
+        batch[f"hist_{name}_longterm"] = torch.randn(*mask.shape, dim, generator=g) * mask[..., None]
+        batch[f"hist_{name}_mask"] = mask
     return batch
 
 
@@ -424,7 +438,8 @@ def test_retrieval_metrics_equal_a_brute_force_reference():
 @pytest.mark.parametrize("model,task", [
     ("moment_cross", "live"), ("moment_cross_cgc", "live"), ("din_live", "live"), ("llm_alignment", "live_retrieval"),
     ("llm_alignment_no_llm", "live_retrieval"), ("llm_alignment_no_gate", "live_retrieval"),
-    ("llm_alignment_no_codes", "live_retrieval"), ("mmoe", "live"), ("ple", "live")])
+    ("llm_alignment_no_codes", "live_retrieval"), ("llm_alignment_raw", "live_retrieval"),
+    ("llm_alignment_title", "live_retrieval"), ("mmoe", "live"), ("ple", "live")])
 def test_model_configs_build_and_run_with_their_task(model, task):
     overrides = [f"model={model}"] + (["task=live"] if model in ("mmoe", "ple") else [])  # data=kuailive sets it
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_live_models import build, fake_live_batch, fake_live_spec
+from tests.test_live_models import add_history_content, build, fake_live_batch, fake_live_spec
 
 HISTORY = ("livelong", "mixed")
 
@@ -20,18 +20,8 @@ def one_thread():
 
 
 def with_history(spec: dict, batch: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
-    """Add the `hist_<name>_*` keys a batch carries with data.history_content=true."""
-    g = torch.Generator().manual_seed(seed)
-    cards, dim = spec["cardinalities"], spec["content_dim"]
-    for name in HISTORY:
-        mask = batch[f"seq_{name}_mask"] & (batch[f"seq_{name}_kind"] == 2)
-        shape = mask.shape
-        for field in spec["item_fields"]:
-            batch[f"hist_{name}_{field}"] = torch.randint(2, cards[field], shape, generator=g) * mask
-        batch[f"hist_{name}_content"] = torch.randn(*shape, dim, generator=g) * mask[..., None]
-        batch[f"hist_{name}_longterm"] = torch.randn(*shape, dim, generator=g) * mask[..., None]
-        batch[f"hist_{name}_mask"] = mask
-    return batch
+    """Fresh history content for a batch (fake_live_batch already carries some)."""
+    return add_history_content(spec, batch, torch.Generator().manual_seed(seed))
 
 
 def larm(spec: dict, **overrides):
@@ -89,8 +79,9 @@ def test_codes_are_refit_from_training_batches_only():
 def test_history_codes_need_the_history_content_keys():
     spec = fake_live_spec()
     net = trained(spec)
+    bare = {k: v for k, v in fake_live_batch(spec, 16).items() if not k.startswith("hist_")}
     with pytest.raises(ValueError, match="data.history_content=true"):
-        net(fake_live_batch(spec, 16))
+        net(bare)
 
 
 def test_logq_correction_changes_the_retrieval_loss():

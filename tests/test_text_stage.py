@@ -341,15 +341,22 @@ def test_sft_pulls_same_topic_texts_together(sft_run, tiny_lm, tmp_path, wrap, p
 
 
 # ----------------------------------------------------------------------------- SIGKILL during the export
-def _text_stage(models: Path, datasets: Path, kill_at: str | None = None):
+STAGE_SETTINGS = {  # small replicas; the exports span several chunks
+    "kuaicomt": ["data.replica.n_users=300", "data.replica.n_videos=200", "text.lora.max_length=256",
+                 "text.export.chunk_size=48"],
+    "kuailive": ["data.replica.n_users=150", "data.replica.n_streamers=120", "data.replica.n_authors=150",
+                 "text.lora.max_length=160", "text.export.chunk_size=256"]}
+STAGE_PARTS = {"kuaicomt": ("video", "comment"), "kuailive": ("segment",)}
+
+
+def _text_stage(models: Path, datasets: Path, kill_at: str | None = None, data: str = "kuaicomt"):
     import os
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "recbench.text", "data=kuaicomt", f"paths.datasets={datasets}",
+    command = [sys.executable, "-m", "recbench.text", f"data={data}", f"paths.datasets={datasets}",
                f"paths.models={models}", f"paths.experiments={models.parent / 'experiments'}",
-               "data.replica.n_users=300", "data.replica.n_videos=200", "text.examples_per_task=40",
-               "text.lora.max_length=256", "text.export.chunk_size=48", "text.pretrain.max_texts=2000"]
+               "text.examples_per_task=40", "text.pretrain.max_texts=2000", *STAGE_SETTINGS[data]]
     env = {k: v for k, v in os.environ.items() if k != "RECBENCH_KILL_AT"}
     if kill_at:
         env["RECBENCH_KILL_AT"] = kill_at
@@ -357,15 +364,16 @@ def _text_stage(models: Path, datasets: Path, kill_at: str | None = None):
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path):
+@pytest.mark.parametrize("data", ["kuaicomt", "kuailive"])  # LCU's stage 1 and LARM's
+def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path, data):
     datasets = tmp_path / "datasets"
-    twin = _text_stage(tmp_path / "twin" / "models", datasets)
+    twin = _text_stage(tmp_path / "twin" / "models", datasets, data=data)
     assert twin.returncode == 0, twin.stderr[-2000:]
 
     models = tmp_path / "killed" / "models"
-    killed = _text_stage(models, datasets, kill_at="export:2")  # SIGKILL after the 2nd chunk is saved
+    killed = _text_stage(models, datasets, kill_at="export:2", data=data)  # SIGKILL after the 2nd chunk is saved
     assert killed.returncode == -9, killed.stderr[-2000:]
-    stage = models / "text" / "kuaicomt"
+    stage = models / "text" / data
     assert not (stage / "text_stage.json").exists()  # written last: the stage is not taken as finished
     (name,) = [p.name for p in (stage / "embeddings").iterdir()]  # killed inside the first export
     manifest = json.loads((stage / "embeddings" / name / "manifest.json").read_text())
@@ -374,12 +382,12 @@ def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path
         load_embeddings(stage / "embeddings", name)
     saved = {e["file"]: (stage / "embeddings" / name / e["file"]).stat().st_mtime_ns for e in manifest["chunks"]}
 
-    resumed = _text_stage(models, datasets)  # the same command again
+    resumed = _text_stage(models, datasets, data=data)  # the same command again
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # same seed -> same LoRA weights -> the two saved chunks are reused, not recomputed
     assert {f: (stage / "embeddings" / name / f).stat().st_mtime_ns for f in saved} == saved
-    twin_stage = tmp_path / "twin" / "models" / "text" / "kuaicomt"
-    for part in ("video", "comment"):
+    twin_stage = tmp_path / "twin" / "models" / "text" / data
+    for part in STAGE_PARTS[data]:  # deterministic: the twin run and the resumed run agree bit for bit
         ids, matrix = load_embeddings(stage / "embeddings", part)
         twin_ids, twin_matrix = load_embeddings(twin_stage / "embeddings", part)
         assert np.array_equal(ids, twin_ids) and np.array_equal(matrix, twin_matrix)  # bit for bit
