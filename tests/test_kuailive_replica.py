@@ -176,8 +176,7 @@ def test_smoke_config_has_exposures_in_every_split():
 
 # ---------------------------------------------------------------------------------- size, rates
 def test_default_size_rates_and_heavy_tails(default):
-    replica, seconds = default
-    assert seconds < 6.0  # CPU seconds; about 3 on an idle core
+    replica, _ = default  # its speed is a figure of `python -m recbench.data.kuailive_replica`, not a test
     tables, exposures = replica.tables, replica.exposures
     assert 85_000 < exposures.height < 115_000
     assert abs(exposures["clicked"].mean() - 0.2) < 0.01

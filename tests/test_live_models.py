@@ -54,6 +54,7 @@ def fake_live_batch(spec: dict, B: int, seed: int = 0) -> dict[str, torch.Tensor
     fields = [*spec["user_fields"], *spec["item_fields"], *spec["context_fields"]]
     batch = {f: torch.randint(2, cards[f], (B,), generator=g) for f in fields}
     batch["group"] = batch["user"].clone()
+    batch["read_minute"] = 29_000_000 + torch.randint(0, 120, (B,), generator=g)  # two hours in May 2025
     for task in spec["tasks"]:
         batch[f"label_{task}"] = (torch.rand(B, generator=g) < 0.4).float()
         batch[f"mask_{task}"] = (torch.rand(B, generator=g) < 0.9).float()

@@ -95,3 +95,22 @@ def test_logq_correction_changes_the_retrieval_loss():
         torch.manual_seed(1)
         losses.append(float(net(batch)["aux_loss/retrieval"].detach()))
     assert losses[0] != pytest.approx(losses[1], abs=1e-4)
+
+
+def test_live_retrieval_ranks_among_the_rooms_of_the_moment_as_they_were_then():
+    from recbench.tasks.live import live_retrieval_ranks
+
+    # rows: (minute, streamer, item vector); window 30 min. Streamer 7 shows content A at minute 0 and
+    # content B at minute 20; the query at minute 20 (streamer 7, its own row) likes B.
+    minute = torch.tensor([0, 5, 20, 21, 40])
+    streamer = torch.tensor([7, 8, 7, 9, 8])
+    a, b, c = [1.0, 0.0], [0.0, 1.0], [0.6, 0.6]
+    item = torch.tensor([a, c, b, c, [0.0, 1.0]])
+    query = torch.tensor([False, False, True, False, False])
+    kept = {"item": item, "streamer": streamer, "minute": minute, "query_row": query,
+            "query_user": torch.tensor([[0.0, 1.0]])}
+    ranks, pool = live_retrieval_ranks(kept, 30)
+    # window 0: streamers 7 (row at minute 20: B, score 1), 8 (c: 0.6), 9 (c: 0.6); the minute-40 row is not live then
+    assert ranks.tolist() == [1.0] and pool.tolist() == [3]
+    # averaged over the split (the global metric), streamer 7 would be (A + B) / 2: score 0.5 < 0.6
+    assert float(((item[0] + item[2]) / 2) @ kept["query_user"][0]) < 0.6

@@ -7,7 +7,7 @@ Rows and views. Every row of every set points to a VIEW: (exposure, the time its
 Valid, test and progressive rows (the training days' exposures, for progressive validation) are read at
 their exposure, with every label known by their split's end. Training rows are read at their EMIT time,
 when the stream reports them, so a row carries what the system knew then: the room's real-time counters,
-its age, the hour, its current content (KuaiLive-M3 segments) and the user's sequences as of then.
+its age, the hour, its current content (segments) and the user's sequences as of then.
 
 What the paper (arXiv 2408.05709, section 2.3) leaves open, decided here:
   - tick alignment: reports flush on a grid of `moment_seconds` on the Unix epoch (every user's rows
@@ -34,16 +34,23 @@ Code map (KuaiLiveAdapter.build, in order; KuaiLiveM3Adapter reuses all but the 
   labels           _first_positive (each task's first positive, censored at the split end)
   features         short_videos, _index (training vocabularies: vocabulary, encode)
   rows, views      _rows_and_views -> _row_sets -> _moment, _window (emit times)
-  view features    _features (hour, live age, count_in room counters less the own visit); _embeddings +
-                   streamer_longterm (content)
-  sequences        _sequences -> last_before (per view); sequence_items reads a window in a batch
+  view features    _features (hour, live age, count_in room counters less the own visit)
+  sequences        _sequences -> last_before (per view); sequence_items reads a window in a batch;
+                   _item_fields (each live history room's candidate fields)
+  content          _content: segment (segment_text.csv, recbench/data/live_content.py: the latest segment
+                   started before the read time's `segment_seconds` tick, per view and per live history
+                   room; vectors from the text stage, loaded by attach -> _attach_text_content) or title
+                   (_embeddings); streamer_longterm; text_corpus / text_tasks (LARM's stage 1)
   arrays           sample_<field>, sample_group, sample_time, sample_visit_room, sample_room (per exposure);
                    view_exposure, view_time, view_hour, view_live_age, view_room_<what>_<m>m, view_content,
-                   view_seq_<name>_first / _end (per view); content_emb, room_longterm_emb,
-                   item_<author|category|kind|time|visit_room>, seq_<name>_order;
+                   view_seq_<name>_first / _end (per view); content_emb, room_longterm_emb (segment content:
+                   built by attach from content_text, content_room, room_*, exposed_rooms),
+                   item_<author|category|kind|time|visit_room|content|longterm>, item_field_<field>,
+                   seq_<name>_order;
                    <progressive|valid|test>_rows / _label, train_<moment|window>_<rows|label|mask|pu>;
                    attach adds train_* (the chosen stream) and <split>_time; _spec -> meta["spec"]
-  assemble         assemble: a batch (fields, label_ / mask_ / pu_<task>, content embeddings, seq_<name>_*)
+  assemble         assemble: a batch (fields, label_ / mask_ / pu_<task>, content embeddings, seq_<name>_*;
+                   hist_<name>_* with data.history_content=true)
 """
 
 from __future__ import annotations
@@ -687,6 +694,7 @@ class KuaiLiveAdapter(DatasetAdapter):
         batch = {f: take(t[f"sample_{f}"], ep).long() for f in (*USER_FIELDS, *ITEM_FIELDS)}
         batch.update({f: take(t[f"view_{f}"], view).long() for f in self.context_fields})
         batch["group"] = take(t["sample_group"], ep)
+        batch["read_minute"] = take(t["view_time"], view) // MINUTE_MS
         for key in ("label", "mask", "pu"):
             values = take(t[f"{split}_{key}"], rows).float()
             for k, task in enumerate(TASKS):

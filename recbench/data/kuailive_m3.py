@@ -12,8 +12,10 @@ Code map (KuaiLiveM3Adapter.build, in order):
   M3 -> KuaiLive   _read: clicks and gifts from the sessions, likes' streamers from the rooms, room categories
                    from short-video plays, author profiles as streamer profiles
   pipeline         KuaiLiveAdapter's steps unchanged (place, _exposures, _first_positive, _index, _features,
-                   _labels_and_streams, _sequences); m3_errors names the M3 files in their messages
-  content          _content (room: live_emb_64) / _segment_content (segment: live_emb_128_ts), embedding_matrix
+                   _rows_and_views, _sequences, _item_fields); m3_errors names the M3 files in their messages
+  content          _shipped_content (room: live_emb_64) / _segment_content (segment: live_emb_128_ts, per view
+                   and per live history room at its click), embedding_matrix; no text stage (the shipped
+                   embeddings are the content: data.text_embeddings=auto is ignored)
   arrays, assemble KuaiLiveAdapter's (recbench/data/kuailive.py)
 """
 

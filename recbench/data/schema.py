@@ -148,6 +148,7 @@ LIVE = Schema(
      "sequence_lengths": dict, "time_unit": str, "stream": str},
     (*FIELDS, Key("{x}", "int", vocab="{x}", over="context_fields"),
      Key("label_{x}", "float", over="tasks"), Key("mask_{x}", "float", over="tasks"), Key("pu_{x}", "float", over="tasks"),
+     Key("read_minute", "int"),  # Unix minute the row's features are read at (live retrieval's candidate pool)
      Key("live_content_emb", "float", ("batch", "content_dim")),
      Key("streamer_longterm_emb", "float", ("batch", "content_dim")),
      Key("seq_{x}_author", "int", ("batch", "sequence_lengths.{x}"), vocab="author", over="sequences"),

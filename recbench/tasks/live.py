@@ -102,6 +102,36 @@ def retrieval_ranks(user: torch.Tensor, positive: torch.Tensor, candidates: torc
     return torch.cat(ranks)
 
 
+def live_retrieval_ranks(kept: dict[str, torch.Tensor], window_minutes: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of each query's clicked streamer among the rooms live at the query's moment, each as it was
+    then: the candidates are the streamers with a row in the same `window_minutes` window (Unix-epoch
+    grid), each represented by its row read nearest in time to the query (ties: the earlier row), so a
+    room's candidate vector carries its content of that moment, not an average over the split. The
+    query's own row is its streamer's nearest row. Returns (ranks, pool sizes), one per query."""
+    item, streamer = kept["item"].double(), kept["streamer"]
+    minute, query_row = kept["minute"].long(), kept["query_row"].nonzero().squeeze(1)
+    user = kept["query_user"].double()
+    window = torch.div(minute * 60, int(round(window_minutes * 60)), rounding_mode="floor")
+    ranks, pools = [torch.zeros(0, dtype=torch.double)], [torch.zeros(0, dtype=torch.long)]
+    order = torch.argsort(window[query_row], stable=True)
+    for w in torch.unique(window[query_row]):
+        rows = (window == w).nonzero().squeeze(1)
+        picked = order[window[query_row][order] == w]  # indices into the query arrays
+        q_rows = query_row[picked]
+        local, slot = torch.unique(streamer[rows], return_inverse=True)
+        distance = (minute[rows][None, :] - minute[q_rows][:, None]).abs().double()
+        distance = distance + torch.arange(len(rows), dtype=torch.double)[None, :] * 1e-9  # ties: earlier row
+        distance[torch.arange(len(q_rows)), torch.searchsorted(rows, q_rows)] = -1.0  # a query's own row
+        nearest = torch.full((len(q_rows), len(local)), float("inf"), dtype=torch.double)
+        nearest = nearest.scatter_reduce(1, slot.expand(len(q_rows), -1), distance, "amin")
+        chosen = distance == nearest.gather(1, slot.expand(len(q_rows), -1))  # one row per (query, streamer)
+        scores = torch.where(chosen, user[picked] @ item[rows].T, torch.tensor(float("-inf"), dtype=torch.double))
+        own = scores.gather(1, torch.searchsorted(rows, q_rows)[:, None])
+        ranks.append((scores >= own).sum(1).double())
+        pools.append(torch.full((len(q_rows),), len(local), dtype=torch.long))
+    return torch.cat(ranks), torch.cat(pools)
+
+
 class RetrievalHead(TaskHead):
     """Evaluates a two-tower model: rank the clicked streamer among all streamers of the split.
 
@@ -109,12 +139,16 @@ class RetrievalHead(TaskHead):
     """
     accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
-    def __init__(self, spec: dict[str, Any], cutoffs: Sequence[int], positive_task: str) -> None:
+    def __init__(self, spec: dict[str, Any], cutoffs: Sequence[int], positive_task: str,
+                 live_window_minutes: float | None = None) -> None:
         super().__init__(spec)
         if positive_task not in spec["tasks"]:
             raise ValueError(f"positive_task must be one of {list(spec['tasks'])}, got {positive_task!r}")
+        if live_window_minutes is not None and live_window_minutes <= 0:
+            raise ValueError(f"live_window_minutes must be > 0 or null, got {live_window_minutes}")
         self.cutoffs = [int(k) for k in cutoffs]
         self.positive_task = positive_task
+        self.live_window = live_window_minutes
 
     def loss(self, outputs, batch):
         return {}
@@ -123,9 +157,12 @@ class RetrievalHead(TaskHead):
         # every row's item vector (to build the candidates), the user vector of query rows only
         task = self.positive_task
         query = (batch[f"label_{task}"] > 0.5) & (batch[f"mask_{task}"] > 0)
-        return {"item": outputs["item_vector"].detach().float(), "streamer": batch["streamer"],
+        kept = {"item": outputs["item_vector"].detach().float(), "streamer": batch["streamer"],
                 "query_user": outputs["user_vector"].detach().float()[query],
                 "query_streamer": batch["streamer"][query]}
+        if self.live_window is not None:
+            kept.update(minute=batch["read_minute"], query_row=query)
+        return kept
 
     def metrics(self, kept):
         item = kept["item"].double()
@@ -136,19 +173,31 @@ class RetrievalHead(TaskHead):
         candidates = sums / counts[:, None].to(item.dtype)
         target = torch.searchsorted(streamers, kept["query_streamer"])  # every query row is a split row
         ranks = retrieval_ranks(kept["query_user"].double(), target, candidates).double()
+        out = self._at_cutoffs(ranks, "retrieval")
+        if self.live_window is not None:
+            live_ranks, pool = live_retrieval_ranks(kept, self.live_window)
+            out.update(self._at_cutoffs(live_ranks, "retrieval_live"))
+            out["candidates/retrieval_live"] = float(pool.double().mean()) if len(pool) else float("nan")
+        return out
+
+    def _at_cutoffs(self, ranks: torch.Tensor, name: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for k in self.cutoffs:
             hit = ranks <= k
             gain = torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
-            out[f"recall@{k}/retrieval"] = float(hit.double().mean()) if len(ranks) else float("nan")
-            out[f"ndcg@{k}/retrieval"] = float(gain.mean()) if len(ranks) else float("nan")
+            out[f"recall@{k}/{name}"] = float(hit.double().mean()) if len(ranks) else float("nan")
+            out[f"ndcg@{k}/{name}"] = float(gain.mean()) if len(ranks) else float("nan")
         return out
 
     def definitions(self):
         setup = (f"Queries: the split's rows with label_{self.positive_task} = 1 (and mask 1); candidates: every "
                  "distinct streamer appearing in the split, each represented by the mean of its rows' item "
                  "vectors; score = dot(user vector of the query row, candidate vector); rank = number of "
-                 "candidates scoring >= the clicked streamer (ties count against it), from 1.")
+                 "candidates scoring >= the clicked streamer (ties count against it), from 1. "
+                 "/retrieval_live (with live_window_minutes): candidates are only the streamers with a row in "
+                 "the query's live_window_minutes window (the rooms live then), each represented by its row "
+                 "read nearest in time to the query (its content of that moment); candidates/retrieval_live "
+                 "is the mean pool size.")
         return {"recall@k": "Retrieval Recall@k: share of queries whose clicked streamer has rank <= k (one "
                             "relevant item per query, so it equals HitRate@k). " + setup,
                 "ndcg@k": "Retrieval NDCG@k: mean over queries of 1/log2(rank + 1) if rank <= k else 0 (one "
