@@ -114,3 +114,14 @@ def test_live_retrieval_ranks_among_the_rooms_of_the_moment_as_they_were_then():
     assert ranks.tolist() == [1.0] and pool.tolist() == [3]
     # averaged over the split (the global metric), streamer 7 would be (A + B) / 2: score 0.5 < 0.6
     assert float(((item[0] + item[2]) / 2) @ kept["query_user"][0]) < 0.6
+
+
+def test_kmeans_revives_empty_clusters_after_a_collapsed_warm_start():
+    from recbench.models.llm_alignment import kmeans, nearest_centroid
+
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(2000, 8, generator=g)
+    collapsed = torch.zeros(64, 8)
+    collapsed[0] = 1.0  # the first fit saw near-identical vectors: every centroid in one spot
+    fitted = kmeans(points, 64, 5, torch.Generator().manual_seed(1), init=collapsed)
+    assert len(torch.unique(nearest_centroid(points, fitted))) > 48  # most ids in use again
