@@ -221,12 +221,12 @@ class KuaiLiveAdapter(DatasetAdapter):
         """`item_field_<f>` for every candidate field f of a live history item: its room as a candidate
         would have had it (0 for short videos), so that history rooms can go through a candidate tower."""
         profile = streamers.select("streamer_id", *(clean(pl.col(c)).alias(f) for f, c in STREAMER_PROFILE.items()))
-        per_room = rooms.join(profile, on="streamer_id", how="left", maintain_order="left")
+        live = arrays["item_kind"] == LIVE
+        used, slot = np.unique(np.where(live, arrays["item_visit_room"] - 1, 0), return_inverse=True)
+        per_room = rooms[used].join(profile, on="streamer_id", how="left", maintain_order="left")  # rooms in use only
         columns = {"live": "live_id", "streamer": "streamer_id", "live_type": "live_type", "category": "category",
                    **{f: f for f in STREAMER_PROFILE}}
-        live = arrays["item_kind"] == LIVE
-        room = np.where(live, arrays["item_visit_room"] - 1, 0)
-        return {f"item_field_{field}": np.where(live, encode(per_room[column], vocab[field]).to_numpy()[room], 0)
+        return {f"item_field_{field}": np.where(live, encode(per_room[column], vocab[field]).to_numpy()[slot], 0)
                 .astype(np.int32) for field, column in columns.items()}
 
     # ------------------------------------------------------------------ content
