@@ -137,9 +137,12 @@ def semantic_config(record: dict[str, Any]) -> dict[str, Any]:
                       key=lambda item: -len(item[0]))
     run_dir = str(record.get("run_dir") or "")
     out: dict[str, Any] = {}
+    seed = config.get("seed")
     for key, value in _flatten(config).items():
         if any(key == skip or key.startswith(skip + ".") for skip in NON_SEMANTIC):
             continue
+        if key.endswith("_seed") and seed is not None and value == seed:
+            continue  # a model's own seed set to ${seed} (e.g. code_seed): varies with the seed only
         if isinstance(value, str):
             if run_dir and value.startswith(run_dir):
                 value = "${run_dir}" + value[len(run_dir):]
