@@ -116,3 +116,10 @@ def test_stage1_examples_come_from_training_exposures_with_training_labels(tmp_p
     assert sorted(by_task["long_view"]) == [("after c1", "no"), ("late in the tick", "yes")]
     assert sorted(by_task["engage"]) == [("after c1", "no"), ("late in the tick", "yes")]
     assert all("valid room" not in p and "test room" not in p for p, _ in examples)
+
+
+def test_without_segment_texts_the_text_stage_is_skipped_with_a_banner(tmp_path, capsys):
+    raw = write_files(tmp_path / "raw")
+    prepared = adapter(raw, tmp_path, text_embeddings="auto").prepare()  # as model=llm_alignment asks
+    assert "its title embedding" in capsys.readouterr().err
+    assert prepared.meta["spec"]["content_dim"] == 4 and "text_embeddings" not in prepared.meta

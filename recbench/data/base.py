@@ -111,6 +111,11 @@ class DatasetAdapter:
         self.text_embeddings, self.text, self.text_dir = text_embeddings, text, text_dir
 
     # ----------------------------------------------------------------- subclass hooks
+    def has_text_corpus(self, prepared: Prepared) -> bool:
+        """Whether this prepared data has texts for `text_embeddings=auto` (an adapter whose texts are
+        optional says so here and explains the fallback)."""
+        return True
+
     def preprocess_config(self) -> dict[str, Any]:
         """Every setting that changes the built arrays (part of the fingerprint)."""
         raise NotImplementedError
@@ -189,6 +194,8 @@ class DatasetAdapter:
                 _save_atomic(prepared, target)
         prepared.meta.update(source=source, files_dir=str(files_dir), fingerprint=fingerprint)
         prepared.meta["spec"]["schemas"] = [schema.name for schema in self.produces]
+        if self.text_embeddings == "auto" and not self.has_text_corpus(prepared):
+            self.text_embeddings = None  # the adapter said why (e.g. a fallback banner)
         if self.text_embeddings == "auto":  # this dataset's texts through the text stage, once
             from recbench.text.stage import embeddings_for
 

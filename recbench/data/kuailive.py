@@ -56,6 +56,7 @@ Code map (KuaiLiveAdapter.build, in order; KuaiLiveM3Adapter reuses all but the 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -588,6 +589,15 @@ class KuaiLiveAdapter(DatasetAdapter):
     TEXT_QUESTIONS = {"click": "q: will this user click into the room? a: ",
                       "long_view": "q: will this user watch for more than a minute? a: ",
                       "engage": "q: will this user comment, like or send a gift? a: ", "general": "continue: "}
+
+    def has_text_corpus(self, prepared: Prepared) -> bool:
+        """Segment texts present; else a banner: the content falls back to the room title."""
+        if "segment_text" in prepared.frames:
+            return True
+        print(f"recbench: {self.name} has no {SEGMENT_TEXT_FILE} (data.content={self.content}): a room's content is "
+              "its title embedding, fixed per room, and the text stage is skipped. LLM-Alignment's per-segment "
+              "content needs the segment texts (datasets/kuailive/raw/README.md).", file=sys.stderr, flush=True)
+        return False
 
     def text_corpus(self, prepared: Prepared) -> dict[str, tuple[np.ndarray, list[str]]]:
         """Texts to embed: the distinct texts of the served segments, keyed by text id."""
