@@ -274,6 +274,7 @@ def hydra_entry() -> None:
     from hydra.errors import InstantiationException
 
     from recbench import config  # noqa: F401  (registers resolvers)
+    from recbench.claims import RunDirInUse, claim_run_dir
     from recbench.records import git_commit, package_versions, summary_table, write_json_atomic
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -287,6 +288,19 @@ def hydra_entry() -> None:
             if finished.exists() and json.loads(finished.read_text()).get("status") == "finished":
                 print(f"recbench: {run_dir} already finished; nothing to resume", file=sys.stderr)
                 return
+        try:
+            release = claim_run_dir(run_dir)
+        except RunDirInUse as error:  # nothing is written to a folder another run owns
+            print(f"recbench: error: {error}", file=sys.stderr)
+            if hydra_cfg.mode.name == "RUN":
+                sys.exit(2)
+            return float("nan")
+        try:
+            return claimed(cfg, hydra_cfg, run_dir, choices)
+        finally:
+            release()
+
+    def claimed(cfg, hydra_cfg, run_dir: Path, choices: dict[str, str]) -> float | None:
         base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
                 "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
