@@ -304,9 +304,17 @@ def hydra_entry() -> None:
         base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
                 "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         try:
             try:
                 record = {**base, **train(cfg, run_dir, choices)}
+            except SIGTERMException:  # preempted (SLURM, `timeout`): a failed record, never a silent exit 0
+                line = ("preempted: SIGTERM during training; the last batch boundary is in checkpoints/last.ckpt. "
+                        "Fix: run the same command with resume=true")
+                write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": line})
+                print(f"recbench: error: {line}", file=sys.stderr, flush=True)
+                sys.exit(128 + 15)
             except InstantiationException as error:
                 if isinstance(error.__cause__, UserInputError):
                     raise error.__cause__ from None

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import lightning as L
 
-from recbench.faults import die
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from recbench.faults import die, terminate
 from recbench.records import atomic_file
 
 
@@ -81,20 +83,31 @@ class ResumeCheckpoint(L.Callback):
         if trainer.training:
             self.save(trainer)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # SIGTERM (preemption): Lightning stops at a batch boundary; keep that point for resume=true.
+        # At an epoch's end the save after validation already holds it (see on_train_batch_end).
+        mid_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed < trainer.num_training_batches
+        if isinstance(exception, SIGTERMException) and trainer.training and mid_epoch:
+            self.save(trainer)
+
 
 class KillSwitch(L.Callback):
     """Fault injection for the resume tests and the soak script: SIGKILL this process at training
     step N (`RECBENCH_KILL_AT=step:N`, before that step's checkpoint) or at the first validation
-    batch of epoch E (`valid:E`). Only installed when the variable is set."""
+    batch of epoch E (`valid:E`); SIGTERM it once at step N (`term:N`). Only installed when the
+    variable is set."""
 
     def __init__(self, where: str, number: int) -> None:
-        self.where, self.number = where, number
+        self.where, self.number, self.sent = where, number, False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # >=: Lightning's global step moves by one per optimizer step (two per batch with sparse
         # embeddings), so an exact match could be stepped over
         if self.where == "step" and trainer.global_step >= self.number:
             die()
+        if self.where == "term" and trainer.global_step >= self.number and not self.sent:
+            self.sent = True
+            terminate()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self.where == "valid" and trainer.state.fn == "fit" and trainer.current_epoch == self.number:

@@ -2,7 +2,8 @@
 
 Unset (the normal case) nothing happens. Set, the process SIGKILLs itself, with no clean-up, at
 the named point: `step:N` (training step N), `valid:E` (first validation batch of epoch E),
-`export:N` (after the text stage has written its N-th embedding chunk in this process).
+`export:N` (after the text stage has written its N-th embedding chunk in this process). `term:N` sends
+SIGTERM instead at training step N (what SLURM preemption and `timeout` send), once.
 """
 
 from __future__ import annotations
@@ -31,3 +32,7 @@ def kill_if_due(where: str, count: int) -> None:
     point = kill_point()
     if point is not None and point[0] == where and count >= point[1]:
         die()
+
+
+def terminate() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

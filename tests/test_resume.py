@@ -33,13 +33,19 @@ def uninterrupted(tmp_path_factory):
     return tmp, json.loads((tmp / "twin" / "results.json").read_text())
 
 
-@pytest.mark.parametrize("kill", ["step:8", "valid:0"])
+@pytest.mark.parametrize("kill", ["step:8", "valid:0", "term:8"])
 def test_killed_run_resumes_to_the_same_metrics(uninterrupted, kill):
     tmp, twin = uninterrupted
     run_dir = tmp / kill.replace(":", "_")
     killed = run(tmp, run_dir, kill=kill)
-    assert killed.returncode == -9  # SIGKILL
-    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "results.json").exists()
+    if kill.startswith("term"):  # SIGTERM (preemption): a failed record and exit 143, never a silent 0
+        assert killed.returncode == 143, killed.stderr[-3000:]
+        assert "preempted: SIGTERM" in killed.stderr
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+    else:
+        assert killed.returncode == -9  # SIGKILL
+        assert not (run_dir / "results.json").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
     resumed = run(tmp, run_dir, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
