@@ -195,8 +195,14 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     torch_deterministic.fill_uninitialized_memory = False
     resume_from = str(last) if cfg.resume and last.exists() else None
+    from recbench.resume_guard import remember_config, verify
+
+    config = OmegaConf.to_container(cfg, resolve=True)
     if resume_from:
+        verify(run_dir, config, last)  # same settings, intact checkpoint, or one line and exit 2
         print(f"recbench: resuming from {resume_from}", file=sys.stderr)
+    elif trainer.is_global_zero:
+        remember_config(run_dir, config)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

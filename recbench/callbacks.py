@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from recbench.faults import die, terminate
-from recbench.records import atomic_file
+from recbench.records import atomic_file, write_atomic
+from recbench.resume_guard import sha256
 
 
 class TrainThroughput(L.Callback):
@@ -71,6 +73,13 @@ class ResumeCheckpoint(L.Callback):
         with atomic_file(self.path, tmp=self.path.with_name(f".{self.path.name}.tmp"),
                          commit=trainer.is_global_zero) as tmp:
             trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:  # resume checks the checkpoint against it (recbench/resume_guard.py);
+                # the stamp goes in as .next before the rename and replaces the old one after it, so a
+                # kill at any point leaves a stamp that matches the checkpoint on disk
+                write_atomic(self.path.with_name(self.path.name + ".sha256.next"), sha256(tmp) + "\n")
+        if trainer.is_global_zero:
+            os.replace(self.path.with_name(self.path.name + ".sha256.next"),
+                       self.path.with_name(self.path.name + ".sha256"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # not on an epoch's last batch: Lightning resumes such a checkpoint as a finished epoch and

@@ -64,3 +64,23 @@ def test_rerun_repeats_a_recorded_run_exactly(uninterrupted):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "identical test metrics" in done.stdout
     assert json.loads((into / "results.json").read_text())["metrics"]["test"] == twin["metrics"]["test"]
+
+
+def test_resume_refuses_other_settings_and_a_damaged_checkpoint(uninterrupted):
+    tmp, _ = uninterrupted
+    run_dir = tmp / "guarded"
+    killed = run(tmp, run_dir, kill="step:8")
+    assert killed.returncode == -9 and (run_dir / "checkpoints" / "last.ckpt.sha256").exists()
+    other = run(tmp, run_dir, "resume=true", "seed=2")
+    assert other.returncode == 2 and "was made with other settings (seed: 1 -> 2)" in other.stderr
+    last = run_dir / "checkpoints" / "last.ckpt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # 64 zeroed bytes: still loads, silently wrong
+    last.write_bytes(bytes(data))
+    damaged = run(tmp, run_dir, "resume=true")
+    assert damaged.returncode == 2 and "does not match its checksum" in damaged.stderr
+    last.write_bytes(b"not a checkpoint")
+    (run_dir / "checkpoints" / "last.ckpt.sha256").unlink()  # no stamp: the load itself must fail cleanly
+    broken = run(tmp, run_dir, "resume=true")
+    assert broken.returncode == 2 and "cannot be loaded" in broken.stderr
+    assert "Traceback" not in broken.stderr
