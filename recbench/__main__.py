@@ -345,10 +345,16 @@ def hydra_entry() -> None:
             return float("nan")
         if record.pop("global_rank"):
             return  # DDP: rank 0 writes the record (every rank holds the same gathered metrics)
-        write_json_atomic(run_dir / "results.json", record)
         title = (f"\nTest metrics: model={record['model']} data={record['data']} "
                  f"({record['data_source']}) seed={record['seed']}")
-        print(summary_table(record["metrics"]["test"], title))
+        print(summary_table(record["metrics"]["test"], title))  # first: they survive a failed write
+        try:
+            write_json_atomic(run_dir / "results.json", record)
+        except OSError as error:  # disk full, quota, read-only: one line, the metrics are printed above
+            print(f"recbench: error: could not write {run_dir / 'results.json'} ({error.strerror or error}); the "
+                  "test metrics are printed above. Fix: free disk space and re-run (or resume=true)",
+                  file=sys.stderr, flush=True)
+            sys.exit(2)
         print(f"results: {run_dir / 'results.json'}")
         # the objective of a hyper-parameter search (hparams_search=..., Optuna sweeper): the validation
         # value of the monitored metric at the best epoch (never a test metric)

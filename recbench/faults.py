@@ -4,6 +4,7 @@ Unset (the normal case) nothing happens. Set, the process SIGKILLs itself, with 
 the named point: `step:N` (training step N), `valid:E` (first validation batch of epoch E),
 `export:N` (after the text stage has written its N-th embedding chunk in this process). `term:N` sends
 SIGTERM instead at training step N (what SLURM preemption and `timeout` send), once.
+`RECBENCH_NO_SPACE=<file name>` makes every atomic write of a file of that name fail as a full disk does.
 """
 
 from __future__ import annotations
@@ -36,3 +37,12 @@ def kill_if_due(where: str, count: int) -> None:
 
 def terminate() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def no_space(path) -> None:
+    """Raise ENOSPC when `RECBENCH_NO_SPACE` names this file (tests of the out-of-space path)."""
+    import errno
+    from pathlib import Path
+
+    if os.environ.get("RECBENCH_NO_SPACE") == Path(path).name:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -62,6 +62,9 @@ def atomic_file(path: Path, tmp: Path | None = None, commit: bool = True) -> Ite
 def write_atomic(path: Path, payload: bytes | str, fsync: bool = False) -> None:
     """Write `payload` (a str as UTF-8) through a temp file in the same folder and a rename: never
     half a file. `fsync`: flush it to disk before the rename."""
+    from recbench.faults import no_space
+
+    no_space(path)  # fault injection, off unless RECBENCH_NO_SPACE is set
     data = payload.encode() if isinstance(payload, str) else payload
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -191,7 +191,12 @@ class DatasetAdapter:
             prepared = self.build(files_dir)
             prepared.meta.update(fingerprint=fingerprint)
             if self.use_cache:
-                _save_atomic(prepared, target)
+                try:
+                    _save_atomic(prepared, target)
+                except OSError as error:  # disk full, read-only, quota: the temp folder is already gone
+                    raise UserInputError(f"{target}: could not write the cache ({error.strerror or error}). Fix: free "
+                                         "disk space there, point paths.datasets elsewhere, or pass "
+                                         "data.use_cache=false") from None
         prepared.meta.update(source=source, files_dir=str(files_dir), fingerprint=fingerprint)
         prepared.meta["spec"]["schemas"] = [schema.name for schema in self.produces]
         if self.text_embeddings == "auto" and not self.has_text_corpus(prepared):

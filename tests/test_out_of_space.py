@@ -1,0 +1,48 @@
+"""Out of disk space while writing: one line and exit 2, the test metrics printed regardless; a cache that
+cannot be written is one line too, and leaves no temp folder behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from recbench.errors import UserInputError
+from tests.conftest import REPO
+from tests.test_cli import TINY
+
+
+def test_a_full_disk_at_results_json_prints_the_metrics_and_exits_2(tmp_path):
+    command = [sys.executable, "-m", "recbench", "model=mmoe", f"paths.datasets={tmp_path / 'datasets'}",
+               f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *TINY]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RECBENCH_NO_SPACE": "results.json"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Test metrics: model=mmoe" in done.stdout and "auc" in done.stdout  # printed before the write
+    errors = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_and_leaves_no_temp(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tests.test_tmall_adapter import make_adapter
+
+    adapter = make_adapter(tmp_path, source="synthetic")
+    saved = []
+
+    def full_after_two(path, *args, **kwargs):  # the disk fills up part-way through the cache
+        if len(saved) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(path, *args, **kwargs)
+
+    real_save = np.save
+    monkeypatch.setattr(np, "save", full_after_two)
+    with pytest.raises(UserInputError, match="could not write the cache .*No space left.*data.use_cache=false"):
+        adapter.prepare()
+    assert saved and not list((tmp_path / "cache").glob(".*"))  # the half-written temp folder is gone
