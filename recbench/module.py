@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from recbench.errors import NumericalFault
 from recbench.optim.base import TaskAwareOptimizer
 from recbench.optim.task_split import TaskGradientSplit
 from recbench.tasks.base import TaskHead
@@ -116,8 +117,6 @@ class RecModule(L.LightningModule):
 
     def _numerical_fault(self, terms: dict[str, torch.Tensor]) -> None:
         """Stop at the first non-finite loss: a NaN must never reach a metric or a leaderboard."""
-        from recbench.errors import NumericalFault
-
         bad = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items() if not torch.isfinite(value))
         saved = [Path(c.last_model_path or c.best_model_path) for c in self.trainer.checkpoint_callbacks
                  if (c.last_model_path or c.best_model_path)]
@@ -130,6 +129,11 @@ class RecModule(L.LightningModule):
     def collect(self, batch) -> dict[str, torch.Tensor]:
         """What every head keeps of one evaluated batch (predictions, labels, groups), on the CPU."""
         outputs = self.net(batch)
+        for key, value in outputs.items():  # a NaN prediction must fail the run, never become a metric
+            if torch.is_tensor(value) and value.is_floating_point() and bool(torch.isnan(value).any()):
+                raise NumericalFault(f"the model's {key} is NaN on an evaluated batch: a NaN / inf value in the "
+                                     "input data or a diverged model. Fix: check the data files for NaN / inf values, "
+                                     "or lower the learning rate")
         return {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
                 for key, value in head.collect(outputs, batch).items()}
 

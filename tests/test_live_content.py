@@ -123,3 +123,40 @@ def test_without_segment_texts_the_text_stage_is_skipped_with_a_banner(tmp_path,
     prepared = adapter(raw, tmp_path, text_embeddings="auto").prepare()  # as model=llm_alignment asks
     assert "its title embedding" in capsys.readouterr().err
     assert prepared.meta["spec"]["content_dim"] == 4 and "text_embeddings" not in prepared.meta
+
+
+def test_non_finite_input_values_are_one_line_errors(tmp_path):
+    from tests.test_kuailive_adapter import TITLES, bad
+
+    def nan_title(path):
+        titles = TITLES.copy()
+        titles[1, 2] = np.nan
+        np.save(path, titles)
+
+    assert "row 1 has a non-finite value (nan)" in bad(tmp_path / "titles", "title_embeddings.npy", nan_title)
+
+    def inf_watch(path):
+        path.write_text(path.read_text().replace(",600000\n", ",inf\n", 1))
+
+    assert "must be a finite non-negative number" in bad(tmp_path / "watch", "click.csv", inf_watch)
+
+
+def test_a_nan_prediction_at_evaluation_fails_the_run(tmp_path):
+    from functools import partial
+
+    import torch
+
+    from recbench.errors import NumericalFault
+    from recbench.module import RecModule
+    from tests.test_live_models import build, fake_live_batch, fake_live_spec, multitask_head
+
+    spec = fake_live_spec()
+    module = RecModule(build("din_live", spec), {"multitask": multitask_head(spec)},
+                       optimizer=partial(torch.optim.Adam, lr=1e-3),
+                       sparse_optimizer=partial(torch.optim.SparseAdam, lr=1e-3), gradient_clip=10.0)
+    batch = fake_live_batch(spec, 16)
+    module.collect(batch)  # finite: fine
+    with torch.no_grad():
+        next(p for p in module.net.parameters() if p.dim() == 2 and not p.is_sparse).fill_(float("nan"))
+    with pytest.raises(NumericalFault, match="is NaN on an evaluated batch"):
+        module.collect(batch)

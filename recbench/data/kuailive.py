@@ -927,6 +927,11 @@ def read_titles(path: Path, rooms: pl.DataFrame, room_path: Path) -> np.ndarray:
     if titles.ndim != 2 or not np.issubdtype(titles.dtype, np.floating):
         raise bad_input(path, f"has shape {titles.shape} and dtype {titles.dtype}, not a 2-D float array",
                         "re-download or re-extract it")
+    finite = np.isfinite(titles).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise bad_input(path, f"row {row} has a non-finite value ({titles[row][~np.isfinite(titles[row])][0]})",
+                        "re-export the title embeddings (every value finite)")
     n_ids = len(title_ids(rooms))
     if titles.shape[0] != n_ids:
         raise bad_input(path, f"has {titles.shape[0]} rows but {room_path.name} has {n_ids} distinct live_name_id "

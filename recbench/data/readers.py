@@ -187,10 +187,11 @@ def require_non_negative_numbers(path: Path, frame: pl.DataFrame, columns: tuple
     """Measured amounts (watch time, gift value): NaN or negative is bad input. `locate(frame, bad,
     column)` gives the (file line, value) to name; the default counts rows from the header."""
     for column in columns:
-        bad = pl.col(column).is_nan() | (pl.col(column) < 0)
+        value = pl.col(column)
+        bad = (value.is_nan() | value.is_infinite() if frame.schema[column].is_float() else pl.lit(False)) | (value < 0)
         if frame.select(bad.any()).item():
             line, raw = locate(frame, bad, column)
-            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a non-negative number",
+            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a finite non-negative number",
                             "fix or drop that row", column)
 
 
