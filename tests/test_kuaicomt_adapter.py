@@ -151,6 +151,13 @@ def test_negative_staytime(tmp_path):
     assert "comment_stay_time" in message and "line 2" in message
 
 
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_staytime(tmp_path, value):
+    message = bad(tmp_path, "user_video_inter.csv",
+                  lambda p: p.write_text(p.read_text().replace(",8000\n", f",{value}\n")))
+    assert "comment_stay_time" in message and "line 2" in message and "finite" in message
+
+
 def test_comment_of_unknown_video(tmp_path):
     message = bad(tmp_path, "comment_features.csv",
                   lambda p: p.write_text(p.read_text() + "9999,孤儿评论,555,1,0,1\n"))

@@ -556,6 +556,9 @@ BAD_LOGS = {
     "stamp_08x9": (HAND_TEXT + "7,101,11,5000,1101,08x9,0\n", "time_stamp", "08x9"),
     "stamp_0229": (HAND_TEXT + "7,101,11,5000,1101,0229,0\n", "time_stamp", "0229"),
     "fractional_brand": (HAND_TEXT + "7,101,11,5000,1101.5,0804,0\n", "brand_id", "1101.5"),
+    "nan_brand": (HAND_TEXT + "7,101,11,5000,nan,0804,0\n", "brand_id", "line 27"),
+    "inf_brand": (HAND_TEXT + "7,101,11,5000,inf,0804,0\n", "brand_id", "line 27"),
+    "huge_brand": (HAND_TEXT + "7,101,11,5000,1e300,0804,0\n", "brand_id", "line 27"),
     "not_utf8": (b"PK\x03\x04\xff\xfe\x00garbage\n", None, "UTF-8"),
     "too_few_days": (HEADER + "\n1,1,1,1,1,0801,0\n1,2,1,1,1,0801,0\n", None, "days"),
 }

@@ -529,10 +529,10 @@ def read_all(raw_dir: Path) -> dict[str, pl.DataFrame]:
     require_non_null(path, tables["impressions"], ("time_ms",))
     require_epoch(path, tables["impressions"], "time_ms", "ms")
     staytime = pl.col("comment_stay_time")
-    bad = staytime.is_null() | (staytime < 0) | staytime.is_nan()
+    bad = staytime.is_null() | (staytime < 0) | staytime.is_nan() | staytime.is_infinite()
     if tables["impressions"].select(bad.any()).item():
         line, raw = first_bad(tables["impressions"], bad, "comment_stay_time")
-        raise bad_input(path, f"line {line} has comment_stay_time '{raw}'; it must be a non-negative number "
+        raise bad_input(path, f"line {line} has comment_stay_time '{raw}'; it must be a finite non-negative number "
                         "of milliseconds", "fix or drop that row", "comment_stay_time")
     warn_duplicates(path, tables["impressions"], SPECS["impressions"][1],
                     "each is kept as a separate impression (drop them first if they are logging repeats)")

@@ -422,10 +422,12 @@ def read_log_checked(path: Path) -> pl.DataFrame:
         raise bad_input(path, f"line {line} has action_type '{raw}', outside 0..3 (0 click, 1 cart, "
                         "2 purchase, 3 favourite)", "fix or drop that row", "action_type")
     brand = pl.col("brand_id")
-    bad_brand = brand.is_not_null() & (brand != brand.round(0))
+    # NaN and inf compare equal to their rounding, and 1e300 rounds to itself: name them before the cast
+    bad_brand = brand.is_not_null() & (brand.is_nan() | brand.is_infinite() | (brand != brand.round(0))
+                                       | (brand >= 2**31))
     if frame.select(bad_brand.any()).item():
         line, raw = first_bad(frame, bad_brand, "brand_id")
-        raise bad_input(path, f"line {line} has brand_id '{raw}', not a whole number",
+        raise bad_input(path, f"line {line} has brand_id '{raw}', not a whole number in 0..2147483647",
                         "fix or drop that row", "brand_id")
     # a log has a few hundred distinct stamps: parse and check those, then map every row
     stamps = _stamp_days(frame.select(pl.col("time_stamp").unique()))
