@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recbench.errors import UserInputError
+from recbench.report.collect import flatten_config
 from recbench.records import write_json_atomic
 
 RUN_CONFIG = "run_config.json"
@@ -22,17 +23,8 @@ RESUMABLE = ("resume", "paths", "logger", "trainer.enable_progress_bar", "traine
              "data.cache_dir", "data.replica_dir", "data.text_dir", "data.use_cache")
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flat(inner, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def _kept(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in _flat(config).items()
+    return {k: v for k, v in flatten_config(config).items()
             if not any(k == skip or k.startswith(skip + ".") for skip in RESUMABLE)}
 
 

@@ -7,16 +7,9 @@ import pytest
 import torch
 
 from tests.test_live_models import add_history_content, build, fake_live_batch, fake_live_spec
+from tests.test_live_models import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 HISTORY = ("livelong", "mixed")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def with_history(spec: dict, batch: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:

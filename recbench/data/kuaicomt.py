@@ -413,7 +413,9 @@ class KuaiComtAdapter(DatasetAdapter):
             shown_comments = np.unique(a["shown"][seen])
             texts = ([caption.get(int(v), "") for v in seen]
                      + [comment.get(int(c), "") for c in shown_comments[shown_comments > 0]])
-            examples += self._continuations(texts, count, rng)
+            from recbench.text.general import continuations
+
+            examples += continuations(texts, count, rng, self.TEXT_QUESTIONS["general"])
         return examples
 
     @staticmethod
@@ -425,18 +427,6 @@ class KuaiComtAdapter(DatasetAdapter):
         edges = np.quantile(opened, [1 / 3, 2 / 3])
         low, high = (f"{x:.1f}".rstrip("0").rstrip(".") for x in edges)
         return edges, ("未打开", f"{low}秒以内", f"{low}到{high}秒", f"{high}秒以上")
-
-    @classmethod
-    def _continuations(cls, texts: list[str], count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
-        """`count` pairs "续写：<start of a text>" -> "<its rest>" from distinct texts of at least 4
-        characters, each cut at a random point between 40% and 70% of its length."""
-        usable = sorted({t for t in texts if len(t.strip()) >= 4})
-        out = []
-        for index in rng.permutation(len(usable))[:count]:
-            text = usable[int(index)]
-            cut = int(rng.integers(max(1, int(0.4 * len(text))), max(2, int(0.7 * len(text))) + 1))
-            out.append((cls.TEXT_QUESTIONS["general"] + text[:cut], text[cut:]))
-        return out
 
     # ------------------------------------------------------------------ batches
     def assemble(self, tables: dict[str, torch.Tensor], split: str, rows: torch.Tensor,

@@ -659,11 +659,10 @@ class KuaiLiveAdapter(DatasetAdapter):
                                  "yes" if answer[exposure] else "no"))
         if general_share > 0:
             count = int(round(general_share / (1 - general_share) * len(examples)))
-            texts = prepared.frames["segment_text"]["text"].to_list()
-            for index in rng.permutation(len(texts))[:count]:
-                text = texts[int(index)]
-                cut = int(rng.integers(max(1, int(0.4 * len(text))), max(2, int(0.7 * len(text))) + 1))
-                examples.append((self.TEXT_QUESTIONS["general"] + text[:cut], text[cut:]))
+            from recbench.text.general import continuations
+
+            texts = prepared.frames["segment_text"]["text"].to_list()  # distinct, sorted: the same draws
+            examples += continuations(texts, count, rng, self.TEXT_QUESTIONS["general"])
         return examples
 
     @staticmethod

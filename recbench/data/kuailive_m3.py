@@ -44,6 +44,7 @@ from recbench.data.kuailive import (
     read_photos,
     short_videos,
 )
+from recbench.data.live_content import room_means
 from recbench.data.kuailive_m3_replica import (
     AUTHOR_FILE,
     COMMENT_FILE,
@@ -288,13 +289,7 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         vectors = embedding_matrix(raw_dir / SEGMENT_DIR, segments, "feature_128")
         dim = vectors.shape[1] if len(vectors) else 128
         # per-room mean segment -> the long-term table (rooms without segments have none)
-        room = segments["room"].to_numpy()
-        with_segments = np.unique(room)
-        sums = np.zeros((len(with_segments), dim))
-        np.add.at(sums, np.searchsorted(with_segments, room), vectors)
-        means = (sums / np.bincount(np.searchsorted(with_segments, room))[:, None]).astype(np.float32)
-        row = np.full(rooms.height, -1, np.int64)
-        row[with_segments] = np.arange(len(with_segments))
+        row, means = room_means(vectors, segments["room"].to_numpy(), rooms.height)
         arrays = self._embeddings(exposures, rooms.with_columns(live_name_id=pl.Series(row)),
                                   np.arange(len(means)), means)
         # the latest segment that ended strictly before each view's time

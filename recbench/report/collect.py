@@ -119,11 +119,12 @@ def _int_or(value: Any, default: Any) -> Any:
 # config keys
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"a.b.c": leaf}; an empty mapping stays a leaf ({})."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         return out or {prefix[:-1]: {}}
     return {prefix[:-1]: node}
 
@@ -138,7 +139,7 @@ def semantic_config(record: dict[str, Any]) -> dict[str, Any]:
     run_dir = str(record.get("run_dir") or "")
     out: dict[str, Any] = {}
     seed = config.get("seed")
-    for key, value in _flatten(config).items():
+    for key, value in flatten_config(config).items():
         if any(key == skip or key.startswith(skip + ".") for skip in NON_SEMANTIC):
             continue
         if key.endswith("_seed") and seed is not None and value == seed:
