@@ -6,6 +6,7 @@ on a validation metric) -> test with the best checkpoint -> results.json in the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -159,6 +160,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     from recbench.callbacks import KillSwitch, ResumeCheckpoint, TrainThroughput
     from recbench.faults import kill_point
+    from recbench.interrupts import StopAtBatchBoundary, before_training, outside_training
 
     quiet_lightning()
     check_config(cfg)
@@ -175,14 +177,15 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
                                  enable_version_counter=False)
     last = run_dir / "checkpoints" / "last.ckpt"
     callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
-                 ResumeCheckpoint(last, cfg.checkpoint.every_n_steps)]
+                 ResumeCheckpoint(last, cfg.checkpoint.every_n_steps), StopAtBatchBoundary()]
     if datamodule.progressive:  # before the checkpoint writers, so their checkpoints hold its state
         from recbench.progressive import ProgressiveValidation
 
         callbacks.insert(0, ProgressiveValidation(datamodule.streaming))
     if kill_point():  # fault injection (tests, benchmarks/soak.py)
         callbacks.append(KillSwitch(*kill_point()))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    # save_dir: the folder this run resolved, which for resume=true is the interrupted run's, not Hydra's new one
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
     if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     # a time-ordered stream is one pass over the stream (streaming.passes repeats each slice instead)
@@ -205,7 +208,9 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
         remember_config(run_dir, config)
 
     started = time.perf_counter()
+    before_training()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    outside_training()
     train_seconds = time.perf_counter() - started
     best = _best_epoch(module.history, monitor, mode)
     trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
@@ -255,6 +260,21 @@ def resume_dir(run_dir: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
+def leave_new_folder(new: Path, run_dir: Path) -> None:
+    """resume=true continues an earlier run folder, but Hydra has already made a new one for this process
+    (its .hydra and log file): log into the resumed run's folder instead and remove the new one, so a
+    resume leaves no stray run behind."""
+    import logging
+    import shutil
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == new:
+            handler.close()  # reopened on the next record, in append mode, at the resumed run's log
+            handler.baseFilename, handler.mode = str(run_dir / Path(handler.baseFilename).name), "a"
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in new.iterdir()):  # nothing else was written there
+        shutil.rmtree(new, ignore_errors=True)
+
+
 def config_error(error: Exception) -> UserInputError:
     """Hydra's instantiation error (e.g. a key the constructor does not take) as one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -270,6 +290,37 @@ def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[
         return history[-1] if history else {}
     pick = max if mode == "max" else min
     return pick(scored, key=lambda h: h[monitor])
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> bool:
+    """A failed or interrupted run's record; if even that cannot be written (a full disk), one line says
+    so and the caller's own line follows."""
+    from recbench.records import write_json_atomic
+
+    try:
+        write_json_atomic(run_dir / "results.json", record)
+        return True
+    except OSError as error:
+        print(f"recbench: error: could not write {run_dir / 'results.json'} ({error.strerror or error})",
+              file=sys.stderr, flush=True)
+        return False
+
+
+def interrupted(run_dir: Path, base: dict[str, Any], signum: int) -> None:
+    """Ctrl+C or SIGTERM (recbench/interrupts.py): an `interrupted` record, one line, exit 128 + signal.
+    A sweep stops too: the user (or the scheduler) asked everything to stop."""
+    from recbench.interrupts import signal_name
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    how = (f"{last} holds the last saved point. Fix: run the same command with resume=true to go on"
+           if last.exists() else "it had saved no checkpoint yet. Fix: run the same command again")
+    line = f"interrupted by {signal_name(signum)}; {how}"
+    write_record(run_dir, {**base, "status": "interrupted", "error": line})
+    print(f"recbench: {line}", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
 
 
 def hydra_entry() -> None:
@@ -290,6 +341,8 @@ def hydra_entry() -> None:
         choices = dict(hydra_cfg.runtime.choices)
         if cfg.get("resume"):
             run_dir = resume_dir(run_dir, list(hydra_cfg.overrides.task))
+            if run_dir != Path(hydra_cfg.runtime.output_dir) and hydra_cfg.mode.name == "RUN":
+                leave_new_folder(Path(hydra_cfg.runtime.output_dir), run_dir)
             finished = run_dir / "results.json"
             if finished.exists() and json.loads(finished.read_text()).get("status") == "finished":
                 print(f"recbench: {run_dir} already finished; nothing to resume", file=sys.stderr)
@@ -312,21 +365,24 @@ def hydra_entry() -> None:
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        from recbench.interrupts import first_signal, outside_training
+
+        outside_training()  # Ctrl+C / SIGTERM from here on: an `interrupted` record, never a silent exit 0
         try:
             try:
                 record = {**base, **train(cfg, run_dir, choices)}
-            except SIGTERMException:  # preempted (SLURM, `timeout`): a failed record, never a silent exit 0
-                line = ("preempted: SIGTERM during training; the last batch boundary is in checkpoints/last.ckpt. "
-                        "Fix: run the same command with resume=true")
-                write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": line})
-                print(f"recbench: error: {line}", file=sys.stderr, flush=True)
-                sys.exit(128 + 15)
             except InstantiationException as error:
                 if isinstance(error.__cause__, UserInputError):
                     raise error.__cause__ from None
                 raise config_error(error) from None
+        except (SIGTERMException, KeyboardInterrupt):  # preempted (SLURM, `timeout`) or Ctrl+C
+            interrupted(run_dir, base, first_signal())
+        except SystemExit as error:
+            if isinstance(error.__context__, KeyboardInterrupt):  # Lightning's exit after a second Ctrl+C
+                interrupted(run_dir, base, first_signal())
+            raise
         except (UserInputError, NumericalFault) as error:
-            write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": str(error)})
+            write_record(run_dir, {**base, "status": "failed", "error": str(error)})
             if os.environ.get("HYDRA_FULL_ERROR") == "1":  # developers: the traceback too
                 traceback.print_exc()
             print(f"recbench: error: {error}", file=sys.stderr)
@@ -336,7 +392,15 @@ def hydra_entry() -> None:
         except Exception as error:  # a crash (a bug, out of memory, NaN): recorded like a user error
             message = str(error).strip().splitlines()
             line = f"{type(error).__name__}: {message[0] if message else ''}".strip()
-            write_json_atomic(run_dir / "results.json", {**base, "status": "failed", "error": line})
+            if isinstance(error, OSError) and error.errno in DISK_ERRORS:  # a checkpoint or log on a full disk
+                line = (f"could not write {error.filename or 'a file'} ({error.strerror}). "
+                        "Fix: free disk space (or fix the folder's permissions), then run again with resume=true")
+                write_record(run_dir, {**base, "status": "failed", "error": line})
+                print(f"recbench: error: {line}", file=sys.stderr, flush=True)
+                if hydra_cfg.mode.name == "RUN":
+                    sys.exit(2)
+                return float("nan")
+            write_record(run_dir, {**base, "status": "failed", "error": line})
             if hydra_cfg.mode.name == "RUN":
                 raise  # a single run keeps its traceback
             logging.getLogger("recbench").error("run failed", exc_info=True)  # traceback -> <run>/__main__.log

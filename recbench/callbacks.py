@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import lightning as L
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from recbench.faults import die, terminate
+from recbench.faults import die, no_space, terminate
 from recbench.records import atomic_file, write_atomic
 from recbench.resume_guard import sha256
 
@@ -69,6 +70,7 @@ class ResumeCheckpoint(L.Callback):
     def save(self, trainer) -> None:
         if trainer.sanity_checking:
             return
+        no_space(self.path)  # fault injection, off unless RECBENCH_NO_SPACE names last.ckpt
         # one fixed temp name: every rank takes part in save_checkpoint; rank 0 writes and renames
         with atomic_file(self.path, tmp=self.path.with_name(f".{self.path.name}.tmp"),
                          commit=trainer.is_global_zero) as tmp:
@@ -103,7 +105,7 @@ class ResumeCheckpoint(L.Callback):
 class KillSwitch(L.Callback):
     """Fault injection for the resume tests and the soak script: SIGKILL this process at training
     step N (`RECBENCH_KILL_AT=step:N`, before that step's checkpoint) or at the first validation
-    batch of epoch E (`valid:E`); SIGTERM it once at step N (`term:N`). Only installed when the
+    batch of epoch E (`valid:E`); SIGTERM it once at step N (`term:N`), or SIGINT (`int:N`, Ctrl+C). Only installed when the
     variable is set."""
 
     def __init__(self, where: str, number: int) -> None:
@@ -114,9 +116,9 @@ class KillSwitch(L.Callback):
         # embeddings), so an exact match could be stepped over
         if self.where == "step" and trainer.global_step >= self.number:
             die()
-        if self.where == "term" and trainer.global_step >= self.number and not self.sent:
+        if self.where in ("term", "int") and trainer.global_step >= self.number and not self.sent:
             self.sent = True
-            terminate()
+            terminate(signal.SIGTERM if self.where == "term" else signal.SIGINT)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self.where == "valid" and trainer.state.fn == "fit" and trainer.current_epoch == self.number:

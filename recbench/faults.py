@@ -3,7 +3,8 @@
 Unset (the normal case) nothing happens. Set, the process SIGKILLs itself, with no clean-up, at
 the named point: `step:N` (training step N), `valid:E` (first validation batch of epoch E),
 `export:N` (after the text stage has written its N-th embedding chunk in this process). `term:N` sends
-SIGTERM instead at training step N (what SLURM preemption and `timeout` send), once.
+SIGTERM instead at training step N (what SLURM preemption and `timeout` send), once; `int:N` sends SIGINT
+(Ctrl+C) there.
 `RECBENCH_NO_SPACE=<file name>` makes every atomic write of a file of that name fail as a full disk does.
 """
 
@@ -35,8 +36,8 @@ def kill_if_due(where: str, count: int) -> None:
         die()
 
 
-def terminate() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
+def terminate(signum: int = signal.SIGTERM) -> None:
+    os.kill(os.getpid(), signum)
 
 
 def no_space(path) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -36,6 +40,52 @@ def git_commit(directory: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+# ------------------------------------------------------------------ temp names that say who writes them
+# `.<name>.<tmp|old>-<host>-<pid>-<random>`: a later start removes the leftovers of writers that were killed
+# (their process is gone) and leaves a live writer's alone, even one that has been busy for hours.
+TEMP_NAME = re.compile(r"^\..+\.(?:tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+$")
+OTHER_HOST_TEMP_SECONDS = 24 * 3600  # a temp from another machine (a shared disk): its pid cannot be checked
+
+
+def temp_prefix(name: str, kind: str = "tmp") -> str:
+    return f".{name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_temps(folder: Path) -> list[Path]:
+    """Remove the temp files and folders in `folder` whose writer is gone; returns what was removed."""
+    removed = []
+    host = socket.gethostname()
+    try:
+        entries = list(Path(folder).glob(".*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if not match:
+            continue
+        try:
+            if match["host"] == host:
+                dead = not process_alive(int(match["pid"]))
+            else:
+                dead = time.time() - entry.stat().st_mtime > OTHER_HOST_TEMP_SECONDS
+            if dead:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed.append(entry)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
 @contextmanager
 def atomic_file(path: Path, tmp: Path | None = None, commit: bool = True) -> Iterator[Path]:
     """Yield a temp path in `path`'s folder for a writer to fill; when the block ends normally the
@@ -46,7 +96,7 @@ def atomic_file(path: Path, tmp: Path | None = None, commit: bool = True) -> Ite
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tmp is None:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     try:
@@ -78,9 +128,32 @@ def write_atomic(path: Path, payload: bytes | str, fsync: bool = False) -> None:
 write_text_atomic = write_atomic  # the name the bench scripts use
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN / inf float as None: standard JSON has neither, and a bare `NaN` in a record
+    breaks jq, JavaScript and strict parsers. numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def nulls_to_nan(value: Any) -> Any:
+    """The reverse for numeric parts of a record read back (metrics, curves): None -> NaN."""
+    if isinstance(value, dict):
+        return {key: nulls_to_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [nulls_to_nan(item) for item in value]
+    return float("nan") if value is None else value
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """`payload` as indented json (sorted keys) through `write_atomic`."""
-    write_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
+    """`payload` as indented, standard json (sorted keys; NaN / inf written as null) through `write_atomic`."""
+    write_atomic(path, json.dumps(json_safe(payload), indent=1, sort_keys=True, default=str, allow_nan=False) + "\n")
 
 
 @contextmanager
@@ -91,7 +164,8 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     reader never sees a folder with some of its files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_dead_temps(path.parent)  # what a killed writer of this folder (or a sibling) left
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent))
     try:
         os.chmod(tmp, 0o755)
         yield tmp
@@ -105,7 +179,7 @@ def swap_folder_into_place(tmp: Path, out_dir: Path, names: list[str] | None = N
     """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name, "old"), dir=out_dir.parent))
         os.replace(out_dir, old)  # renaming a folder onto an empty folder is allowed on POSIX
     try:
         os.replace(tmp, out_dir)

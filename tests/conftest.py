@@ -38,3 +38,15 @@ def tiny_datamodule(tmp_path_factory) -> RecDataModule:
 @pytest.fixture(scope="session")
 def tiny_batch(tiny_datamodule) -> dict[str, torch.Tensor]:
     return next(iter(tiny_datamodule.train_dataloader()))
+
+
+def explain(done, tail: int = 2500) -> str:
+    """A failed subprocess run for an assertion message: every traceback's first and last lines (under
+    DDP the other rank's is often the cause, and far from the tail), then the tail of stderr."""
+    lines = done.stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    blocks = []
+    for start in starts[:4]:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j] and not lines[j].startswith(" ")), start)
+        blocks.append("\n".join(lines[start:start + 3] + ["  ..."] + lines[max(start + 3, end - 6):end + 1]))
+    return "\n---\n".join([f"rc={done.returncode}", *blocks, done.stderr[-tail:]])

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from recbench.data import base
 from recbench.data.kuaicomt import KuaiComtAdapter
+from recbench.records import temp_prefix
 from tests import test_kuaicomt_adapter as comt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,18 +228,15 @@ def test_writer_killed_mid_build_leaves_no_complete_cache(tmp_path, monkeypatch,
     assert not (leftovers[0] / "meta.json").exists()
     fingerprint = comt.adapter(tmp_path / "raw", tmp_path).fingerprint(tmp_path / "raw")
     assert not (cache / fingerprint).exists()
-    # the next run builds from scratch (nothing loads as complete) ...
+    # the next run builds from scratch (nothing loads as complete), and its start removes the killed
+    # writer's temp folder (its name carries the writer's host and pid, and that process is gone) ...
+    live_temp = Path(tempfile.mkdtemp(prefix=temp_prefix(fingerprint), dir=cache))  # a live writer's (this process)
     builds = count_builds(monkeypatch)
     prepared = comt.adapter(tmp_path / "raw", tmp_path).prepare()
     assert builds == [1] and "warning" not in capfd.readouterr().err
     assert base.verify_cache(cache / fingerprint)[1] is None
     assert_same(prepared, comt.adapter(tmp_path / "raw", tmp_path / "fresh").prepare())
-    # ... and the killed writer's temp folder goes once it is stale (here: aged by hand)
-    old = time.time() - base.STALE_TEMP_SECONDS - 60
-    os.utime(leftovers[0], (old, old))
-    (cache / fingerprint / "meta.json").unlink()  # force one more save
-    comt.adapter(tmp_path / "raw", tmp_path).prepare()
-    assert [p.name for p in cache.iterdir()] == [fingerprint]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([fingerprint, live_temp.name])  # ... not a live one
 
 
 def test_concurrent_finisher_keeps_the_intact_folder(built):

@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from recbench.data.datamodule import RecDataModule, RowBlocks, ShardedEpochBatches, eval_block
-from tests.conftest import REPO
+from tests.conftest import REPO, explain
 
 TINY = ["data=tmall", "model=mmoe", "data.replica.n_users=150", "data.replica.n_items=1500",
         "data.replica.episodes_per_user=15", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
@@ -73,7 +73,7 @@ def test_ddp_two_cpu_processes_match_a_single_process_evaluation(tmp_path):
     command = [sys.executable, "-m", "recbench", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
                f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, explain(done)
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] == "finished" and record["world_size"] == 2
 

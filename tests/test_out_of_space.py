@@ -4,6 +4,7 @@ cannot be written is one line too, and leaves no temp folder behind."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,29 @@ def test_a_cache_that_cannot_be_written_is_one_line_and_leaves_no_temp(tmp_path,
     with pytest.raises(UserInputError, match="could not write the cache .*No space left.*data.use_cache=false"):
         adapter.prepare()
     assert saved and not list((tmp_path / "cache").glob(".*"))  # the half-written temp folder is gone
+
+
+def run_without_space(tmp_path, file_name: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "recbench", "model=mmoe", f"paths.datasets={tmp_path / 'datasets'}",
+               f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *TINY, *overrides]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RECBENCH_NO_SPACE": file_name})
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_a_failed_record(tmp_path):
+    done = run_without_space(tmp_path, "last.ckpt", "checkpoint.every_n_steps=2")
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "last.ckpt (No space left on device)" in errors[0] and "resume=true" in errors[0]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+
+
+def test_a_failed_run_whose_record_cannot_be_written_says_both(tmp_path):
+    done = run_without_space(tmp_path, "results.json", "optimizer.dense.lr=-1")
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
+    assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "results.json (No space left on device)" in errors[0] and "optimizer.dense.lr" in errors[1]
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -33,15 +34,17 @@ def uninterrupted(tmp_path_factory):
     return tmp, json.loads((tmp / "twin" / "results.json").read_text())
 
 
-@pytest.mark.parametrize("kill", ["step:8", "valid:0", "term:8"])
+@pytest.mark.parametrize("kill", ["step:8", "valid:0", "term:8", "int:8"])
 def test_killed_run_resumes_to_the_same_metrics(uninterrupted, kill):
     tmp, twin = uninterrupted
     run_dir = tmp / kill.replace(":", "_")
     killed = run(tmp, run_dir, kill=kill)
-    if kill.startswith("term"):  # SIGTERM (preemption): a failed record and exit 143, never a silent 0
-        assert killed.returncode == 143, killed.stderr[-3000:]
-        assert "preempted: SIGTERM" in killed.stderr
-        assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+    if kill.startswith(("term", "int")):  # SIGTERM (preemption) / Ctrl+C: an interrupted record, never a silent 0
+        signal_name, code = ("SIGTERM", 143) if kill.startswith("term") else ("SIGINT", 130)
+        assert killed.returncode == code, killed.stderr[-3000:]
+        assert f"recbench: interrupted by {signal_name}; {run_dir / 'checkpoints' / 'last.ckpt'} holds" in killed.stderr
+        assert "resume=true" in killed.stderr and "Traceback" not in killed.stderr
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
     else:
         assert killed.returncode == -9  # SIGKILL
         assert not (run_dir / "results.json").exists()
@@ -84,3 +87,22 @@ def test_resume_refuses_other_settings_and_a_damaged_checkpoint(uninterrupted):
     broken = run(tmp, run_dir, "resume=true")
     assert broken.returncode == 2 and "cannot be loaded" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_a_resume_found_by_its_overrides_writes_into_the_interrupted_run(tmp_path):
+    """No fixed run folder: resume=true finds the interrupted run by its overrides and writes everything
+    (record, metrics CSV, log) there; the folder Hydra made for the resuming process is removed."""
+    command = [sys.executable, "-m", "recbench", *TINY, f"paths.datasets={tmp_path / 'datasets'}",
+               f"paths.experiments={tmp_path / 'experiments'}", "logger=csv"]
+    env = {k: v for k, v in os.environ.items() if k != "RECBENCH_KILL_AT"}
+    killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                            env={**env, "RECBENCH_KILL_AT": "step:8"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    [run_dir] = (tmp_path / "experiments" / "runs").iterdir()
+    resumed = subprocess.run([*command, "resume=true"], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "experiments" / "runs").iterdir()] == [run_dir.name]  # no stray folder
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        epochs = {row["epoch"] for row in csv.DictReader(handle)}
+    assert {"0", "1"} <= epochs  # the resumed run's rows are in the interrupted run's CSV, up to its last epoch

@@ -59,3 +59,24 @@ def test_a_claim_left_by_a_dead_run_is_taken_over_and_released(tmp_path):
     (tmp_path / CLAIM).write_text("1\n")  # pid 1 is always alive
     with pytest.raises(RunDirInUse, match="pid 1"):
         claim_run_dir(tmp_path)
+
+
+def test_records_are_standard_json_with_normal_permissions_and_read_back_as_nan(tmp_path):
+    import math
+    import stat
+
+    from recbench.records import write_json_atomic
+    from recbench.report.collect import _read_record
+
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"status": "finished", "metrics": {"test": {"auc": 0.7, "ndcg@10": float("nan")}},
+                             "history": [{"epoch": 0, "loss": float("inf")}]})
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    record = json.loads(path.read_text(), parse_constant=refuse)  # no bare NaN / Infinity
+    assert record["metrics"]["test"]["ndcg@10"] is None and record["history"][0]["loss"] is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+    run = _read_record(path)
+    assert run.status == "finished" and math.isnan(run.record["metrics"]["test"]["ndcg@10"])

@@ -16,7 +16,7 @@ from recbench.data.datamodule import RecDataModule
 from recbench.data.streaming import StreamingConfig, TimeSliceBatches, slice_of
 from recbench.errors import UserInputError
 from recbench.progressive import ProgressiveValidation
-from tests.conftest import REPO
+from tests.conftest import REPO, explain
 
 MINUTE = 60_000
 
@@ -163,7 +163,7 @@ def test_a_streamed_run_records_progressive_metrics_and_resumes_to_the_same_numb
 
 def test_a_streamed_run_under_ddp_finishes_with_equal_shards(tmp_path):
     done = run(tmp_path, tmp_path / "ddp", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, explain(done)
     record = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert record["world_size"] == 2 and record["training_order"] == "stream"
     assert np.isfinite(record["metrics"]["progressive"]["progressive/auc/mean"]) and record["progressive_curve"]

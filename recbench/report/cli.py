@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recbench.errors import UserInputError
-from recbench.records import write_atomic
+from recbench.records import json_safe, write_atomic
 from recbench.report.collect import find_runs
 from recbench.report.plots import _plt, plot_bars, plot_curves, plot_progressive
 from recbench.report.render import (OUTPUT_STEM, PLOTS_DIR, Report, _rel, render_csv, render_html, render_json,
@@ -60,7 +60,7 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str], plots: b
                     old.unlink(missing_ok=True)
     renderers = {"md": lambda: render_markdown(report), "html": lambda: render_html(report, images),
                  "csv": lambda: render_csv(report),
-                 "json": lambda: json.dumps(render_json(report), indent=1, sort_keys=False) + "\n"}
+                 "json": lambda: json.dumps(json_safe(render_json(report)), indent=1, sort_keys=False, allow_nan=False) + "\n"}
     for fmt_name in formats:
         path = out_dir / f"{OUTPUT_STEM}.{fmt_name}"
         write_atomic(path, renderers[fmt_name]())

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from recbench.errors import UserInputError
+from recbench.records import nulls_to_nan
 
 # Resolved-config keys (dotted prefixes) that cannot change a run's result: left out of the config key.
 # Where the data lives is not part of the key; what the data is, is (the dataset fingerprint).
+NUMERIC_PARTS = ("metrics", "history", "progressive_curve", "train_epoch_samples_per_second")
 NON_SEMANTIC = ("seed", "resume", "paths", "logger", "benchmark", "hydra", "data.source", "data.raw_dir",
                 "data.cache_dir", "data.replica_dir", "data.use_cache", "loader.eval_batch_size",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
@@ -24,7 +26,7 @@ class Run:
     """One run folder: a finished or failed record, or a run folder with no record (yet)."""
 
     path: Path  # the results.json (or the run folder when there is none)
-    status: str  # finished | failed | no record | unreadable
+    status: str  # finished | failed | interrupted | no record | unreadable
     record: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     mtime: float = 0.0
@@ -71,6 +73,9 @@ def _read_record(path: Path) -> Run:
             raise ValueError("not a json object")
     except (OSError, ValueError) as error:
         return Run(path, "unreadable", error=f"unreadable results.json ({error})")
+    for key in NUMERIC_PARTS:  # records write a missing (NaN) metric as null
+        if key in record:
+            record[key] = nulls_to_nan(record[key])
     status = record.get("status", "finished")
     metrics = record.get("metrics")
     if status == "finished" and not (isinstance(metrics, dict) and isinstance(metrics.get("test"), dict)):
