@@ -33,7 +33,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ import torch
 
 from recbench.data.schema import Schema
 from recbench.errors import UserInputError
-from recbench.records import atomic_folder, swap_folder_into_place
+from recbench.records import atomic_folder, remove_dead_temps, swap_folder_into_place, temp_prefix
 
 SOURCES = ("auto", "raw", "synthetic")
 ARRAY_PREFIX = "array."  # cache layout: array.<name>.npy per array (older caches: arrays.npz)
@@ -177,6 +176,8 @@ class DatasetAdapter:
     def prepare(self) -> Prepared:
         """Resolve the source, then load the cache (verified against its manifest) or build it
         (atomically); a corrupt cache is rebuilt with a one-line warning."""
+        for folder in (self.cache_dir, self.replica_dir):  # leftovers of killed writers, at every start
+            remove_dead_temps(folder)
         source, files_dir = self.resolve_source()
         fingerprint = self.fingerprint(files_dir)
         target = self.cache_dir / fingerprint
@@ -212,7 +213,6 @@ class DatasetAdapter:
 
 
 MANIFEST_KEY = "_manifest"  # inside meta.json: sizes and checksums of the cache folder's files
-STALE_TEMP_SECONDS = 3600   # a temp folder of this cache older than this is a killed writer's leftover
 
 
 def _checksum_algorithm() -> str:
@@ -312,24 +312,12 @@ def load_verified(target: Path) -> tuple[Prepared | None, str | None]:
     return Prepared(arrays=arrays, meta=meta, frames=frames), None
 
 
-def _remove_stale_temps(target: Path) -> None:
-    """Temp folders of this cache left by a killed writer (older than STALE_TEMP_SECONDS)."""
-    now = time.time()
-    for leftover in target.parent.glob(f".{target.name}.*"):
-        try:
-            if leftover.is_dir() and now - leftover.stat().st_mtime > STALE_TEMP_SECONDS:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def _save_atomic(prepared: Prepared, target: Path) -> None:
     """Write the cache folder into a temp folder (meta.json with the manifest last), then rename it
     into place; a corrupt folder already there is replaced, an intact one (a concurrent run
     finished first: same fingerprint, same content) is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
     try:
         os.chmod(tmp, 0o755)
         for name, array in prepared.arrays.items():  # one .npy per array: memory-mapped on load
