@@ -59,13 +59,35 @@ def check_overrides(argv: list[str]) -> None:
     from recbench import config  # noqa: F401  (registers resolvers)
 
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    check_override_syntax(argv)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
             compose("config", overrides=overrides)
         except HydraException as error:
             first = str(error).strip().splitlines()[0]
+            if first.startswith("Ambiguous value"):  # a comma: Hydra's sweep syntax, in a single run
+                raise UserInputError(f"{first}: a comma lists values to sweep. Fix: add -m to sweep them, or quote "
+                                     "the value for Hydra if the comma is part of it, e.g. \"key='a,b'\"") from None
             raise UserInputError(f"{first} Fix: check the key's spelling (`python -m recbench --cfg job` "
                                  "prints every key); a new key needs a leading +") from None
+
+
+def check_override_syntax(argv: list[str]) -> None:
+    """An override Hydra cannot parse (a path with brackets, braces, `=`, a comma or a quote in it) names
+    itself and how to quote it, rather than Hydra's grammar message."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as error:
+            key, _, value = arg.partition("=")
+            hint = value.replace("\\", "\\\\").replace("'", "\\'")
+            raise UserInputError(f"cannot read the override '{arg}' ({str(error).strip().splitlines()[0]}). Fix: quote "
+                                 f"the value for Hydra, e.g. \"{key}='{hint}'\" (double quotes for the shell, single "
+                                 "quotes for Hydra)") from None
 
 
 def check_config(cfg: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recbench.errors import UserInputError
 from tests.conftest import REAL_HEAD, REPO
 
 TINY = ["data.replica.n_users=150", "data.replica.n_items=1500", "data.replica.episodes_per_user=15",
@@ -77,6 +78,26 @@ def test_misspelt_config_key_is_one_line(tmp_path, override):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("recbench: error:") and "Fix:" in lines[0], done.stderr
     assert override.split("=")[0] in lines[0]
+
+
+@pytest.mark.parametrize("path", ["/data/my data (copy)", "/data/x's data", "/data/[old] data", "/data/a=b c"])
+def test_a_path_hydra_cannot_read_unquoted_names_itself_and_the_quoting_that_works(path):
+    """Not "check the key's spelling": the message names the override and shows the quoted form, which
+    then reads back as the path given."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+
+    from recbench.__main__ import CONF_DIR, check_overrides
+
+    with pytest.raises(UserInputError) as caught:
+        check_overrides(["model=mmoe", f"paths.datasets={path}"])
+    message = str(caught.value)
+    assert f"cannot read the override 'paths.datasets={path}'" in message and "spelling" not in message
+    quoted = re.search(r'e\.g\. "(.+)" \(double quotes', message).group(1)
+    check_overrides(["model=mmoe", quoted])
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert compose("config", overrides=["model=mmoe", quoted]).paths.datasets == path
 
 
 def test_non_finite_loss_stops_with_one_line_and_a_failed_record(tmp_path):
