@@ -258,6 +258,37 @@ def test_matrix_is_complete():
     assert all(tuple(cases) == FAULTS for cases in CASES.values())
 
 
+# ------------------------------------------------------------------------------------ ragged rows, padded ids
+ID_CELLS = {"tmall": (LOG, "user_id"), "kuaicomt": (IMPRESSIONS, "video_id"), "kuailive": (CLICKS, "user_id")}
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_row_with_an_extra_field_names_its_line(tmp_path, name):
+    adapter, (file, _) = ADAPTERS[name], ID_CELLS[name]
+    raw = adapter.write(tmp_path / "raw")
+    rows, separator = _read(raw / file)
+    rows[2].append("9")  # line 3, mid-file
+    _write(raw / file, rows, separator)
+    with pytest.raises(UserInputError) as info:
+        adapter.make(raw, tmp_path).prepare()
+    case = Case(file, delete, fragment=f"line 3 has {len(rows[0]) + 1} fields but the header has {len(rows[0])}")
+    assert_one_clean_line(str(info.value), raw / file, case)
+    assert cache_files(tmp_path) == [], "a failed build left files in the cache"
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_padded_ids_are_read_like_clean_ones(tmp_path, name):
+    """An id written ` 328862 ` is read as 328862 (header names are stripped likewise): same arrays (it was
+    'could not be parsed' with no line)."""
+    adapter, (file, column) = ADAPTERS[name], ID_CELLS[name]
+    raw = adapter.write(tmp_path / "raw")
+    set_column(column, lambda value: f" {value} ")(raw / file)
+    rows, _ = _read(raw / file)
+    assert rows[1][rows[0].index(column)].startswith(" ")
+    padded, clean = adapter.make(raw, tmp_path).prepare(), prepare_clean(name, tmp_path / "clean")
+    tmall.assert_same_arrays(clean.arrays, padded.arrays)
+
+
 # ------------------------------------------------------------------------------------ command line
 CLI_CASES = {"tmall": ("truncated_last_line", []), "kuaicomt": ("wrong_encoding", ["model=dcn"]),
              "kuailive": ("ids_out_of_range", ["model=din_live"])}

@@ -158,6 +158,85 @@ def test_non_finite_staytime(tmp_path, value):
     assert "comment_stay_time" in message and "line 2" in message and "finite" in message
 
 
+@pytest.mark.parametrize("file,old,new,column", [
+    ("user_video_inter.csv", ",20000,30000,0,8000\n", ",20000,nan,0,8000\n", "duration_ms"),
+    ("user_video_inter.csv", ",20000,30000,0,8000\n", ",20000,-30000,0,8000\n", "duration_ms"),
+    ("user_video_inter.csv", ",20000,30000,0,8000\n", ",inf,30000,0,8000\n", "play_time_ms"),
+    ("user_features.csv", ",100\n", ",nan\n", "register_days"),
+    ("comment_features.csv", ",10,0,100\n", ",-10,0,100\n", "comment_like_cnt"),
+    ("comment_features.csv", ",10,0,100\n", ",10,inf,100\n", "comment_reply_out"),
+    ("user_comment_inter.csv", ",101,1,0\n", ",101,-1,0\n", "is_like"),
+])
+def test_non_finite_or_negative_amounts(tmp_path, file, old, new, column):
+    """Every numeric column read is finite and >= 0 (a NaN duration was dropped by the duration filter,
+    a NaN register_days fell in the last bucket, a NaN like count sorted first); empty values stay allowed."""
+    def edit(path):
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    message = bad(tmp_path, file, edit)
+    assert f"column '{column}'" in message and "line 2" in message
+
+
+def test_empty_amounts_stay_allowed(tmp_path):
+    """Empty is not NaN: an empty register_days falls in the first bucket and an empty like count sorts its
+    comment last (the real files have empty cells; only NaN / inf / negative values are refused)."""
+    raw = write_files(tmp_path / "raw")
+    for name, old, new in (("user_features.csv", ",100\n", ",\n"),
+                           ("comment_features.csv", ",10,0,100\n", ",,0,100\n")):
+        (raw / name).write_text((raw / name).read_text().replace(old, new, 1))
+    prepared = adapter(raw, tmp_path).prepare()
+    assert prepared.meta["splits"] == {"train": 3, "valid": 1, "test": 2}
+
+
+def test_impression_of_a_video_missing_from_video_features(tmp_path):
+    """datasets.md knows of no such rows in the real release: a mismatched file, one line (was index 1)."""
+    message = bad(tmp_path, "user_video_inter.csv",
+                  lambda p: p.write_text(p.read_text().replace("\n12,102,", "\n12,555,", 1)))
+    assert "line 5 has video_id 555" in message and "video_features.csv" in message
+    assert "column 'video_id'" in message
+
+
+def write_export(folder: Path, name: str, ids: list[int], chunks: list[np.ndarray]) -> None:
+    """A finished text-stage export (recbench/text/export.py layout), written by hand."""
+    import hashlib
+    import json
+
+    (folder / name).mkdir(parents=True)
+    ids_array = np.asarray(ids, np.int64)
+    np.save(folder / name / "ids.npy", ids_array)
+    entries, start = [], 0
+    for index, chunk in enumerate(chunks):
+        np.save(folder / name / f"chunk-{index:05d}.npy", chunk.astype(np.float32))
+        entries.append({"file": f"chunk-{index:05d}.npy", "start": start, "rows": len(chunk)})
+        start += len(chunk)
+    digest = hashlib.sha256(np.ascontiguousarray(ids_array, dtype="<i8").tobytes()).hexdigest()
+    manifest = {"complete": True, "ids_sha256": digest, "dim": chunks[0].shape[1], "chunks": entries}
+    (folder / name / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_text_embedding_row_is_one_line(tmp_path, value):
+    """data.text_embeddings=<export>: a NaN / inf row is one line naming the chunk file, the row and its id,
+    not a run that trains on it."""
+    raw = write_files(tmp_path / "raw")
+    export = tmp_path / "export"
+    write_export(export, "video", [101, 102, 103], [np.eye(3, 4)])
+    comments = np.ones((8, 4))
+    comments[6, 2] = value
+    write_export(export, "comment", [9000 + i for i in range(8)], [comments[:5], comments[5:]])
+    with pytest.raises(UserInputError) as info:
+        adapter(raw, tmp_path, text_embeddings=str(export)).prepare()
+    message = str(info.value)
+    assert "\n" not in message and "Fix:" in message
+    assert str(export / "comment" / "chunk-00001.npy") in message and "row 1 (row 6 of the export, id 9006)" in message
+    clean = tmp_path / "clean"
+    write_export(clean, "video", [101, 102, 103], [np.eye(3, 4)])
+    write_export(clean, "comment", [9000 + i for i in range(8)], [np.ones((8, 4))])
+    prepared = adapter(raw, tmp_path, text_embeddings=str(clean)).prepare()  # the same export, finite: loads
+    assert prepared.meta["spec"]["text_dim"] == 4
+
+
 def test_comment_of_unknown_video(tmp_path):
     message = bad(tmp_path, "comment_features.csv",
                   lambda p: p.write_text(p.read_text() + "9999,孤儿评论,555,1,0,1\n"))

@@ -340,6 +340,28 @@ def test_title_rows_must_match_room_titles(tmp_path):
     assert "3 rows" in message and "2 distinct live_name_id" in message
 
 
+@pytest.mark.parametrize("photos,file,old,new,column", [
+    (None, "click.csv", ",600000\n", ",1e300\n", "watch_live_time"),  # was a polars cast traceback
+    (None, "gift.csv", ",5\n", ",1e300\n", "gift_price"),
+    (None, "room.csv", ",7\n", ",-5\n", "live_name_id"),  # -1 = no title; was read as no title
+    ("p_date", "photo_interaction.csv", "\n11,1,501,1,1,", "\n11,1,501,1,nan,", "complete_play_cnt"),  # NaN > 0
+    ("p_date", "photo_interaction.csv", "\n11,1,501,", "\n-11,1,501,", "user_id"),
+    ("p_date", "photo_interaction.csv", ",20250506\n", ",19000101\n", "p_date"),  # outside 1973..5138
+    ("p_date", "photo_tag.csv", "\n1,", "\n-1,", "photo_id"),
+])
+def test_out_of_range_values_name_their_line(tmp_path, photos, file, old, new, column):
+    raw = write_files(tmp_path / "raw", photos=photos)
+    text = (raw / file).read_text()
+    assert old in text
+    (raw / file).write_text(text.replace(old, new, 1))
+    with pytest.raises(UserInputError) as info:
+        adapter(raw, tmp_path).prepare()
+    message = str(info.value)
+    assert "\n" not in message and "Fix:" in message and str(raw / file) in message
+    assert f"column '{column}'" in message and "line 2" in message
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
 def test_missing_file_and_bad_options(tmp_path):
     raw = write_files(tmp_path / "raw")
     (raw / "gift.csv").unlink()

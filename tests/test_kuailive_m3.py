@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -242,6 +243,54 @@ def test_unparseable_time_and_unknown_like_room(tmp_path):
     assert "line 3" in message and "live_play_start_timestamp" in message
     message = bad(tmp_path / "b", "live_like.csv", append("11,4242,2025-05-21 20:31:00"))
     assert "4242" in message and "live_room_meta.parquet" in message
+
+
+@pytest.mark.parametrize("file,old,new,column,line", [
+    ("live_interaction.csv", "\n11,", "\n-11,", "user_id", 2),
+    ("live_interaction.csv", ",600000,", ",1e300,", "play_duration", 2),  # was a polars cast traceback
+    ("author_profile.csv", "\n502,", "\n-502,", "author_id", 3),
+    ("photo_tag.csv", "\n1,", "\n-1,", "photo_id", 2),
+    ("live_comment.csv", f",{COMMENTS[0][-1]}\n", ",99999999999999999999\n", "comment_ts", 2),  # beyond int64
+])
+def test_out_of_range_values_name_their_line(tmp_path, file, old, new, column, line):
+    def edit(path):
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    message = bad(tmp_path, file, edit)
+    assert f"column '{column}'" in message and f"line {line}" in message
+
+
+def edit_parquet(column: str, row: int, value, dtype=None):
+    def edit(path: Path) -> None:
+        frame = pl.read_parquet(path)
+        values = frame[column].to_list()
+        values[row] = value
+        frame.with_columns(pl.Series(column, values, dtype=dtype or frame[column].dtype)).write_parquet(path)
+    return edit
+
+
+def test_non_finite_segment_values_name_their_shard_and_row(tmp_path):
+    shard = "live_emb_128_ts/live_emb_128_ts_part0.parquet"
+    message = bad(tmp_path / "vector", shard, edit_parquet("feature_128", 1, [0.0, float("nan"), 0.0, 0.0]))
+    assert "row 2 has a non-finite embedding value (nan)" in message and "column 'feature_128'" in message
+    message = bad(tmp_path / "time", shard, edit_parquet("timestamp", 1, float("inf"), pl.Float64))
+    assert "line 2 has inf, which is not a finite number" in message and "column 'timestamp'" in message
+    message = bad(tmp_path / "room", "live_emb_64.parquet", edit_parquet("embedding", 2, [0.0, float("inf"), 0.0]),
+                  content_embeddings="room")
+    assert "row 3 has a non-finite embedding value (inf)" in message
+
+
+def test_padded_ids_are_read_like_clean_ones(handmade, tmp_path):
+    m3, clean = handmade
+    raw = write_files(tmp_path / "raw")
+    path = raw / "live_interaction.csv"
+    path.write_text(path.read_text().replace("\n11,501,", "\n 11 , 501 ,"))
+    assert path.read_text().count(" 11 ") == 3
+    prepared = adapter(raw, tmp_path).prepare()
+    assert prepared.arrays.keys() == clean.arrays.keys()
+    for key in clean.arrays:
+        np.testing.assert_array_equal(prepared.arrays[key], clean.arrays[key], err_msg=key)
 
 
 # ---------------------------------------------------------------------------------- replica

@@ -101,6 +101,9 @@ def test_bad_segment_texts_are_one_line_errors(tmp_path):
     write_segments(raw, [(9001, 1746532800, "seconds, not ms")])
     with pytest.raises(UserInputError, match="segment_text.csv"):
         adapter(raw, tmp_path).prepare()
+    write_segments(raw, [*SEGMENTS[:2], (-9001, ms(6, 20, 0), "a negative live_id")])  # was dropped silently
+    with pytest.raises(UserInputError, match="segment_text.csv, column 'live_id': line 4 has -9001, out of range"):
+        adapter(raw, tmp_path).prepare()
 
 
 def test_stage1_examples_come_from_training_exposures_with_training_labels(tmp_path):

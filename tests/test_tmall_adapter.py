@@ -555,10 +555,17 @@ BAD_LOGS = {
     "stamp_1345": (HAND_TEXT + "7,101,11,5000,1101,1345,0\n", "time_stamp", "1345"),
     "stamp_08x9": (HAND_TEXT + "7,101,11,5000,1101,08x9,0\n", "time_stamp", "08x9"),
     "stamp_0229": (HAND_TEXT + "7,101,11,5000,1101,0229,0\n", "time_stamp", "0229"),
+    "fractional_item": (HAND_TEXT + "7,101.5,11,5000,1101,0804,0\n", "item_id", "line 27 has '101.5'"),
+    "user_beyond_int64": (HAND_TEXT + "99999999999999999999,101,11,5000,1101,0804,0\n", "user_id", "line 27"),
     "fractional_brand": (HAND_TEXT + "7,101,11,5000,1101.5,0804,0\n", "brand_id", "1101.5"),
     "nan_brand": (HAND_TEXT + "7,101,11,5000,nan,0804,0\n", "brand_id", "line 27"),
     "inf_brand": (HAND_TEXT + "7,101,11,5000,inf,0804,0\n", "brand_id", "line 27"),
     "huge_brand": (HAND_TEXT + "7,101,11,5000,1e300,0804,0\n", "brand_id", "line 27"),
+    "extra_field_mid_file": ("\n".join([HEADER, *BODY.splitlines()[:2], BODY.splitlines()[2] + ",9",
+                                         *BODY.splitlines()[3:]]) + "\n", None, "line 4 has 8 fields"),
+    # MMDD has no year and the file is not in time order: dates running over New Year are refused
+    "new_year_wrap": (HAND_TEXT + "7,101,11,5000,1101,1231,0\n7,101,11,5000,1101,0101,0\n", "time_stamp",
+                      "line 28 has time_stamp 0101"),
     "not_utf8": (b"PK\x03\x04\xff\xfe\x00garbage\n", None, "UTF-8"),
     "too_few_days": (HEADER + "\n1,1,1,1,1,0801,0\n1,2,1,1,1,0801,0\n", None, "days"),
 }
@@ -603,7 +610,54 @@ def test_row_with_extra_field_is_a_user_error(tmp_path):
     path = write_raw(tmp_path / "raw", HAND_TEXT + "7,101,11,5000,1101,0804,0,9\n")
     with pytest.raises(UserInputError) as info:
         make_adapter(tmp_path).prepare()
-    assert_clean_error(info.value, names=str(path), cache_dir=tmp_path / "cache")
+    message = assert_clean_error(info.value, names=str(path), cache_dir=tmp_path / "cache")
+    assert "line 27 has 8 fields but the header has 7" in message
+
+
+def test_padded_ids_are_read_like_clean_ones(tmp_path, hand):
+    """` 7 ` (spaces around a number, as header names may have) is read as 7: same arrays as the clean log."""
+    _, clean = hand
+    padded = HAND_TEXT.replace("\n7,101,", "\n 7 , 101 ,").replace(",1101,0804,1\n", ", 1101.0 ,0804, 1 \n")
+    assert padded.count(" 7 ") == 4
+    write_raw(tmp_path / "raw", padded)
+    assert_same_arrays(clean.arrays, make_adapter(tmp_path).prepare().arrays)
+
+
+def test_dates_within_half_a_year_of_each_other_stay_in_2014(tmp_path):
+    """The New Year rule's other side: a 153-day hole (0301 .. 0801) is read in 2014, 0301 first."""
+    write_raw(tmp_path / "raw", HAND_TEXT + "7,108,11,5000,1101,0301,0\n")
+    prepared = make_adapter(tmp_path).prepare()
+    assert prepared.meta["stats"]["episodes"] == 11 and prepared.meta["splits"]["train"] == 7
+
+
+@pytest.mark.parametrize("column,value", [("age_range", "nan"), ("age_range", "inf"), ("age_range", "2.5"),
+                                          ("age_range", "9"), ("age_range", "-1"), ("gender", "3")])
+def test_user_info_code_outside_its_range(tmp_path, column, value):
+    write_raw(tmp_path / "raw", HAND_TEXT)
+    row = {"age_range": f"3,{value},1", "gender": f"3,8,{value}"}[column]
+    info_path = write_raw(tmp_path / "raw", f"user_id,age_range,gender\n7,,\n{row}\n", INFO_FILE)
+    with pytest.raises(UserInputError) as info:
+        make_adapter(tmp_path).prepare()
+    message = assert_clean_error(info.value, names=str(info_path), column=column, cache_dir=tmp_path / "cache")
+    assert "line 3" in message and value in message
+
+
+def test_episode_blocks_keep_ids_beyond_float_precision(tmp_path, monkeypatch, hand):
+    """Users are aggregated in blocks of user-id ranges; ids above 2**53 must not fall outside the last
+    block (float bounds rounded the end 2**53 + 2**40 + 5 down to the largest user, leaving it out)."""
+    import recbench.data.tmall as tmall_module
+
+    _, clean = hand
+    # items below 256 (8 bits) leave 54 bits for the users in the packed (user, item) key that blocks need
+    big = (HAND_TEXT.replace("\n99,301,", "\n99,250,").replace("\n7,", f"\n{2**53 + 1},")
+           .replace("\n3,", f"\n{2**53 + 2**40 + 4},"))
+    assert "\n99,250," in big
+    write_raw(tmp_path / "raw", big)
+    one_block = make_adapter(tmp_path, cache_dir=tmp_path / "one").prepare()
+    monkeypatch.setattr(tmall_module, "EPISODE_BLOCK_ROWS", 5)
+    blocks = make_adapter(tmp_path, cache_dir=tmp_path / "blocks").prepare()
+    assert one_block.meta["stats"]["users"] == blocks.meta["stats"]["users"] == clean.meta["stats"]["users"]
+    assert_same_arrays(one_block.arrays, blocks.arrays)
 
 
 def test_header_with_spaces_is_read_or_a_user_error(tmp_path, hand):

@@ -37,6 +37,7 @@ from recbench.data.readers import (
     read_table,
     require_epoch,
     require_non_negative,
+    require_non_negative_numbers,
     require_non_null,
     warn_duplicates,
 )
@@ -59,8 +60,9 @@ class KuaiComtAdapter(DatasetAdapter):
     name = "kuaicomt"
     # 2: shown comments in pseudo-random slot order; 3: comment history; 4: row arrays `<split>_rows`;
     # 5: comment labels censored (split end, attribution window) at second resolution, per-split comment
-    # popularity targets, training-only video / comment id vocabularies
-    version = "5"
+    # popularity targets, training-only video / comment id vocabularies; 6: impressions of videos missing from
+    # video_features.csv and NaN / inf / negative amounts are rejected (a cache of such files is not reused)
+    version = "6"
     required_files = (IMPRESSIONS, INTERACTIONS, USERS, VIDEOS, COMMENTS)
 
     def __init__(self, source: str, raw_dir: str, cache_dir: str, replica_dir: str,
@@ -102,6 +104,7 @@ class KuaiComtAdapter(DatasetAdapter):
         tables = read_all(raw_dir)
         impressions = self._impressions(tables["impressions"], raw_dir / IMPRESSIONS)
         videos, comments = self._catalogue(tables, raw_dir)
+        require_catalogued(raw_dir / IMPRESSIONS, tables["impressions"], videos)
         impressions = impressions.join(videos.select("video_id", "author_id", "video_type", "category"),
                                        on="video_id", how="left", maintain_order="left")
         impressions = impressions.join(self._user_table(tables["users"]), on="user_id", how="left",
@@ -449,6 +452,17 @@ class KuaiComtAdapter(DatasetAdapter):
         return batch
 
 
+def require_catalogued(path: Path, impressions: pl.DataFrame, videos: pl.DataFrame) -> None:
+    """Every impression's video is in video_features.csv. datasets.md reports no such rows in the real
+    release (whose contents it could not check), so one is a mismatched file, not a known case to drop."""
+    unknown = ~pl.col("video_id").is_in(videos["video_id"].implode())
+    if impressions.select(unknown.any()).item():
+        line, raw = first_bad(impressions, unknown, "video_id")
+        raise bad_input(path, f"line {line} has video_id {raw}, which is not in {VIDEOS}",
+                        f"add the video to {VIDEOS} (both files of the same release) or drop its impressions",
+                        "video_id")
+
+
 def _engaged(interactions: pl.DataFrame, comments: pl.DataFrame) -> pl.DataFrame:
     """Liked or replied comment interactions of catalogued comments: user, video, comment (catalogue
     index), whole-second time, is_like / is_reply."""
@@ -515,6 +529,11 @@ def read_all(raw_dir: Path) -> dict[str, pl.DataFrame]:
         require_non_negative(path, frame, tuple(c for c in ids if c.endswith("_id")))
         tables[key] = frame
     require_epoch(raw_dir / INTERACTIONS, tables["interactions"], "time_stamp", "s")
+    # flags and measured amounts: a negative, NaN or inf value is a corrupted row (empty ones stay allowed)
+    require_non_negative(raw_dir / INTERACTIONS, tables["interactions"], ("is_like", "is_reply"), "a flag")
+    for key, columns in (("impressions", ("play_time_ms", "duration_ms")), ("users", ("register_days",)),
+                         ("comments", ("comment_like_cnt", "comment_reply_out"))):
+        require_non_negative_numbers(raw_dir / SPECS[key][0], tables[key], columns)
     path = raw_dir / IMPRESSIONS
     require_non_null(path, tables["impressions"], ("time_ms",))
     require_epoch(path, tables["impressions"], "time_ms", "ms")

@@ -123,7 +123,10 @@ class KuaiLiveAdapter(DatasetAdapter):
     smoke_replica = {"n_users": 150, "n_streamers": 120, "n_authors": 150, "live_exposures_per_user": 40.0}
 
     name = "kuailive"
-    version = "4"  # 4: content rows per segment + item content; 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    # 5: live_name_id < -1, negative short-video / segment ids, non-finite complete_play_cnt and p_date outside
+    # 1973..5138 are rejected (a cache of such files is not reused); 4: content rows per segment + item content;
+    # 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    version = "5"
     required_files = (CLICK_FILE, COMMENT_FILE, LIKE_FILE, GIFT_FILE, NEGATIVE_FILE, ROOM_FILE, USER_FILE,
                       STREAMER_FILE, TITLE_FILE)
     optional_files = (*OLD_NAMES.values(), PHOTO_FILE, PHOTO_TAG_FILE, SEGMENT_TEXT_FILE)
@@ -877,7 +880,7 @@ def check_ms(path: Path, frame: pl.DataFrame, column: str) -> None:
     bad = value.is_not_null() & ((value < MS_FLOOR) | (value >= MS_CEIL))
     if frame.select(bad.any()).item():
         line, raw = first_bad(frame, bad, column)
-        unit = "Unix seconds" if int(float(raw)) < MS_FLOOR else "not Unix milliseconds"
+        unit = "Unix seconds" if float(raw) < MS_FLOOR else "not Unix milliseconds"  # float: also nan / inf
         raise bad_input(path, f"line {line} has {raw}, which looks like {unit}; KuaiLive timestamps are Unix "
                         "milliseconds", "multiply second timestamps by 1000 (or re-extract the original file)", column)
 
@@ -888,7 +891,7 @@ def read_events(path: Path, extra: tuple[str, ...]) -> pl.DataFrame:
     require_non_null(path, frame, (*EVENT_COLUMNS, *extra))
     require_non_negative(path, frame, ("user_id", "live_id", "streamer_id"))
     check_ms(path, frame, "timestamp")
-    require_non_negative_numbers(path, frame, extra)
+    require_non_negative_numbers(path, frame, extra, below=2.0**53)  # exact in a float; cast to Int64 below
     warn_duplicates(path, frame, (*EVENT_COLUMNS, *extra), "each is kept as a separate event")
     return frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in extra).with_row_index("line", offset=2)
 
@@ -907,6 +910,11 @@ def read_rooms(path: Path) -> pl.DataFrame:
         line, raw = first_bad(frame, backwards, "end_timestamp")
         raise bad_input(path, f"line {line} has end_timestamp {raw} before its start_timestamp",
                         "fix or drop that row", "end_timestamp")
+    untitled = pl.col("live_name_id") < -1  # -1 (or empty) = no title; another negative is a shifted value
+    if frame.select(untitled.any()).item():
+        line, raw = first_bad(frame, untitled, "live_name_id")
+        raise bad_input(path, f"line {line} has live_name_id {raw}, out of range (a row of {TITLE_FILE}, or -1 for "
+                        "no title)", "fix or drop that row", "live_name_id")
     return frame
 
 
@@ -955,6 +963,7 @@ def read_all(raw_dir: Path) -> dict[str, Any]:
             tags = read_table(raw_dir / PHOTO_TAG_FILE, ("photo_id", "first_level_category_name"),
                               {"photo_id": pl.Int64})
             require_non_null(raw_dir / PHOTO_TAG_FILE, tags, ("photo_id",))
+            require_non_negative(raw_dir / PHOTO_TAG_FILE, tags, ("photo_id",))
             tables["photo_tags"] = tags.unique("photo_id", keep="first", maintain_order=True)
     return tables
 
@@ -971,15 +980,19 @@ def read_photos(path: Path) -> pl.DataFrame:
               time: pl.Int64}
     frame = read_table(path, columns, dtypes)
     require_non_null(path, frame, ("user_id", "photo_id", "author_id", time))
+    require_non_negative(path, frame, ("user_id", "photo_id", "author_id"))
+    require_non_negative_numbers(path, frame, ("complete_play_cnt",))  # NaN > 0 would read as a complete play
     if time == "timestamp":
         check_ms(path, frame, "timestamp")
         return frame.rename({"timestamp": "time"})
     date = pl.col("p_date").cast(pl.String).str.to_date("%Y%m%d", strict=False)
-    if frame.select(date.is_null().any()).item():
-        line, raw = first_bad(frame, date.is_null(), "p_date")
-        raise bad_input(path, f"line {line} has p_date '{raw}', not a yyyyMMdd date", "fix or drop that row", "p_date")
     # a daily aggregate is known at the end of its local day
     midnight = (date.cast(pl.Int64) + 1) * DAY_MS - LOCAL_OFFSET_MS
+    bad = date.is_null() | (midnight < MS_FLOOR) | (midnight >= MS_CEIL)  # the plausible range of the ms stamps
+    if frame.select(bad.any()).item():
+        line, raw = first_bad(frame, bad, "p_date")
+        raise bad_input(path, f"line {line} has p_date '{raw}', not a yyyyMMdd date in 1973..5138",
+                        "fix or drop that row", "p_date")
     return frame.with_columns(time=midnight).drop("p_date")
 
 

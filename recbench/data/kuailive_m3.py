@@ -36,7 +36,6 @@ from recbench.data.kuailive import (
     USER_PROFILE,
     LIVE,
     KuaiLiveAdapter,
-    check_ms,
     last_before,
     longterm_rows,
     merge_rooms,
@@ -62,7 +61,13 @@ from recbench.data.kuailive_m3_replica import (
     KuaiLiveM3ReplicaConfig,
     write_kuailive_m3_replica,
 )
-from recbench.data.readers import first_bad, read_table, require_non_negative_numbers, require_non_null
+from recbench.data.readers import (
+    first_bad,
+    read_table,
+    require_non_negative,
+    require_non_negative_numbers,
+    require_non_null,
+)
 from recbench.errors import UserInputError, bad_input
 
 ALIASES = {"streamer_id": "author_id", "live_stream_id": "live_id"}
@@ -72,7 +77,9 @@ CONTENT = ("auto", "segment", "room")
 
 class KuaiLiveM3Adapter(KuaiLiveAdapter):
     name = "kuailive_m3"
-    version = "4"  # 4: item content and fields; 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    # 5: negative ids and non-finite times / embeddings are one line naming the row (a cache of such files is not
+    # reused); 4: item content and fields; 3: rows index views read at their emit time (2: row arrays `<split>_rows`)
+    version = "5"
     smoke_replica = {"n_users": 60, "n_streamers": 60, "n_authors": 80, "live_exposures_per_user": 20.0}  # one-step smoke runs
     required_files = (INTERACTION_FILE, SHOW_FILE, COMMENT_FILE, LIKE_FILE, ROOM_META_FILE, AUTHOR_FILE,
                       PHOTO_TAG_FILE)
@@ -204,6 +211,7 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         authors = read_table(find(raw_dir, AUTHOR_FILE), ("author_id", "gender", "age_segment", "fans_user_num"),
                              {"author_id": pl.Int64}, aliases=ALIASES)
         require_non_null(find(raw_dir, AUTHOR_FILE), authors, ("author_id",))
+        require_non_negative(find(raw_dir, AUTHOR_FILE), authors, ("author_id",))
         profile = {"gender": pl.col("gender"), "age": pl.col("age_segment"), "fans_user_num": pl.col("fans_user_num")}
         streamers = authors.unique("author_id", keep="first", maintain_order=True).select(
             pl.col("author_id").alias("streamer_id"),
@@ -211,6 +219,7 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         user_path = find(raw_dir, USER_SET_FILE)
         if user_path is not None:
             users = read_table(user_path, ("user_id",), {"user_id": pl.Int64}).drop_nulls().unique(maintain_order=True)
+            require_non_negative(user_path, users, ("user_id",))
         else:
             users = clicks.select("user_id").unique(maintain_order=True)
         users = users.with_columns(pl.lit(None, pl.String).alias(c) for c in USER_PROFILE.values())
@@ -232,6 +241,7 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         tag_path = raw_dir / PHOTO_TAG_FILE
         tags = read_table(tag_path, ("photo_id", "first_level_category_name"), {"photo_id": pl.Int64})
         require_non_null(tag_path, tags, ("photo_id",))
+        require_non_negative(tag_path, tags, ("photo_id",))
         return short_videos(photos, tags.unique("photo_id", keep="first", maintain_order=True))
 
     # ------------------------------------------------------------------ content embeddings
@@ -283,10 +293,11 @@ class KuaiLiveM3Adapter(KuaiLiveAdapter):
         for path in shards(raw_dir):
             frame = read_parquet(path, ("live_id", "feature_128", "timestamp"), {"live_id": pl.Int64},
                                  aliases={**ALIASES, "embedding": "feature_128", "feature": "feature_128"})
-            check_ms(path, frame, "timestamp")
-            parts.append(frame.join(wanted, on="live_id", how="inner", maintain_order="left").drop("live_id"))
+            frame = frame.with_columns(to_ms(path, frame, "timestamp").alias("timestamp"))
+            part = frame.join(wanted, on="live_id", how="inner", maintain_order="left").drop("live_id")
+            parts.append(part.with_columns(pl.lit(len(parts), pl.Int32).alias("shard")))
         segments = pl.concat(parts).with_row_index("item", offset=1)
-        vectors = embedding_matrix(raw_dir / SEGMENT_DIR, segments, "feature_128")
+        vectors = embedding_matrix(raw_dir / SEGMENT_DIR, segments, "feature_128", shards(raw_dir))
         dim = vectors.shape[1] if len(vectors) else 128
         # per-room mean segment -> the long-term table (rooms without segments have none)
         row, means = room_means(vectors, segments["room"].to_numpy(), rooms.height)
@@ -351,7 +362,8 @@ def read_parquet(path: Path, required: tuple[str, ...], dtypes: dict[str, pl.Dat
         bad = pl.col(column).is_not_null() & value.is_null()
         if frame.select(bad.any()).item():
             row = frame.filter(bad).row(0, named=True)
-            raise bad_input(path, f"row {row['line']} has '{row[column]}', which is not an integer", "fix or drop that row",
+            kind = "an integer" if dtype.is_integer() else "a number"
+            raise bad_input(path, f"row {row['line']} has '{row[column]}', which is not {kind}", "fix or drop that row",
                             column)
         frame = frame.with_columns(value.alias(column))
     return frame
@@ -369,7 +381,8 @@ def read_m3(path: Path, columns: tuple[str, ...], ids: tuple[str, ...], numbers:
         frame = read_table(path, columns, dtypes, aliases=ALIASES).with_row_index("line", offset=2)
         frame = frame.with_columns(pl.col("line").cast(pl.Int64))
     require_non_null(path, frame, (*ids, *numbers, time))
-    require_non_negative_numbers(path, frame, numbers, locate=line_of)  # rows carry their own line
+    require_non_negative(path, frame, ids, locate=line_of)  # rows carry their own line
+    require_non_negative_numbers(path, frame, numbers, locate=line_of, below=2.0**53)  # exact; cast to Int64 below
     frame = frame.with_columns(pl.col(c).round(0).cast(pl.Int64) for c in numbers)
     for column in (time, *optional_times):
         frame = frame.with_columns(to_ms(path, frame, column).alias(column))
@@ -391,7 +404,13 @@ def to_ms(path: Path, frame: pl.DataFrame, column: str) -> pl.Series:
     if values.dtype == pl.String:
         text = pl.col(column).str.strip_chars()
         if frame.select(text.str.contains(r"^-?\d+$").or_(text.is_null()).all()).item():
-            frame = frame.with_columns(text.cast(pl.Int64))
+            number = text.cast(pl.Int64, strict=False)
+            overflow = text.is_not_null() & number.is_null()  # more digits than 64 bits hold
+            if frame.select(overflow.any()).item():
+                line, raw = line_of(frame, overflow, column)
+                raise bad_input(path, f"line {line} has {raw.strip()}, beyond 64-bit integers: not Unix milliseconds",
+                                "fix or drop that row", column)
+            frame = frame.with_columns(number.alias(column))
         else:
             parsed = frame.select(parse_datetime(text).alias(column))[column]
             bad = values.is_not_null() & parsed.is_null()
@@ -401,18 +420,18 @@ def to_ms(path: Path, frame: pl.DataFrame, column: str) -> pl.Series:
                 raise bad_input(path, f"line {line} has '{raw}', which is neither Unix milliseconds nor a date-time "
                                 "(yyyy-MM-dd HH:mm:ss[.SSS][Z|+hh:mm])", "fix or drop that row", column)
             return parsed
-    elif values.dtype.is_float():
-        frame = frame.with_columns(pl.col(column).round(0).cast(pl.Int64))
-    elif not values.dtype.is_integer():
+    elif not values.dtype.is_float() and not values.dtype.is_integer():
         raise bad_input(path, f"has type {values.dtype}, not a time", "re-download the file", column)
     bad = pl.col(column).is_not_null() & ((pl.col(column) < kl.MS_FLOOR) | (pl.col(column) >= kl.MS_CEIL))
     if frame.select(bad.any()).item():
         line, raw = line_of(frame, bad, column)
-        unit = "Unix seconds" if int(float(raw)) < kl.MS_FLOOR else "not Unix milliseconds"
-        raise bad_input(path, f"line {line} has {raw}, which looks like {unit}; KuaiLive-M3 times are Unix "
+        number = float(raw)  # nan / inf from a float column too
+        unit = ("is not a finite number" if not np.isfinite(number) else "looks like Unix seconds"
+                if number < kl.MS_FLOOR else "looks like not Unix milliseconds")
+        raise bad_input(path, f"line {line} has {raw}, which {unit}; KuaiLive-M3 times are Unix "
                         "milliseconds or date-times", "multiply second timestamps by 1000 (or re-extract the file)",
                         column)
-    return frame[column].cast(pl.Int64)
+    return frame[column].round(0).cast(pl.Int64) if values.dtype.is_float() else frame[column].cast(pl.Int64)
 
 
 def parse_datetime(text: pl.Expr) -> pl.Expr:
@@ -426,21 +445,35 @@ def parse_datetime(text: pl.Expr) -> pl.Expr:
             .otherwise(naive.dt.replace_time_zone(LOCAL_TZ).dt.epoch("ms")))
 
 
-def embedding_matrix(path: Path, frame: pl.DataFrame, column: str) -> np.ndarray:
-    """[n, D] float32 from a list / array column; every row the same length, finite."""
+def embedding_matrix(path: Path, frame: pl.DataFrame, column: str, files: list[Path] | None = None) -> np.ndarray:
+    """[n, D] float32 from a list / array column; every row the same length, finite. With `files`, the frame
+    is several files' rows and its `shard` column says whose: a message names that file."""
     values = frame[column]
+    if isinstance(values.dtype, (pl.List, pl.Array)) and not values.dtype.inner.is_numeric():
+        raise bad_input(path, f"has type {values.dtype}, not a list of floats", "re-download the file", column)
     if frame.height == 0:
         return np.zeros((0, 128), np.float32)
     if isinstance(values.dtype, pl.List):
         lengths = values.list.len()
         if values.null_count() or lengths.n_unique() != 1:
             bad = int(np.flatnonzero((lengths != lengths.max()).fill_null(True).to_numpy())[0])
-            raise bad_input(path, f"row {frame['line'][bad] if 'line' in frame.columns else bad + 1} has an embedding of "
-                            f"length {lengths[bad]}, not {lengths.max()}", "re-download the file", column)
+            where, row = _locate(path, frame, bad, files)
+            raise bad_input(where, f"row {row} has an embedding of length {lengths[bad]}, not {lengths.max()}",
+                            "re-download the file", column)
         values = values.list.to_array(int(lengths[0]))
     if not isinstance(values.dtype, pl.Array):
         raise bad_input(path, f"has type {values.dtype}, not a list of floats", "re-download the file", column)
     matrix = values.to_numpy().astype(np.float32)
-    if not np.isfinite(matrix).all():
-        raise bad_input(path, "has NaN or infinite embedding values", "re-download the file", column)
+    finite = np.isfinite(matrix).all(axis=1)  # float32: a float64 value beyond 3.4e38 is inf here too
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        where, row = _locate(path, frame, bad, files)
+        value = matrix[bad][~np.isfinite(matrix[bad])][0]
+        raise bad_input(where, f"row {row} has a non-finite embedding value ({value})", "re-download the file", column)
     return matrix
+
+
+def _locate(path: Path, frame: pl.DataFrame, index: int, files: list[Path] | None) -> tuple[Path, int]:
+    """(file, 1-based row) of frame row `index` (see `embedding_matrix`)."""
+    where = files[int(frame["shard"][index])] if files else path
+    return where, int(frame["line"][index]) if "line" in frame.columns else index + 1

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recbench.data.readers import read_table, require_non_null
+from recbench.data.readers import read_table, require_non_negative, require_non_null
 from recbench.errors import bad_input
 
 SEGMENT_TEXT_COLUMNS = ("live_id", "timestamp", "text")
@@ -34,6 +34,7 @@ def read_segment_texts(path: Path, rooms: pl.DataFrame) -> pl.DataFrame:
 
     frame = read_table(path, SEGMENT_TEXT_COLUMNS, {"live_id": pl.Int64, "timestamp": pl.Int64, "text": pl.String})
     require_non_null(path, frame, SEGMENT_TEXT_COLUMNS)
+    require_non_negative(path, frame, ("live_id",))
     check_ms(path, frame, "timestamp")
     empty = frame["text"].str.strip_chars().str.len_chars() == 0
     if empty.any():

@@ -22,6 +22,7 @@ from recbench.errors import bad_input
 
 BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
         codecs.BOM_UTF16_BE: "UTF-16"}
+WHOLE_ROWS = pl.QueryOptFlags(projection_pushdown=False)  # parse every field, so ragged rows raise
 TO_UTF8 = "convert it to UTF-8 (e.g. `iconv -f GBK -t UTF-8 old.csv > new.csv`, or save as 'CSV UTF-8')"
 
 
@@ -121,7 +122,9 @@ def first_bad(frame: pl.DataFrame, bad: pl.Expr, column: str) -> tuple[int, str]
 
 def read_table(path: Path, required: tuple[str, ...], dtypes: dict[str, pl.DataType],
                aliases: dict[str, str] | None = None) -> pl.DataFrame:
-    """Read `required` columns (renamed through `aliases`) with `dtypes`; others stay text."""
+    """Read `required` columns (renamed through `aliases`) with `dtypes`; others stay text. A typed value
+    with spaces around it (` 328862 `) is read as the value; a row with more fields than the header is
+    one line naming it."""
     header, separator = sniff_header(path)
     header = [(aliases or {}).get(name, name) for name in header]
     for column in required:
@@ -138,10 +141,16 @@ def read_table(path: Path, required: tuple[str, ...], dtypes: dict[str, pl.DataT
         return pl.scan_csv(path, has_header=False, skip_rows=1, new_columns=header, separator=separator,
                            infer_schema=False, **options).select(list(required))
 
-    try:
-        return scan(schema_overrides=typed).collect()
+    try:  # every field is parsed (no projection pushdown): reading only some columns passes a row with
+        # more fields than the header silently; streaming keeps the unused columns' memory to one chunk
+        return scan(schema_overrides=typed).collect(engine="streaming", optimizations=WHOLE_ROWS)
     except pl.exceptions.PolarsError:
         pass
+    ragged = first_ragged_line(path, len(header), separator)
+    if ragged:
+        line, count = ragged
+        raise bad_input(path, f"line {line} has {count} fields but the header has {len(header)}",
+                        "remove the extra field(s) from that row (a value holding the separator must be quoted)")
     try:
         text = scan().collect()
     except pl.exceptions.PolarsError as error:
@@ -162,7 +171,28 @@ def read_table(path: Path, required: tuple[str, ...], dtypes: dict[str, pl.DataT
             kind = "an integer" if dtype.is_integer() else "a number"
             raise bad_input(path, f"line {line} has '{raw}', which is not {kind}",
                             "fix or drop that row", column)
-    raise bad_input(path, "could not be parsed", "check the separator and quoting")
+    # every value parses once the spaces around it are stripped (` 328862 `, as header names are): read it so
+    return text.with_columns(pl.col(c).str.strip_chars().cast(t, strict=False) for c, t in typed.items())
+
+
+def first_ragged_line(path: Path, n_fields: int, separator: str, candidates: int = 100) -> tuple[int, int] | None:
+    """(line, fields) of the first row with more fields than the header's `n_fields`, or None. Only on
+    the error path: the lines are counted in polars (quoted values removed first), and a candidate is
+    confirmed by the csv module (a quoted value spanning lines can fool the per-line count)."""
+    quoted = r'"(?:[^"]|"")*"'
+    try:
+        found = (pl.scan_lines(path, row_index_name="index")
+                 .filter(pl.col("index") > 0,  # the header
+                         pl.col("line").str.replace_all(quoted, "").str.count_matches(separator, literal=True)
+                         >= n_fields)
+                 .head(candidates).collect())
+    except Exception:  # noqa: BLE001 - only a better message is lost
+        return None
+    for index, text in zip(found["index"], found["line"]):
+        fields = next(csv.reader([text.rstrip("\r")], delimiter=separator), [])
+        if len(fields) > n_fields:
+            return int(index) + 1, len(fields)
+    return None
 
 
 def require_non_null(path: Path, frame: pl.DataFrame, columns: tuple[str, ...]) -> None:
@@ -172,26 +202,33 @@ def require_non_null(path: Path, frame: pl.DataFrame, columns: tuple[str, ...]) 
             raise bad_input(path, f"line {line} has an empty value", "fill or drop that row", column)
 
 
-def require_non_negative(path: Path, frame: pl.DataFrame, columns: tuple[str, ...], what: str = "an id") -> None:
-    """Ids (and counts) are >= 0 in every dataset: a negative one is a corrupted or shifted value."""
+def require_non_negative(path: Path, frame: pl.DataFrame, columns: tuple[str, ...], what: str = "an id",
+                         locate=first_bad) -> None:
+    """Ids (and counts) are >= 0 in every dataset: a negative one is a corrupted or shifted value.
+    `locate` as in `require_non_negative_numbers`."""
     for column in columns:
         bad = pl.col(column) < 0
         if frame.select(bad.any()).item():
-            line, raw = first_bad(frame, bad, column)
+            line, raw = locate(frame, bad, column)
             raise bad_input(path, f"line {line} has {raw}, out of range ({what} must be >= 0)",
                             "fix or drop that row", column)
 
 
 def require_non_negative_numbers(path: Path, frame: pl.DataFrame, columns: tuple[str, ...],
-                                 locate=first_bad) -> None:
-    """Measured amounts (watch time, gift value): NaN or negative is bad input. `locate(frame, bad,
-    column)` gives the (file line, value) to name; the default counts rows from the header."""
+                                 locate=first_bad, below: float | None = None) -> None:
+    """Measured amounts (watch time, gift value, counts): NaN, inf or negative is bad input, and so is a
+    value >= `below` when given (2**53 for a column cast to Int64: above it a float is no exact whole
+    number). `locate(frame, bad, column)` gives the (file line, value) to name; the default counts rows
+    from the header. Empty values pass."""
     for column in columns:
         value = pl.col(column)
         bad = (value.is_nan() | value.is_infinite() if frame.schema[column].is_float() else pl.lit(False)) | (value < 0)
+        if below is not None:
+            bad = bad | (value >= below)
         if frame.select(bad.any()).item():
             line, raw = locate(frame, bad, column)
-            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a finite non-negative number",
+            limit = f" below {below:.4g}" if below is not None else ""
+            raise bad_input(path, f"line {line} has {column} '{raw}'; it must be a finite non-negative number{limit}",
                             "fix or drop that row", column)
 
 

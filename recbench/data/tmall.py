@@ -17,6 +17,7 @@ Code map (TmallAdapter.build, in order):
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 from recbench.data import schema
 from recbench.data.base import DatasetAdapter, Prepared, take
 from recbench.data.readers import (
+    WHOLE_ROWS,
     first_bad,
     has_rows,
     read_table,
@@ -54,7 +56,9 @@ class TmallAdapter(DatasetAdapter):
     smoke_replica = {"n_users": 150, "n_items": 1500, "episodes_per_user": 15.0}  # the smallest replica a one-step smoke run uses
 
     name = "tmall"
-    version = "3"  # 3: row arrays `<split>_rows` (were `_ep`)
+    # 3: row arrays `<split>_rows` (were `_ep`); 4: logs running over New Year and user_info codes outside
+    # their range are rejected (a cache built from such files before is not reused)
+    version = "4"
     required_files = (LOG_FILE,)
     optional_files = (INFO_FILE,)
 
@@ -153,7 +157,10 @@ class TmallAdapter(DatasetAdapter):
         # hash state stays small, and the blocks' outputs, each sorted, concatenate in (user, start) order
         blocks = max(1, -(-log.height // EPISODE_BLOCK_ROWS)) if pack_key else 1
         low_user, high_user = log.select(pl.col("user_id").min(), pl.col("user_id").max().alias("h")).row(0)
-        bounds = np.unique(np.linspace(low_user, high_user + 1, blocks + 1).astype(np.int64))
+        # integer arithmetic (user ids < 2**62 here): float bounds lose ids above 2**53, and the last bound
+        # could fall below the largest user, whose rows would silently be left out
+        bounds = np.unique(np.array([low_user + (high_user + 1 - low_user) * k // blocks for k in range(blocks + 1)],
+                                    dtype=np.int64)) if blocks > 1 else None
         parts: dict[str, list[np.ndarray]] = {}
         distinct, constant = 0, True
         for begin, end in zip(bounds[:-1], bounds[1:]) if blocks > 1 else [(None, None)]:
@@ -365,7 +372,40 @@ def read_log(path: Path) -> pl.DataFrame:
     it cannot take as is (an id beyond 32 bits, or any invalid value) is read again by
     `read_log_checked`, which gives the same frame with 64-bit ids or the one-line error."""
     frame = _read_log_compact(path)
-    return frame if frame is not None else read_log_checked(path)
+    frame = frame if frame is not None else read_log_checked(path)
+    require_one_year(path, frame)
+    return frame
+
+
+MAX_HOLE_DAYS = 182  # half a year: a wider hole between the log's dates means they run over New Year
+
+
+def require_one_year(path: Path, frame: pl.DataFrame) -> None:
+    """Stop when the dates look like they run over New Year (e.g. 1201..1231 then 0101..0131).
+
+    time_stamp is MMDD without a year (the real log: 0511..1112 of 2014) and every date is read in
+    2014. A log whose dates, read so, leave a hole of more than half a year between two consecutive
+    dates is shorter read across New Year, with the dates before the hole in the next year. Which
+    rows those are cannot be told: the file is not in time order (datasets.md), so its order says
+    nothing about the year. Reading them in 2014 would put January before December silently; so the
+    build stops with one line instead of guessing. (A year with small holes, up to half a year, is read
+    in 2014 as before.) Vectorised: one unique over the day column (a few hundred values)."""
+    days = np.sort(frame["day"].unique().to_numpy())
+    if len(days) < 2:
+        return
+    gaps = np.diff(days)
+    widest = int(gaps.argmax())
+    if gaps[widest] <= MAX_HOLE_DAYS:
+        return
+    before, after = int(days[widest]), int(days[widest + 1])  # the hole: (before, after)
+    mmdd = lambda day: (date(2014, 1, 1) + timedelta(days=int(day))).strftime("%m%d")  # noqa: E731
+    line, day = first_bad(frame, pl.col("day") <= before, "day")
+    raise bad_input(path, f"line {line} has time_stamp {mmdd(day)}: read in 2014 the log's dates leave a "
+                    f"{after - before}-day hole ({mmdd(before)} to {mmdd(after)}), so they look like {mmdd(after)}.."
+                    f"{mmdd(days[-1])} then {mmdd(days[0])}..{mmdd(before)} of the next year, and neither MMDD nor "
+                    "the row order (not by time) tells which rows are which year",
+                    "keep one year's rows (the real log covers 0511..1112 of 2014), or split the log at New Year "
+                    "and use one part", "time_stamp")
 
 
 def _stamp_days(stamps: pl.DataFrame) -> pl.DataFrame:
@@ -395,8 +435,8 @@ def _read_log_compact(path: Path) -> pl.DataFrame | None:
              .with_columns(*[pl.col(c).cast(pl.Int32) for c in ID_COLUMNS], bad=bad,  # strict casts:
                            brand_id=brand.cast(pl.Int32),                             # overflow -> None
                            action_type=action.cast(pl.Int8, strict=False)))
-    try:
-        frame = query.collect(engine="streaming")
+    try:  # every field parsed: a row with extra fields then fails here and the checked reader names it
+        frame = query.collect(engine="streaming", optimizations=WHOLE_ROWS)
     except pl.exceptions.PolarsError:
         return None
     if frame["bad"].any() or any(frame[c].null_count() for c in ID_COLUMNS):
@@ -543,5 +583,13 @@ def read_user_info(path: Path) -> pl.DataFrame:
     frame = read_table(path, ("user_id", "age_range", "gender"), dtypes)
     require_non_null(path, frame, ("user_id",))
     require_non_negative(path, frame, ("user_id",))
+    for column, high, meaning in (("age_range", 8, "0 unknown, 1..8 age bands"),
+                                  ("gender", 2, "0 female, 1 male, 2 unknown")):
+        value = pl.col(column)  # empty = unknown; NaN, inf, 2.5 or 9 are not codes (and NaN would not cast)
+        bad = value.is_not_null() & (value.is_nan() | (value != value.round(0)) | ~value.is_between(0, high))
+        if frame.select(bad.any()).item():
+            line, raw = first_bad(frame, bad, column)
+            raise bad_input(path, f"line {line} has {column} '{raw}', not a code in 0..{high} ({meaning})",
+                            "fix that value or leave it empty (unknown)", column)
     return (frame.unique("user_id", keep="first", maintain_order=True)
             .with_columns(pl.col("age_range", "gender").cast(pl.Int64)))

@@ -257,7 +257,8 @@ def load_embeddings(out_dir: str | Path, name: str, *, mmap: bool = False) -> tu
 
     Chunks are memory-mapped and concatenated into one array; with `mmap=True` and a single chunk
     the memory map itself is returned (read-only). Raises `UserInputError` when the export is
-    missing, unfinished or inconsistent.
+    missing, unfinished or inconsistent, or holds a NaN / inf value (the message names the chunk file,
+    the row and its id).
     """
     folder = Path(out_dir) / name
     manifest_path = folder / "manifest.json"
@@ -283,5 +284,16 @@ def load_embeddings(out_dir: str | Path, name: str, *, mmap: bool = False) -> tu
     if sum(len(p) for p in parts) != len(ids):
         raise UserInputError(f"{folder}: the chunks hold {sum(len(p) for p in parts)} rows for {len(ids)} ids. "
                              "Fix: rerun export_embeddings")
+    start = 0
+    for entry, part in zip(manifest["chunks"], parts):  # a NaN / inf vector would train on NaN: name it
+        finite = np.isfinite(part).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            value = part[row][~np.isfinite(part[row])][0]
+            raise UserInputError(f"{folder / entry['file']}: row {row} (row {start + row} of the export, id "
+                                 f"{ids[start + row]}) has a non-finite value ({value}). Fix: rerun the text "
+                                 "stage; if it stays non-finite, the LM diverged (lower text.lora.lr / "
+                                 "text.pretrain.lr)")
+        start += len(part)
     matrix = parts[0] if (mmap and len(parts) == 1) else np.concatenate(parts, axis=0)
     return ids, matrix
