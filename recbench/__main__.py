@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 import sys
 import traceback
@@ -182,7 +183,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     from recbench.callbacks import KillSwitch, ResumeCheckpoint, TrainThroughput
     from recbench.faults import kill_point
-    from recbench.interrupts import StopAtBatchBoundary, before_training, outside_training
+    from recbench.interrupts import StopAtBatchBoundary
 
     quiet_lightning()
     check_config(cfg)
@@ -219,25 +220,22 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     from torch.utils import deterministic as torch_deterministic
 
     torch_deterministic.fill_uninitialized_memory = False
-    resume_from = str(last) if cfg.resume and last.exists() else None
-    from recbench.resume_guard import remember_config, verify
+    if cfg.predictions:
+        module.predictions_dir = run_dir / "predictions"
+    if not cfg.train:  # `python -m recbench eval ckpt_path=...`: validate and test a saved checkpoint
+        evaluated = evaluate_checkpoint(cfg, trainer, module, datamodule)
+        best, train_seconds = module.results.get("valid", {}), 0.0
+    else:
+        train_seconds = fit(cfg, run_dir, trainer, module, datamodule, last)
+        best = _best_epoch(module.history, monitor, mode)
+        if cfg.predictions:  # the best checkpoint's validation predictions (the test pass writes its own)
+            trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+        evaluated = "best"
+        trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if resume_from:
-        verify(run_dir, config, last)  # same settings, intact checkpoint, or one line and exit 2
-        print(f"recbench: resuming from {resume_from}", file=sys.stderr)
-    elif trainer.is_global_zero:
-        remember_config(run_dir, config)
-
-    started = time.perf_counter()
-    before_training()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    outside_training()
-    train_seconds = time.perf_counter() - started
-    best = _best_epoch(module.history, monitor, mode)
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
-
-    return {"status": "finished", "model": choices["model"], "data": choices["data"], "task": choices["task"],
+    return {"status": "finished", "mode": "train" if cfg.train else "eval",
+            "evaluated_checkpoint": str(checkpoint.best_model_path if evaluated == "best" else evaluated),
+            **({"predictions": str(module.predictions_dir)} if cfg.predictions else {}), "model": choices["model"], "data": choices["data"], "task": choices["task"],
             "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
             "text_embeddings": prepared.meta.get("text_embeddings"),  # the folder read (data.text_embeddings=auto: the stage's)
             "dataset_stats": prepared.meta.get("stats", {}), "seed": cfg.seed,
@@ -254,6 +252,77 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "metric_definitions": module.metric_definitions(),
             "parameters": sum(p.numel() for p in net.parameters()),
             "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def fit(cfg: Any, run_dir: Path, trainer: Any, module: Any, datamodule: Any, last: Path) -> float:
+    """Train (or resume, after checking the run's settings and the checkpoint); returns the seconds."""
+    from omegaconf import OmegaConf
+
+    from recbench.interrupts import before_training, outside_training
+    from recbench.resume_guard import remember_config, verify
+
+    resume_from = str(last) if cfg.resume and last.exists() else None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if resume_from:
+        verify(run_dir, config, last)  # same settings, intact checkpoint, or one line and exit 2
+        print(f"recbench: resuming from {resume_from}", file=sys.stderr)
+    elif trainer.is_global_zero:
+        remember_config(run_dir, config)
+    started = time.perf_counter()
+    before_training()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    outside_training()
+    return time.perf_counter() - started
+
+
+def evaluate_checkpoint(cfg: Any, trainer: Any, module: Any, datamodule: Any) -> Path:
+    """Validate and test `cfg.ckpt_path` with this config's data, model and heads; a checkpoint that is
+    missing, unreadable or made for another model is one line."""
+    path = Path(str(cfg.ckpt_path or "")).expanduser()
+    if not cfg.ckpt_path or not path.is_file():
+        raise UserInputError(f"train=false needs a checkpoint to evaluate; ckpt_path={cfg.ckpt_path} is not a file. "
+                             "Fix: python -m recbench eval ckpt_path=experiments/runs/<run>/checkpoints/best.ckpt")
+    try:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=str(path), verbose=False)
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise
+        raise UserInputError(f"{path} does not fit model '{cfg.model.net._target_}' as configured here "
+                             f"({str(error).strip().splitlines()[0][:160]}). Fix: evaluate with the overrides of the run that "
+                             "saved it (`python -m recbench eval ckpt_path=...` reads them from its run folder)") from None
+    except (EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise UserInputError(f"{path} cannot be loaded ({type(error).__name__}: damaged or not a Lightning "
+                             "checkpoint). Fix: pass another checkpoint (checkpoints/best.ckpt or last.ckpt of a run)") from None
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(path), verbose=False)
+    return path
+
+
+def eval_arguments(argv: list[str]) -> list[str]:
+    """`eval ckpt_path=<ckpt> [key=value ...]` as run overrides: the overrides of the run that saved the
+    checkpoint (read from its folder, checked as `recbench.rerun` checks a record's), then the ones given
+    here (they win), then train=false."""
+    import yaml
+
+    from recbench.rerun import check_overrides as check_record_overrides
+
+    given = argv[1:]
+    ckpt = next((arg.split("=", 1)[1] for arg in given if arg.startswith("ckpt_path=")), None)
+    if not ckpt or not Path(ckpt).expanduser().is_file():
+        raise UserInputError(f"eval needs an existing checkpoint (ckpt_path={ckpt}). "
+                             "Fix: python -m recbench eval ckpt_path=experiments/runs/<run>/checkpoints/best.ckpt")
+    path = Path(ckpt).expanduser().resolve()
+    saved = path.parent.parent / ".hydra" / "overrides.yaml"
+    inherited = []
+    if saved.is_file():
+        skip = ("resume=", "train=", "ckpt_path=", "predictions=", "hydra.")
+        inherited = [o for o in yaml.safe_load(saved.read_text()) or [] if not o.lstrip("+~").startswith(skip)]
+        check_record_overrides(inherited)
+        keys = {arg.split("=", 1)[0].lstrip("+~") for arg in given}
+        inherited = [o for o in inherited if o.split("=", 1)[0].lstrip("+~") not in keys]
+        print(f"recbench: evaluating {path} with its run's overrides: {' '.join(inherited) or '(none)'}",
+              file=sys.stderr)
+    rest = [arg for arg in given if not arg.startswith("ckpt_path=")]
+    return [*inherited, *rest, f"ckpt_path={path}", "train=false"]
 
 
 def _deterministic(trainer_cfg: Any) -> bool:
@@ -451,6 +520,8 @@ def hydra_entry() -> None:
 
 def main() -> None:
     try:
+        if sys.argv[1:2] == ["eval"]:
+            sys.argv[1:] = eval_arguments(sys.argv[1:])
         check_choices(sys.argv[1:])
         check_overrides(sys.argv[1:])
     except UserInputError as error:

@@ -12,7 +12,7 @@ the end, so AUC/GAUC are exact rather than averages over batches.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +50,7 @@ class RecModule(L.LightningModule):
         self.results: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, Any]] = []
         self.progressive_curve: list[dict[str, Any]] = []  # set by progressive validation (recbench/progressive.py)
+        self.predictions_dir: Path | None = None  # set: `validate` / `test` write per-sample predictions there
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.net(batch)
@@ -155,6 +156,9 @@ class RecModule(L.LightningModule):
         parts = self._kept.pop(split, [])
         if self.trainer.world_size > 1:
             parts = self._gather(parts)
+        if self.predictions_dir is not None and self.trainer.state.fn in ("validate", "test") and parts:
+            if self.trainer.is_global_zero:
+                write_predictions(self.predictions_dir / f"{split}.parquet", parts)
         return self.metrics_of(parts, split)
 
     @staticmethod
@@ -179,7 +183,8 @@ class RecModule(L.LightningModule):
             return
         self.log_dict(values, prog_bar=False)
         self.results["valid"] = values
-        self.history.append({"epoch": self.current_epoch, **values})
+        if self.trainer.state.fn == "fit":  # a validate() after training (predictions) is not an epoch
+            self.history.append({"epoch": self.current_epoch, **values})
 
     def on_test_epoch_end(self):
         values = self._finish("test")
@@ -218,3 +223,23 @@ class RecModule(L.LightningModule):
 
     def metric_definitions(self) -> dict[str, str]:
         return {k: v for head in self.heads.values() for k, v in head.definitions().items()}
+
+
+def write_predictions(path: Path, parts: list[dict[str, torch.Tensor]]) -> None:
+    """Per-sample outputs of one evaluated split as parquet: `row` (the sample's position in the split, in
+    the datamodule's evaluation order), then what each head keeps, `<head>.<key>` (scores, labels, group
+    ids; a [N, T] output becomes a fixed-size list column). Outputs that are not one per sample (e.g. a
+    retrieval head's item table) are left out."""
+    import polars as pl
+
+    from recbench.records import atomic_file
+
+    merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    rows = Counter(len(value) for value in merged.values()).most_common(1)[0][0]  # one per sample: most keys
+    columns = {"row": pl.Series("row", range(rows), dtype=pl.Int64)}
+    for key, value in merged.items():
+        if len(value) == rows:
+            array = value.float().numpy() if value.is_floating_point() else value.numpy()
+            columns[key] = pl.Series(key, array)
+    with atomic_file(path) as tmp:
+        pl.DataFrame(list(columns.values())).write_parquet(tmp)
