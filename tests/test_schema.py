@@ -77,7 +77,7 @@ def test_parts_that_accept_several_schemas_pick_the_one_they_got():
     with pytest.raises(KeyError, match="actions/live"):
         pick({"schemas": ["staytime", "comments"]}, MMoE.accepts)
     assert fits(MMoE.accepts, (LIVE,)) and not fits(MMoE.accepts, (STAYTIME, COMMENTS))
-    assert set(schema.SCHEMAS) == {"actions", "staytime", "comments", "live"}
+    assert set(schema.SCHEMAS) == {"actions", "staytime", "comments", "live", "ctr"}
 
 
 def test_every_adapter_batch_key_dtype_is_a_torch_dtype():

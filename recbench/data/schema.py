@@ -156,7 +156,17 @@ LIVE = Schema(
      Key("seq_{x}_kind", "int", ("batch", "sequence_lengths.{x}"), vocab="kind", over="sequences"),
      Key("seq_{x}_mask", "bool", ("batch", "sequence_lengths.{x}"), over="sequences")))
 
-SCHEMAS = {schema.name: schema for schema in (ACTIONS, STAYTIME, COMMENTS, LIVE)}
+CTR = Schema(
+    "ctr", "tabular CTR samples (a FuxiCTR dataset config): categorical fields, numeric features, the history of "
+    "the item fields that a sequence shares, and one or more 0/1 labels",
+    {**FIELD_SPEC, "history_fields": list, "history_length": int, "numeric_fields": list, "tasks": list},
+    (*FIELDS,
+     Key("hist_{x}", "int", ("batch", "history_length"), vocab="{x}", over="history_fields"),
+     Key("hist_mask", "bool", ("batch", "history_length")),
+     Key("numeric", "float", ("batch", "numeric_fields")),  # normalised as the config says, one column per field
+     Key("label_{x}", "float", over="tasks")))
+
+SCHEMAS = {schema.name: schema for schema in (ACTIONS, STAYTIME, COMMENTS, LIVE, CTR)}
 
 
 def names(schemas: Iterable[Schema]) -> str:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbench.data.schema import ACTIONS
-from recbench.models.layers import MLP
+from recbench.data.schema import ACTIONS, CTR
+from recbench.models.layers import MLP, NumericEmbedding
 from recbench.models.lookup import FusedEmbedding
 
 ACTIVATIONS = ("dice", "relu", "prelu")
@@ -113,29 +113,40 @@ class DINAttention(nn.Module):
 
 
 class DIN(nn.Module):
-    """User fields + target item fields + attention-pooled history -> MLP -> `logit` [B]."""
-    accepts = (ACTIONS,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+    """User fields + target item fields + attention-pooled history -> MLP -> `logit` [B].
 
-    def __init__(self, spec: dict[str, Any], embedding_dim: int, history_fields: Sequence[str],
+    On `ctr` data (a FuxiCTR dataset config) the numeric features (value x a learned vector each) join
+    the MLP input too, and the MLP gives one logit per label: `task_logits` [B, T]."""
+    accepts = (ACTIONS, CTR)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, history_fields: Sequence[str] | None,
                  attention_hidden: Sequence[int], attention_activation: str, attention_softmax: bool,
                  mlp_hidden: Sequence[int], dropout: float, embedding_init_std: float,
                  sparse_embeddings: bool) -> None:
         super().__init__()
         self.user_fields, self.item_fields = list(spec["user_fields"]), list(spec["item_fields"])
-        self.history_fields = list(history_fields)
-        unknown = [f for f in self.history_fields if f not in self.item_fields]
+        self.ctr = CTR.name in spec.get("schemas", ())
+        # None: every field the data has a history of (ctr data: spec["history_fields"])
+        self.history_fields = list(spec["history_fields"] if history_fields is None else history_fields)
+        histories = spec.get("history_fields", self.item_fields)
+        unknown = [f for f in self.history_fields if f not in histories]
         if unknown or not self.history_fields:
-            raise KeyError(f"history fields {unknown or '[]'} (the history has {', '.join(self.item_fields)})")
+            raise KeyError(f"history fields {unknown or '[]'} (the history has {', '.join(histories) or 'none'}; "
+                           "model.net.history_fields picks them)")
         self.embedding = FusedEmbedding(spec["cardinalities"], [*self.user_fields, *self.item_fields],
                                         embedding_dim, sparse_embeddings, embedding_init_std)
         history_dim = embedding_dim * len(self.history_fields)
         self.attention = DINAttention(history_dim, attention_hidden, attention_activation, attention_softmax)
-        in_dim = embedding_dim * (len(self.user_fields) + len(self.item_fields)) + history_dim
-        self.mlp = MLP(in_dim, mlp_hidden, 1, dropout)
+        n_numeric = len(spec["numeric_fields"]) if self.ctr else 0
+        self.numeric = NumericEmbedding(n_numeric, embedding_dim, embedding_init_std) if n_numeric else None
+        in_dim = embedding_dim * (len(self.user_fields) + len(self.item_fields) + n_numeric) + history_dim
+        self.mlp = MLP(in_dim, mlp_hidden, len(spec["tasks"]) if self.ctr else 1, dropout)
         init_linear(self)
 
     def batch_keys(self) -> set[str]:
-        return {*self.user_fields, *self.item_fields, *(f"hist_{f}" for f in self.history_fields), "hist_mask"}
+        numeric = {"numeric"} if self.numeric is not None else set()
+        return {*self.user_fields, *self.item_fields, *(f"hist_{f}" for f in self.history_fields), "hist_mask",
+                *numeric}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fields = [*self.user_fields, *self.item_fields]
@@ -148,4 +159,8 @@ class DIN(nn.Module):
         query = torch.cat([single[f] for f in self.history_fields], -1)            # [B, H*D]
         items = torch.cat(found[len(fields):], -1)                                  # [N, H*D]
         pooled = self.attention(query, items, slots, mask)
-        return {"logit": self.mlp(torch.cat([*found[:len(fields)], pooled], -1)).squeeze(-1)}
+        parts = [*found[:len(fields)], pooled]
+        if self.numeric is not None:
+            parts.append(self.numeric(batch["numeric"]).flatten(1))
+        out = self.mlp(torch.cat(parts, -1))
+        return {"task_logits": out} if self.ctr else {"logit": out.squeeze(-1)}

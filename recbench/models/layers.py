@@ -110,6 +110,47 @@ class ActionHistoryEncoder(nn.Module):
         return torch.cat([user, target, pooled], dim=-1)
 
 
+class NumericEmbedding(nn.Module):
+    """Numeric features as fields, the way FuxiCTR embeds them: feature i with value v -> v * e_i, one
+    learned vector e_i per feature. values [B, N] -> [B, N, dim]."""
+
+    def __init__(self, n_features: int, dim: int, init_std: float = 0.05) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_features, dim) * init_std)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return values.unsqueeze(-1) * self.weight
+
+
+class CTRFieldEncoder(nn.Module):
+    """Inputs of the multi-task baselines on tabular CTR data (the `ctr` schema): the categorical
+    fields, the numeric features (NumericEmbedding) and the target-attention-pooled history of the
+    item fields that have one (target: the same fields of the candidate). Output: one vector per sample.
+    """
+
+    def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
+                 sparse: bool) -> None:
+        super().__init__()
+        self.field_names = [*spec["user_fields"], *spec["item_fields"]]
+        self.history = list(spec["history_fields"])
+        self.fields = FieldEmbedding(spec["cardinalities"], self.field_names, embedding_dim, sparse)
+        n_numeric = len(spec["numeric_fields"])
+        self.numeric = NumericEmbedding(n_numeric, embedding_dim) if n_numeric else None
+        history_dim = embedding_dim * len(self.history)
+        self.pool = TargetAttentionPooling(history_dim, attention_hidden) if self.history else None
+        self.out_dim = embedding_dim * (len(self.field_names) + n_numeric) + history_dim
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.fields(batch, self.field_names)]
+        if self.numeric is not None:
+            parts.append(self.numeric(batch["numeric"]).flatten(1))
+        if self.pool is not None:
+            target = self.fields(batch, self.history)
+            history = self.fields(batch, self.history, prefix="hist_")
+            parts.append(self.pool(target, history, batch["hist_mask"]))
+        return torch.cat(parts, dim=-1)
+
+
 class TaskTower(nn.Module):
     """Per-task tower giving one outcome logit and one delay per target action."""
 

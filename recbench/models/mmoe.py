@@ -4,7 +4,9 @@ The input encoder and the outputs follow the schema the data produces (recbench/
   `actions` (e.g. Tmall): a task is one target action; each tower predicts that action's outcome
       logit and delay -> `action_logit`, `action_time` [B, K];
   `live` (e.g. KuaiLive): a task is one ranking target (click, long view, ...);
-      fields + DIN-pooled live history (layers.LiveHistoryEncoder) -> `task_logits` [B, T].
+      fields + DIN-pooled live history (layers.LiveHistoryEncoder) -> `task_logits` [B, T];
+  `ctr` (e.g. a FuxiCTR dataset config): a task is one label column; fields, numeric features and
+      the target-attention-pooled history (layers.CTRFieldEncoder) -> `task_logits` [B, T].
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.data.schema import ACTIONS, LIVE, pick
-from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower
+from recbench.data.schema import ACTIONS, CTR, LIVE, pick
+from recbench.models.layers import MLP, ActionHistoryEncoder, CTRFieldEncoder, LiveHistoryEncoder, TaskTower
 
 
 class MMoE(nn.Module):
-    accepts = (ACTIONS, LIVE)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+    accepts = (ACTIONS, LIVE, CTR)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_experts: int, expert_hidden: Sequence[int], tower_hidden: Sequence[int],
                  dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.live = pick(spec, self.accepts) is LIVE
-        encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
+        schema = pick(spec, self.accepts)
+        self.live = schema is not ACTIONS  # live and ctr data: one logit per task (`task_logits`)
+        encoder = {ACTIONS: ActionHistoryEncoder, LIVE: LiveHistoryEncoder, CTR: CTRFieldEncoder}[schema]
         self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
         n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])
         in_dim = self.encoder.out_dim

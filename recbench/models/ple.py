@@ -6,7 +6,7 @@ experts to feed the next level's shared input. `num_levels=1` is CGC. `extractio
 `extract` are the backbone alone (Moment&Cross puts it on its own inputs).
 
 The input encoder and the outputs follow the data's schema (as in mmoe.py): `actions` ->
-`action_logit`, `action_time` [B, K]; `live` -> `task_logits` [B, T].
+`action_logit`, `action_time` [B, K]; `live` and `ctr` -> `task_logits` [B, T].
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recbench.data.schema import ACTIONS, LIVE, pick
-from recbench.models.layers import MLP, ActionHistoryEncoder, LiveHistoryEncoder, TaskTower
+from recbench.data.schema import ACTIONS, CTR, LIVE, pick
+from recbench.models.layers import MLP, ActionHistoryEncoder, CTRFieldEncoder, LiveHistoryEncoder, TaskTower
 
 
 class _ExtractionLevel(nn.Module):
@@ -63,14 +63,15 @@ def extract(levels: nn.ModuleList, features: torch.Tensor, n_tasks: int) -> list
 
 
 class PLE(nn.Module):
-    accepts = (ACTIONS, LIVE)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+    accepts = (ACTIONS, LIVE, CTR)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
 
     def __init__(self, spec: dict[str, Any], embedding_dim: int, attention_hidden: Sequence[int],
                  num_levels: int, shared_experts: int, task_experts: int, expert_hidden: Sequence[int],
                  tower_hidden: Sequence[int], dropout: float, sparse_embeddings: bool) -> None:
         super().__init__()
-        self.live = pick(spec, self.accepts) is LIVE
-        encoder = LiveHistoryEncoder if self.live else ActionHistoryEncoder
+        schema = pick(spec, self.accepts)
+        self.live = schema is not ACTIONS  # live and ctr data: one logit per task (`task_logits`)
+        encoder = {ACTIONS: ActionHistoryEncoder, LIVE: LiveHistoryEncoder, CTR: CTRFieldEncoder}[schema]
         self.encoder = encoder(spec, embedding_dim, attention_hidden, sparse_embeddings)
         n_tasks = len(spec["tasks"] if self.live else spec["target_actions"])
         self.levels = extraction_levels(self.encoder.out_dim, n_tasks, num_levels, shared_experts, task_experts,

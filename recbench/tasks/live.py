@@ -7,6 +7,8 @@ Model outputs read here:
 Batch labels: label_<task> [B] 0/1, mask_<task> [B] (1 = this row trains / is evaluated on the task),
 pu_<task> [B] (1 = a slow-window positive that cancels an earlier false negative), `group` [B] the
 user (GAUC key), `streamer` [B] the candidate's streamer id (retrieval).
+`MultiTaskHead` also reads `ctr` data (a FuxiCTR dataset config with several label columns): there
+every row trains and is evaluated on every task (no mask_<task> / pu_<task> keys).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from recbench import metrics as M
-from recbench.data.schema import LIVE
+from recbench.data.schema import CTR, LIVE
 from recbench.tasks.base import TaskHead
 
 GAUC_WEIGHTS = ("impressions", "positives", "uniform")
@@ -39,31 +41,43 @@ def masked_task_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tens
 
 
 class MultiTaskHead(TaskHead):
-    """Per-task masked BCE (+ PU correction), weighted; per-task AUC, GAUC, logloss and their means."""
-    accepts = (LIVE,)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+    """Per-task masked BCE (+ PU correction), weighted; per-task AUC, GAUC, logloss and their means.
 
-    def __init__(self, spec: dict[str, Any], task_weights: dict[str, float], gauc_weight: str) -> None:
+    task_weights None: weight 1 for every task of the data."""
+    accepts = (LIVE, CTR)  # the data schemas it reads (recbench/data/schema.py; checked before any data is read)
+
+    def __init__(self, spec: dict[str, Any], task_weights: dict[str, float] | None, gauc_weight: str) -> None:
         super().__init__(spec)
         if gauc_weight not in GAUC_WEIGHTS:
             raise ValueError(f"gauc_weight must be one of {GAUC_WEIGHTS}, got {gauc_weight!r}")
         self.tasks = list(spec["tasks"])
+        self.masked = CTR.name not in spec.get("schemas", ())  # ctr data: no loss masks, no PU rows
+        if task_weights is None:
+            task_weights = {task: 1.0 for task in self.tasks}
         if set(task_weights) != set(self.tasks):
             raise ValueError(f"task_weights must name exactly the data's tasks {self.tasks}, got "
-                             f"{sorted(task_weights)}")
+                             f"{sorted(task_weights)} (null: 1 for each task)")
         self.task_weights = {task: float(task_weights[task]) for task in self.tasks}
         self.gauc_weight = gauc_weight
+
+    def _row_flags(self, batch, prefix: str, task: str, fill: float) -> torch.Tensor:
+        """mask_<task> / pu_<task>, or `fill` on every row for data without them (ctr)."""
+        label = batch[f"label_{task}"]
+        return batch[f"{prefix}_{task}"] if self.masked else torch.full_like(label, fill)
 
     def loss(self, outputs, batch):
         logits = outputs["task_logits"]
         return {f"bce_{task}": weight * masked_task_loss(logits[:, k], batch[f"label_{task}"],
-                                                          batch[f"mask_{task}"], batch[f"pu_{task}"])
+                                                          self._row_flags(batch, "mask", task, 1.0),
+                                                          self._row_flags(batch, "pu", task, 0.0))
                 for k, (task, weight) in enumerate(self.task_weights.items()) if weight}
 
     def collect(self, outputs, batch):
         stack = lambda prefix: torch.stack([batch[f"{prefix}_{t}"] for t in self.tasks], 1)  # noqa: E731
+        mask = stack("mask") if self.masked else torch.ones_like(stack("label"))
         # logits, not float32 sigmoids: those round confident rows to one value (logits 18 and 17 tie)
         return {"logit": outputs["task_logits"].detach().float(), "label": stack("label"),
-                "mask": stack("mask"), "group": batch["group"]}
+                "mask": mask, "group": batch["group"]}
 
     def metrics(self, kept):
         logit, label, mask, group = (kept[k].numpy() for k in ("logit", "label", "mask", "group"))
