@@ -113,7 +113,7 @@ class Soak:
         return ok
 
     def refused_in_one_line(self, done: subprocess.CompletedProcess, code: int, what: str) -> bool:
-        lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: ")]
+        lines = [line for line in done.stderr.splitlines() if line.startswith(("recbench: error:", "recbench: interrupted"))]
         one_line = done.returncode == code and len(lines) == 1 and "Traceback" not in done.stderr
         return self.expect(one_line, done.returncode == 0 or not one_line,
                            f"{what}: exit {done.returncode}, {len(lines)} recbench lines\n{done.stderr[-1500:]}")
