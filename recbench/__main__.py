@@ -20,7 +20,8 @@ from typing import Any
 from recbench.errors import NumericalFault, UserInputError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer", "experiment", "arm", "hparams_search")
+CHOICE_GROUPS = ("data", "model", "task", "trainer", "logger", "optimizer", "experiment", "arm", "hparams_search",
+                 "debug")
 
 
 def check_choices(argv: list[str]) -> None:
@@ -211,10 +212,11 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
     if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    datamodule.overfit_batches = int(cfg.trainer.get("overfit_batches") or 0)  # served by the datamodule
     # a time-ordered stream is one pass over the stream (streaming.passes repeats each slice instead)
-    epochs = {"max_epochs": 1} if datamodule.streams else {}
+    epochs = {"max_epochs": 1} if datamodule.streams and not datamodule.overfit_batches else {}
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
-                          deterministic=_deterministic(cfg.trainer), **epochs)
+                          deterministic=_deterministic(cfg.trainer), overfit_batches=0, **epochs)
     # deterministic kernels stay on; torch's extra guard in that mode, filling every new tensor with
     # NaN, only catches reads of uninitialised memory and cost ~8% of a CTR training step (profiled)
     from torch.utils import deterministic as torch_deterministic
@@ -228,13 +230,15 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     else:
         train_seconds = fit(cfg, run_dir, trainer, module, datamodule, last)
         best = _best_epoch(module.history, monitor, mode)
+        # fast_dev_run saves no checkpoint: then the weights as training left them are evaluated
+        evaluated = "best" if checkpoint.best_model_path else None
         if cfg.predictions:  # the best checkpoint's validation predictions (the test pass writes its own)
-            trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)
-        evaluated = "best"
-        trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+            trainer.validate(module, datamodule=datamodule, ckpt_path=evaluated, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=evaluated, verbose=False)
 
     return {"status": "finished", "mode": "train" if cfg.train else "eval",
-            "evaluated_checkpoint": str(checkpoint.best_model_path if evaluated == "best" else evaluated),
+            "evaluated_checkpoint": str(checkpoint.best_model_path if evaluated == "best" else
+                                        evaluated or "none (no checkpoint saved): the weights training ended with"),
             **({"predictions": str(module.predictions_dir)} if cfg.predictions else {}), "model": choices["model"], "data": choices["data"], "task": choices["task"],
             "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
             "text_embeddings": prepared.meta.get("text_embeddings"),  # the folder read (data.text_embeddings=auto: the stage's)

@@ -15,6 +15,7 @@ dataset gives its training rows emit times (`train_time`): one pass over the str
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import lightning as L
@@ -125,6 +126,7 @@ class RecDataModule(L.LightningDataModule):
         self.batch_keys: frozenset[str] | None = None  # what the model and heads read (None: every key)
         self._resume: tuple[int, int] | None = None
         self.train_sampler: Sampler | None = None  # the training sampler in use (progressive validation reads it)
+        self.overfit_batches = 0  # N > 0: train and validate on the same first N training batches (debug=overfit)
 
     def prepare(self) -> Prepared:
         """Read or build the dataset once; returns the arrays and their metadata."""
@@ -174,7 +176,13 @@ class RecDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batches = _SplitBatches(self.adapter, self.tables, split, self.batch_keys)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if shuffle:
+        if self.overfit_batches and split in ("train", "valid"):
+            # Lightning's own overfit_batches swaps the sampler for one that yields single rows; recbench's
+            # samplers yield whole index batches, so the same N batches are served here instead
+            batches = _SplitBatches(self.adapter, self.tables, "train", self.batch_keys)
+            first = ShardedEpochBatches(len(batches), self.batch_size, self.seed, rank, world)
+            sampler = list(itertools.islice(iter(first), self.overfit_batches))
+        elif shuffle:
             if self.streams:
                 sampler = TimeSliceBatches(self.tables[TIMES.format(split=split)], self.batch_size, self.streaming,
                                            self.seed, rank, world)

@@ -57,10 +57,12 @@ class TimeEmbedding(nn.Module):
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Softmax over `mask`ed positions; rows with no valid position give all zeros (not NaN)."""
-    scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=dim)
-    return torch.nan_to_num(weights, nan=0.0)
+    """Softmax over `mask`ed positions; rows with no valid position give all zeros. The masked scores are
+    the dtype's lowest finite value, not -inf: an all-masked row is then a finite uniform softmax times a zero
+    mask, so neither its forward nor its backward pass holds a NaN (autograd anomaly mode, debug=*, stays quiet).
+    Rows with a valid position get exactly the weights -inf would give (exp underflows to 0)."""
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=dim) * mask
 
 
 class TargetAttentionPooling(nn.Module):

@@ -30,7 +30,7 @@ from torch import nn
 
 from recbench.data.schema import LIVE
 from recbench.models.layers import (MLP, BehaviourSequenceEmbedding, FieldEmbedding, check_sequences,
-                                    in_batch_infonce, masked_mean)
+                                    in_batch_infonce, masked_mean, masked_softmax)
 from recbench.models.ple import extract, extraction_levels
 
 
@@ -52,8 +52,7 @@ class TargetAttention(nn.Module):
         k = self.key(tokens).view(b, length, self.heads, self.head_dim)
         v = self.value(tokens).view(b, length, self.heads, self.head_dim)
         scores = torch.einsum("bhd,blhd->bhl", q, k) / self.head_dim ** 0.5
-        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-        weights = torch.nan_to_num(torch.softmax(scores, -1), nan=0.0)  # all-masked row -> zeros
+        weights = masked_softmax(scores, mask[:, None, :])  # an all-masked row -> zeros
         return torch.einsum("bhl,blhd->bhd", weights, v).reshape(b, -1)
 
 
