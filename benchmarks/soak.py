@@ -201,9 +201,10 @@ class Soak:
                 tmpfs_dir = mount / run_dir.name
                 filler = mount / "filler"
                 free = shutil.disk_usage(mount).free
-                filler.write_bytes(bytes(max(0, free - self.rng.randrange(1, 12) * (1 << 20))))
+                # leave 0.25-3 MiB: a checkpoint of these models is 1-3 MiB, so the disk fills during the run
+                filler.write_bytes(bytes(max(0, free - self.rng.randrange(256, 3072) * 1024)))
                 done = self.run(config, seed, tmpfs_dir)
-                how = f"tmpfs, {shutil.disk_usage(mount).free >> 20} MiB left"
+                how = f"tmpfs, {shutil.disk_usage(mount).free >> 10} KiB left at the end"
             else:
                 done = self.run(config, seed, run_dir, env={"RECBENCH_NO_SPACE": "last.ckpt"})
                 tmpfs_dir, how = run_dir, "RECBENCH_NO_SPACE=last.ckpt"

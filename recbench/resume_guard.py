@@ -20,7 +20,7 @@ RUN_CONFIG = "run_config.json"
 # keys (dotted prefixes) that may differ between the interrupted run and its resume
 RESUMABLE = ("resume", "paths", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
              "trainer.enable_model_summary", "loader.num_workers", "loader.eval_batch_size", "data.raw_dir",
-             "data.cache_dir", "data.replica_dir", "data.text_dir", "data.use_cache", "predictions")
+             "data.cache_dir", "data.replica_dir", "data.text_dir", "data.use_cache", "predictions", "tags")
 
 
 def _kept(config: dict[str, Any]) -> dict[str, Any]:

@@ -199,6 +199,177 @@ def test_roles_from_the_command_line_and_without_any(tmp_path):
     assert table.reference.model == "ple" and {r.model: r.role for r in table.rows}["mmoe"] == ""
 
 
+# --- like with like: one table per shared settings ----------------------------------------------------
+
+MIXED = {  # (replica users, epochs) -> model -> seed -> (test auc, valid auc)
+    (600, 1): {"a2gen": {1: (0.71, 0.70), 2: (0.69, 0.70)}, "mmoe": {1: (0.70, 0.72), 2: (0.72, 0.73)},
+               "ple": {1: (0.68, 0.66), 2: (0.69, 0.67)}},
+    (2000, 1): {"mmoe": {1: (0.80, 0.78), 2: (0.81, 0.79)}, "ple": {1: (0.75, 0.80), 2: (0.79, 0.81)}},
+    (600, 6): {"mmoe": {1: (0.76, 0.75), 2: (0.78, 0.76)}, "ple": {1: (0.77, 0.74), 2: (0.74, 0.73)}},
+}
+
+
+def mixed_record(model: str, seed: int, users: int, epochs: int) -> dict:
+    """A record of MIXED; a2gen trains with its own task and mmoe with its own optimiser (as their model
+    configs set), and a2gen alone reports exact_match."""
+    auc, valid = MIXED[(users, epochs)][model][seed]
+    changes = {"data.replica.n_users": users, "trainer.max_epochs": epochs}
+    if model == "a2gen":
+        changes |= {"task.heads.sequence.ce_weight": 1.0, "model.net.generator": "implicit"}
+    if model == "mmoe":
+        changes |= {"optimizer.dense._target_": "recbench.optim.adatask.AdaTask"}
+    record = make_record(model, seed, auc, valid, config_changes=changes)
+    record["dataset_fingerprint"] = f"replica{users}"  # the replica size changes the data files
+    record["task"] = "action_generation" if model == "a2gen" else "actions"
+    if model == "a2gen":
+        record["metrics"]["test"]["test/exact_match/sequence"] = 0.3 + 0.01 * seed
+    return record
+
+
+@pytest.fixture()
+def mixed_runs(tmp_path) -> Path:
+    records = [mixed_record(m, s, users, epochs) for (users, epochs), models in MIXED.items()
+               for m, seeds in models.items() for s in seeds]
+    write_records(tmp_path / "mixed", records)
+    return tmp_path / "mixed"
+
+
+def test_mixed_settings_give_separate_tables_and_no_cross_data_comparison(mixed_runs):
+    tables = R.build_tables(R.find_runs([mixed_runs]))
+    assert [t.heading for t in tables] == [
+        "data=tmall, data.replica.n_users=600, trainer.max_epochs=1",
+        "data=tmall, data.replica.n_users=600, trainer.max_epochs=6",
+        "data=tmall, data.replica.n_users=2000, trainer.max_epochs=1"]
+    assert len({t.slug for t in tables}) == 3  # plots of the tables never overwrite each other
+    for table, (users, epochs) in zip(tables, [(600, 1), (600, 6), (2000, 1)]):
+        # the model's own keys (task, optimizer, model.*) do not split: one row per model
+        assert sorted(row.model for row in table.rows) == sorted(MIXED[(users, epochs)])
+        for row in table.rows:
+            assert {run.record["config"]["data"]["replica"]["n_users"] for run in row.runs} == {users}
+            assert {run.record["config"]["trainer"]["max_epochs"] for run in row.runs} == {epochs}
+            assert row.label == row.model  # nothing in a table left to tell a model's rows apart
+        # paired tests: against the table's own reference (best validation), on its own seeds only
+        assert table.reference in table.rows
+        reference = MIXED[(users, epochs)][table.reference.model]
+        for row in table.rows:
+            if row is table.reference:
+                assert row.paired == {}
+                continue
+            mine = MIXED[(users, epochs)][row.model]
+            expected = R.paired_t_test({s: a for s, (a, _) in mine.items()}, {s: a for s, (a, _) in reference.items()})
+            assert row.paired["test/auc/mean"] == expected
+    first, _, large = tables
+    assert first.reference.model == "mmoe" and large.reference.model == "ple"  # each table's best validation
+    a2gen = next(row for row in first.rows if row.model == "a2gen")
+    assert a2gen.paired["test/auc/mean"].delta == pytest.approx((0.71 - 0.70 + 0.69 - 0.72) / 2)
+
+
+def test_same_settings_on_other_data_files_are_another_table(tmp_path):
+    """A changed replica generator: same settings, another dataset fingerprint, so other rows."""
+    old, new = make_record("mmoe", 1, 0.7, 0.7), make_record("mmoe", 1, 0.6, 0.6)
+    new["dataset_fingerprint"] = "a" * 20
+    write_records(tmp_path, [old, new])
+    tables = R.build_tables(R.find_runs([tmp_path]))
+    assert sorted(t.heading for t in tables) == ["data=tmall, data files=aaaaaa", "data=tmall, data files=ffffff"]
+
+
+def test_markdown_heads_each_table_by_what_it_fixes(mixed_runs, tmp_path, capsys):
+    done = run_report(capsys, str(mixed_runs), "--out", str(tmp_path / "out"), "--format", "md,csv,json", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## data=")]
+    assert headings[0] == ("## data=tmall, data.replica.n_users=600, trainer.max_epochs=1 · synthetic data · "
+                           "selected on valid/auc/mean") and len(headings) == 3
+    small = md.split(headings[0])[1].split(headings[1])[0]
+    assert "vs mmoe |" in small and "ple (" not in small  # compared with its own mmoe, no label of another table
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert [t["fixed"] for t in board["tables"]] == [
+        {"data.replica.n_users": "600", "trainer.max_epochs": "1"},
+        {"data.replica.n_users": "600", "trainer.max_epochs": "6"},
+        {"data.replica.n_users": "2000", "trainer.max_epochs": "1"}]
+    lines = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert {line["table"] for line in lines} == {t["heading"] for t in board["tables"]}
+
+
+def test_a_metric_only_one_model_reports_is_not_marked_best(mixed_runs, tmp_path, capsys):
+    table = R.build_tables(R.find_runs([mixed_runs]))[0]
+    assert table.models_with("test/exact_match/sequence") == {"a2gen"}
+    assert math.isnan(table.best("test/exact_match/sequence"))
+    assert table.best("test/auc/mean") == pytest.approx(0.71)  # three models report it: marked
+    done = run_report(capsys, str(mixed_runs), "--out", str(tmp_path), "--format", "md,html", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "leaderboard.md").read_text().split("## data=")[1]
+    header = next(line for line in md.splitlines() if line.startswith("| model |")).split(" | ")
+    column = header.index("exact_match/sequence ↑")
+    a2gen = next(line for line in md.splitlines() if line.startswith("| a2gen |")).split(" | ")
+    assert a2gen[column] == "0.3150 ± 0.0635"  # not bold: a2gen alone has it
+    mmoe = next(line for line in md.splitlines() if line.startswith("| mmoe |")).split(" | ")
+    assert mmoe[header.index("auc/mean ↑")].startswith("**0.7100 ± ")  # mean of 0.70, 0.72: the best
+    html = (tmp_path / "leaderboard.html").read_text()
+    assert html.count("class=\"best\">0.3150") == 0 and html.count(">0.3150 <span") >= 1
+
+
+def test_loss_curves_get_one_panel_per_loss_quantity(mixed_runs):
+    from recbench.report.plots import _loss_groups
+
+    table = R.build_tables(R.find_runs([mixed_runs]))[0]
+    groups = {title: sorted(row.model for row in rows) for title, rows in _loss_groups(table)}
+    assert groups == {"train/loss (epoch mean), task action_generation": ["a2gen"],
+                      "train/loss (epoch mean), task actions": ["mmoe", "ple"]}
+
+
+def tag(record: dict, tags) -> dict:
+    record["config"]["tags"] = tags
+    return record
+
+
+def test_tags_keep_the_runs_with_any_of_them(tmp_path, capsys):
+    records = [tag(make_record("mmoe", 1, 0.7, 0.7), ["issue21", "small"]),
+               tag(make_record("ple", 1, 0.6, 0.6), "issue21"),  # `tags=issue21`: a string
+               tag(make_record("a2gen", 1, 0.8, 0.8), ["other"]), make_record("dcn", 1, 0.5, 0.5)]
+    write_records(tmp_path / "runs", records)
+    failed = tmp_path / "runs" / "9_din_seed1"  # a failed record has no config: its tags come from .hydra
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("seed: 1\ntags: [small]\n")
+    (failed / "results.json").write_text(json.dumps({"status": "failed", "model": "din", "data": "tmall", "seed": 1,
+                                                     "error": "boom"}))
+    done = run_report(capsys, str(tmp_path / "runs"), "--tags", "small,nothing", "--out", str(tmp_path / "a"),
+                      "--format", "json,md", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    board = json.loads((tmp_path / "a" / "leaderboard.json").read_text())
+    assert [r["model"] for t in board["tables"] for r in t["rows"]] == ["mmoe"]
+    assert board["tags"] == ["small", "nothing"]
+    assert [r["model"] for r in board["runs_without_results"]] == ["din"]
+    assert "with any of the tags small, nothing" in (tmp_path / "a" / "leaderboard.md").read_text()
+    done = run_report(capsys, str(tmp_path / "runs"), "--tags", "issue21", "--out", str(tmp_path / "b"), "--format",
+                      "json", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    board = json.loads((tmp_path / "b" / "leaderboard.json").read_text())
+    assert sorted(r["model"] for t in board["tables"] for r in t["rows"]) == ["mmoe", "ple"]
+    assert board["runs_without_results"] == []
+    done = run_report(capsys, str(tmp_path / "runs"), "--tags", "nope", "--format", "json", "--no-plots")
+    assert done.returncode == 2 and "tags found: issue21, other, small" in done.stderr
+    # tags are labels, not settings: tagged and untagged runs of one config share a row
+    assert "tags" in R.NON_SEMANTIC and "tags" not in R.semantic_config(records[0])
+
+
+def test_runs_are_linked_relative_to_the_leaderboard(toy_runs, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "site" / "board"
+    done = run_report(capsys, str(toy_runs), "--out", str(out), "--format", "md,html", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    html = (out / "leaderboard.html").read_text()
+    links = re.findall(r'href="([^"]+)"', html)
+    runs = [link for link in links if "seed" in link]
+    assert "../../runs/0_a2gen_seed1/" in runs and "../../runs/0_a2gen_seed1/results.json" in runs
+    assert len([link for link in runs if link.endswith("/results.json")]) == 9  # every counted run
+    md_links = re.findall(r"\]\(([^)]+)\)", (out / "leaderboard.md").read_text())
+    for link in runs + [link for link in md_links if "seed" in link]:
+        assert not link.startswith(("/", "file:")) and (out / link).exists(), link  # relative, and it resolves
+    assert len([link for link in md_links if link.endswith("results.json")]) == 9
+
+
 # --- the command -------------------------------------------------------------------------------------
 
 
@@ -323,7 +494,7 @@ def test_html_renders_in_headless_chromium_without_console_errors(toy_runs, tmp_
     artifacts = Path(os.environ.get("RECBENCH_TEST_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "leaderboard_screenshot.png"
-    console = headless(browser, page.as_uri(), f"--screenshot={shot}", "--window-size=1400,2400")
+    console = headless(browser, page.as_uri(), f"--screenshot={shot}", "--window-size=1280,2400")
     assert console == [], console
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
@@ -343,6 +514,31 @@ document.getElementById("f").addEventListener("load", () => {{
     assert any("recbench-probe" in line for line in console), console
     assert any('"CHECK images=2 decoded=2 rows=' in line for line in console), console
     assert not [line for line in console if "leaderboard.html" in line], console  # nothing from the report
+
+
+def test_html_fits_1280_px_without_a_horizontal_scrollbar(live_runs, tmp_path, capsys):
+    """The kuailive table (model, 4 metrics, 2 Δ, time, samples/s, parameters) and its per-day table, every
+    <details> opened, in a 1280 px frame: nothing wider than the frame, no table scrolled sideways."""
+    browser = chromium()
+    done = run_report(capsys, str(live_runs), "--out", str(tmp_path / "board"), "--format", "html", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "board" / "leaderboard.html"
+    wrapper = tmp_path / "fit.html"
+    wrapper.write_text(f"""<html><body style="margin:0"><iframe id="f" style="width:1280px;height:900px;border:0"
+src="{page.as_uri()}"></iframe><script>
+document.getElementById("f").addEventListener("load", () => {{
+  const doc = document.getElementById("f").contentDocument;
+  doc.querySelectorAll("details").forEach(d => d.open = true);
+  const wide = Array.from(doc.querySelectorAll(".scroll")).filter(d => d.scrollWidth > d.clientWidth + 1);
+  const columns = doc.querySelector("table").querySelectorAll("thead th").length;
+  console.log("FIT page=" + doc.documentElement.scrollWidth + " view=" + doc.documentElement.clientWidth
+              + " wide=" + wide.length + " columns=" + columns);
+}});</script></body></html>""")
+    console = headless(browser, wrapper.as_uri(), "--allow-file-access-from-files", "--dump-dom")
+    line = next((line for line in console if '"FIT ' in line), None)
+    assert line is not None, console
+    fit = dict(item.split("=") for item in line.split('"FIT ')[1].split('"')[0].split())
+    assert int(fit["columns"]) == 10 and int(fit["wide"]) == 0 and int(fit["page"]) <= int(fit["view"]), line
 
 
 # --- progressive validation (metrics.progressive, progressive_curve) ---------------------------------
@@ -404,7 +600,7 @@ def test_progressive_metrics_are_columns_with_the_same_statistics(live_runs, tmp
                       "--no-plots")
     assert done.returncode == 0, done.stderr
     md = (tmp_path / "out" / "leaderboard.md").read_text()
-    live_md = md.split("## kuailive")[1].split("## tmall")[0]
+    live_md = md.split("## data=kuailive")[1].split("## data=tmall")[0]
     assert "test (fixed days)" in live_md and "progressive (training stream)" in live_md
     header = next(line for line in live_md.splitlines() if line.startswith("| model |"))
     assert ("| test/auc/mean ↑ | test/time_mae/mean ↓ | progressive/auc/mean ↑ | progressive/logloss/mean ↓ | "
@@ -413,7 +609,7 @@ def test_progressive_metrics_are_columns_with_the_same_statistics(live_runs, tmp
     assert f"**{R.fmt_stat(rows['a2gen'].metrics['progressive/auc/mean'])}**" in a2gen  # the best column mean
     assert R.fmt_paired(rows["a2gen"], live, "progressive/auc/mean") in a2gen
     assert f"({R.fmt_p(paired.p)}, n=3)" in a2gen
-    html = (tmp_path / "out" / "leaderboard.html").read_text()
+    html = (tmp_path / "out" / "leaderboard.html").read_text().replace("<wbr>", "")  # headers' wrap points
     assert "progressive/auc/mean ↑" in html and "progressive (training stream)" in html
     lines = [line for line in csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text()))
              if line["metric"] == "progressive/auc/mean"]
@@ -441,8 +637,9 @@ def test_tables_without_progressive_render_as_before(live_runs, toy_runs, tmp_pa
     # beside a table with progressive metrics, the plain table is the same
     done = run_report(capsys, str(live_runs), "--out", str(tmp_path / "mixed"), "--format", "md", "--no-plots")
     assert done.returncode == 0, done.stderr
-    mixed = (tmp_path / "mixed" / "leaderboard.md").read_text()
-    assert mixed.split("## tmall")[1].split("## Definitions")[0] == md.split("## tmall")[1].split("## Definitions")[0]
+    mixed = (tmp_path / "mixed" / "leaderboard.md").read_text().replace("../live/", "../runs/")  # runs' folders
+    section = "## data=tmall"
+    assert mixed.split(section)[1].split("## Definitions")[0] == md.split(section)[1].split("## Definitions")[0]
 
 
 def test_progressive_curve_table_has_the_means(live_runs, tmp_path, capsys):

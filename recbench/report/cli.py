@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recbench.errors import UserInputError
 from recbench.records import json_safe, write_atomic
-from recbench.report.collect import find_runs
+from recbench.report.collect import find_runs, run_tags, with_tags
 from recbench.report.plots import _plt, plot_bars, plot_curves, plot_progressive
 from recbench.report.render import (OUTPUT_STEM, PLOTS_DIR, Report, _rel, render_csv, render_html, render_json,
                                     render_markdown)
@@ -21,18 +21,27 @@ FORMATS = ("md", "html", "csv", "json")
 
 
 def make_report(folders: Sequence[Path], baselines: Sequence[str] | None = None,
-                reference: str | None = None) -> Report:
+                reference: str | None = None, tags: Sequence[str] | None = None) -> Report:
     runs = find_runs(folders)
+    shown = ", ".join(str(f) for f in folders)
     if not runs:
-        shown = ", ".join(str(f) for f in folders)
         raise UserInputError(f"{shown}: no results.json and no run folder found below it. Fix: run "
                              "`python -m recbench ...` (or `-m` for a sweep) first, or pass the folder that "
                              "holds the runs (default experiments/)")
+    if tags:
+        tagged = with_tags(runs, tags)
+        if not tagged:
+            found = sorted({tag for run in runs for tag in run_tags(run)})
+            raise UserInputError(f"--tags {','.join(tags)}: no run below {shown} has any of these tags (tags "
+                                 f"found: {', '.join(found) or 'none'}). Fix: use one of the tags found, or tag "
+                                 "runs with `python -m recbench ... 'tags=[name]'`")
+        runs = tagged
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return Report(build_tables(runs, baselines, reference), runs, list(folders), generated)
+    return Report(build_tables(runs, baselines, reference), runs, list(folders), generated, tags=list(tags or []))
 
 
 def write_report(report: Report, out_dir: Path, formats: Sequence[str], plots: bool = True) -> list[Path]:
+    report.out_dir = out_dir  # the pages link the runs relative to where they are written
     written: list[Path] = []
     images: dict[str, bytes] = {}
     if ("md" in formats or "html" in formats) and plots and report.tables:
@@ -71,8 +80,9 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str], plots: b
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m recbench.report",
-        description="Leaderboard from the results.json records below the given folders: mean ± 95%% CI over "
-                    "seeds, paired t-test against the best baseline, plots.")
+        description="Leaderboard from the results.json records below the given folders, one table per dataset "
+                    "and shared settings: mean ± 95%% CI over seeds, paired t-test against the table's best "
+                    "baseline, plots.")
     parser.add_argument("folders", nargs="*", type=Path, default=[Path("experiments")],
                         help="folders to search for results.json (default: experiments)")
     parser.add_argument("--out", type=Path, default=None,
@@ -82,8 +92,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--baselines", default=None,
                         help="comma-separated baseline models (default: the experiment configs' benchmark.baselines)")
     parser.add_argument("--reference", default=None,
-                        help='the row every other row is compared with, by its label, e.g. '
-                             '"moment_cross (data.moment_seconds=30)" (default: the best baseline on validation)')
+                        help='the row every other row of its table is compared with, by its label, e.g. '
+                             '"llm_alignment" or "mmoe (embedding_dim=32)" (default: the best baseline on validation)')
+    parser.add_argument("--tags", default=None,
+                        help="comma-separated: only runs whose config.tags holds any of them (runs are tagged "
+                             "with `python -m recbench ... 'tags=[a,b]'`)")
     parser.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     return parser.parse_args(argv)
 
@@ -97,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError(f"--format {args.format}: unknown format {', '.join(unknown) or '(none)'}. "
                                  f"Fix: use a comma-separated subset of {', '.join(FORMATS)}")
         baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines else None
-        report = make_report(args.folders, baselines, args.reference)
+        tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+        report = make_report(args.folders, baselines, args.reference, tags)
         out_dir = args.out or (args.folders[0] if args.folders[0].is_dir() else args.folders[0].parent)
         written = write_report(report, out_dir, formats, plots=not args.no_plots)
     except UserInputError as error:

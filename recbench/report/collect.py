@@ -15,10 +15,18 @@ from recbench.records import nulls_to_nan
 # Resolved-config keys (dotted prefixes) that cannot change a run's result: left out of the config key.
 # Where the data lives is not part of the key; what the data is, is (the dataset fingerprint).
 NUMERIC_PARTS = ("metrics", "history", "progressive_curve", "train_epoch_samples_per_second")
-NON_SEMANTIC = ("seed", "resume", "paths", "logger", "benchmark", "hydra", "data.source", "data.raw_dir",
-                "data.cache_dir", "data.replica_dir", "data.use_cache", "loader.eval_batch_size",
+NON_SEMANTIC = ("seed", "resume", "paths", "logger", "benchmark", "hydra", "tags", "data.source", "data.raw_dir",
+                "data.cache_dir", "data.replica_dir", "data.use_cache", "data.text_dir", "loader.eval_batch_size",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                 "trainer.default_root_dir")
+# Keys a model config (conf/model/*.yaml) sets for its model: its network, the task it trains on (a2gen
+# switches to task=action_generation), its optimiser (*_adatask), its text stage (lcu, llm_alignment;
+# data.text mirrors it) and the data inputs it reads that leave the built arrays, hence the dataset
+# fingerprint, unchanged (text embeddings, history content). Runs that differ only here (and in the seed)
+# share a leaderboard table; any other difference (data.*, trainer.*, loader.*, streaming.*, the dataset
+# fingerprint, ...) gives another table. A model's data setting that changes the arrays (llm_alignment_title's
+# data.content) is data: its runs read other files, so they are not paired with the rest.
+MODEL_OWNED = ("model", "task", "optimizer", "text", "data.text", "data.text_embeddings", "data.history_content")
 
 
 @dataclass
@@ -107,6 +115,38 @@ def _incomplete_run(run_dir: Path) -> Run | None:
                "writing one (see its __main__.log)", mtime=_mtime(run_dir))
 
 
+def run_tags(run: Run) -> list[str]:
+    """The run's `tags` (conf/config.yaml): from its record's config; a failed, interrupted or unfinished
+    run's record has no config, so then from a record-level `tags` or the run's .hydra/config.yaml."""
+    config = run.get("config")
+    if isinstance(config, dict):
+        return _as_tags(config.get("tags"))
+    if "tags" in run.record:
+        return _as_tags(run.get("tags"))
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run.run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return _as_tags(saved.get("tags") if isinstance(saved, dict) else None)
+
+
+def _as_tags(value: Any) -> list[str]:
+    """`tags: [a, b]`, and a single `tags=a` given as a string."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(tag) for tag in value]
+    return [str(value)]
+
+
+def with_tags(runs: Sequence[Run], tags: Sequence[str]) -> list[Run]:
+    """The runs tagged with any of tags."""
+    wanted = set(tags)
+    return [run for run in runs if wanted & set(run_tags(run))]
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -145,7 +185,7 @@ def semantic_config(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     seed = config.get("seed")
     for key, value in flatten_config(config).items():
-        if any(key == skip or key.startswith(skip + ".") for skip in NON_SEMANTIC):
+        if _under(key, NON_SEMANTIC):
             continue
         if key.endswith("_seed") and seed is not None and value == seed:
             continue  # a model's own seed set to ${seed} (e.g. code_seed): varies with the seed only
@@ -165,6 +205,51 @@ def config_key(record: dict[str, Any]) -> str:
     """12 hex digits identifying everything about a run but its seed and non-semantic settings."""
     canonical = json.dumps({"model": record.get("model"), **semantic_config(record)}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    """key is one of the dotted prefixes or lies below one (data.text covers data.text.model, not data.text_dir)."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def shared_config(record: dict[str, Any]) -> dict[str, Any]:
+    """What the rows of one leaderboard table have in common: the semantic config (dataset fingerprint
+    included) minus the model's own keys (MODEL_OWNED)."""
+    return {key: value for key, value in semantic_config(record).items() if not _under(key, MODEL_OWNED)}
+
+
+def table_key(record: dict[str, Any]) -> str:
+    """12 hex digits identifying the shared settings: equal only for runs that may be compared row by row."""
+    canonical = json.dumps(shared_config(record), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# The order in which a table's heading names its settings: the data first, then the training budget.
+FIXED_ORDER = ("data.", "trainer.", "streaming.", "loader.", "early_stopping.")
+
+
+def fixed_settings(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """For the tables of one dataset (table key -> shared config): per table the settings that set it apart
+    from the others, {key: short value}, data first. The dataset fingerprint is named only where no setting
+    differs (same settings, other data files: e.g. a changed replica generator)."""
+    if len(configs) < 2:
+        return {key: {} for key in configs}
+    keys = sorted({k for config in configs.values() for k in config})
+    varying = [k for k in keys if len({json.dumps(c.get(k, "<unset>"), default=str) for c in configs.values()}) > 1]
+
+    def rank(key: str) -> tuple[int, str]:
+        return next((i for i, p in enumerate(FIXED_ORDER) if key.startswith(p)), len(FIXED_ORDER)), key
+
+    settings = sorted((k for k in varying if k != "dataset_fingerprint"), key=rank)
+    out = {}
+    for table, config in configs.items():
+        out[table] = {k: _short_value(config.get(k, "<unset>")) for k in settings}
+        if "dataset_fingerprint" in varying:
+            same = [c for c in configs.values()
+                    if all(c.get(k, "<unset>") == config.get(k, "<unset>") for k in settings)]
+            if len(same) > 1:
+                out[table]["data files"] = str(config.get("dataset_fingerprint"))[:6]
+    return out
 
 
 SUFFIX_ORDER = ("model.", "task.", "optimizer.", "loader.", "early_stopping.", "trainer.", "text.")

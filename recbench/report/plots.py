@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 
 import numpy as np
 
-from recbench.report.collect import Run
+from recbench.report.collect import Run, semantic_config
 from recbench.report.render import _arrow, _is_best, column_name
-from recbench.report.tables import Table, _finite
+from recbench.report.tables import Row, Table, _finite
+
 
 def _plt():
     import matplotlib
@@ -89,44 +91,76 @@ def _train_loss(run: Run) -> dict[int, float]:
     return out
 
 
+def _loss_groups(table: Table) -> list[tuple[str, list[Row]]]:
+    """The rows by the quantity their training loss measures: the task and its heads' settings (A2Gen's
+    generated-sequence loss and MMoE's per-action loss are different numbers, not one axis's)."""
+    groups: dict[str, list[Row]] = {}
+    for row in table.rows:
+        heads = {k: v for k, v in semantic_config(row.runs[0].record).items() if k.startswith("task.heads.")}
+        groups.setdefault(json.dumps([row.task, heads], sort_keys=True, default=str), []).append(row)
+    tasks = [rows[0].task for rows in groups.values()]
+    titled = []
+    for rows in groups.values():
+        title = f"train/loss (epoch mean), task {rows[0].task}"
+        if tasks.count(rows[0].task) > 1:  # same task, other head settings: name the models
+            title += ": " + ", ".join(sorted({row.model for row in rows}))
+        titled.append((title, rows))
+    return titled
+
+
+def _history(table: Table, run: Run) -> dict[int, float]:
+    return {int(h["epoch"]): float(h[table.monitor]) for h in run.get("history") or []
+            if "epoch" in h and _finite(h.get(table.monitor))}
+
+
 def plot_curves(table: Table) -> bytes | None:
-    """Per epoch: the monitored validation metric (and the training loss when a CSV log exists);
-    line = mean over seeds, band = min..max over seeds."""
+    """Per epoch: the monitored validation metric (one panel, every row) and, where a CSV log exists, the
+    training loss, one panel per loss quantity (_loss_groups); line = mean over seeds, band = min..max."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    panels = [(table.monitor, lambda run: {int(h["epoch"]): float(h[table.monitor]) for h in run.get("history") or []
-                                           if "epoch" in h and _finite(h.get(table.monitor))})]
     losses = {id(run): _train_loss(run) for row in table.rows for run in row.runs}
-    if any(losses.values()):
-        panels.append(("train/loss (epoch mean)", lambda run: losses[id(run)]))
+    panels = [(table.monitor, table.rows, lambda run: _history(table, run))]
+    panels += [(title, rows, lambda run: losses[id(run)]) for title, rows in _loss_groups(table)
+               if any(losses[id(run)] for row in rows for run in row.runs)]
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.4 * cols, 3.8 * nrows), squeeze=False)
+    colours = {id(row): f"C{i % 10}" for i, row in enumerate(table.rows)}  # a row keeps its colour in every panel
     drawn = False
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.8), squeeze=False)
-    for ax, (name, series) in zip(axes.flat, panels):
-        for row in table.rows:
-            curves = [series(run) for run in row.runs]
-            epochs = sorted({e for c in curves for e in c})
-            if not epochs:
-                continue
-            values = [[c[e] for c in curves if e in c] for e in epochs]
-            mean = np.array([np.mean(v) for v in values])
-            line, = ax.plot(epochs, mean, marker="o", markersize=3, label=row.label)
-            if len(curves) > 1:
-                ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
-                                color=line.get_color(), alpha=0.15)
-            drawn = True
+    for ax, (name, rows, series) in zip(axes.flat, panels):
+        drawn = _draw_curves(ax, rows, series, colours) or drawn
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     if not drawn:
         plt.close(fig)
         return None
     fig.suptitle(f"{table.title}: training curves (mean over seeds, band = min..max)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
     return _png(fig, plt)
+
+
+def _draw_curves(ax, rows: list[Row], series, colours: dict[int, str]) -> bool:
+    """One line per row (mean over its seeds per epoch) with a min..max band; False when nothing to draw."""
+    drawn = False
+    for row in rows:
+        curves = [series(run) for run in row.runs]
+        epochs = sorted({e for c in curves for e in c})
+        if not epochs:
+            continue
+        values = [[c[e] for c in curves if e in c] for e in epochs]
+        colour = colours[id(row)]
+        ax.plot(epochs, [np.mean(v) for v in values], marker="o", markersize=3, label=row.label, color=colour)
+        if len(curves) > 1:
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.15)
+        drawn = True
+    return drawn
 
 
 def _per_day(values: dict[str, list[float]], labels: list[str], reduce) -> list[float]:

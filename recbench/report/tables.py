@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from recbench.report.collect import Run, config_key, distinguishing_suffixes, semantic_config
+from recbench.report.collect import (Run, config_key, distinguishing_suffixes, fixed_settings, semantic_config,
+                                     shared_config, table_key)
 from recbench.report.statistics import Paired, Stat, paired_t_test
 
 # A metric is lower-is-better when its name (test/<name>/<target>) matches; the monitored metric's
@@ -78,6 +79,8 @@ class Table:
     papers: list[str]
     roles_declared: bool
     reference: Row | None = None
+    key: str = ""  # table key: the hash of the settings its rows share (collect.table_key)
+    fixed: dict[str, str] = field(default_factory=dict)  # the shared settings that set it apart from its siblings
 
     @property
     def primary(self) -> str:
@@ -85,11 +88,18 @@ class Table:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9_]+", "-", f"{self.data}-{self.data_source}-{self.primary[5:]}".lower()).strip("-")
+        # a dataset with several tables (other settings) needs the table key to keep file names apart
+        text = f"{self.data}-{self.data_source}-{self.primary[5:]}" + (f"-{self.key[:6]}" if self.fixed else "")
+        return re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-")
+
+    @property
+    def heading(self) -> str:
+        """What the table fixes, e.g. `data=tmall, data.replica.n_users=600, trainer.max_epochs=1`."""
+        return ", ".join([f"data={self.data}"] + [f"{key}={value}" for key, value in self.fixed.items()])
 
     @property
     def title(self) -> str:
-        return f"{self.data} · {self.data_source} data · selected on {self.monitor}"
+        return f"{self.heading} · {self.data_source} data · selected on {self.monitor}"
 
     @property
     def has_progressive(self) -> bool:
@@ -155,11 +165,16 @@ class Table:
             return self.mode
         return "min" if lower_is_better(metric) else "max"
 
+    def models_with(self, metric: str) -> set[str]:
+        """The models with a value of the metric in this table."""
+        return {row.model for row in self.rows if metric in row.metrics and row.metrics[metric].n > 0}
+
     def best(self, metric: str) -> float:
+        """The best row mean; NaN unless two or more models report the metric (one model is no contest)."""
+        if len(self.models_with(metric)) < 2:
+            return math.nan
         means = [row.metrics[metric].mean for row in self.rows if metric in row.metrics
                  and row.metrics[metric].n > 0]
-        if not means:
-            return math.nan
         return min(means) if self.direction(metric) == "min" else max(means)
 
 
@@ -189,19 +204,26 @@ def _benchmark(run: Run) -> dict[str, Any]:
 
 def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None,
                  reference: str | None = None) -> list[Table]:
-    """One table per (dataset, data source, monitored metric). `reference`: the label of the row every
-    other row is compared with (e.g. "moment_cross (data.moment_seconds=30)"), instead of the best
-    baseline; a UserInputError names the labels when no table has that row."""
+    """One table per (dataset, data source, monitored metric, shared settings): the rows of a table differ
+    only in the model, its own keys (collect.MODEL_OWNED) and the seed, so every comparison in it (best
+    marks, paired tests) is between runs on the same data with the same training budget. `reference`: the
+    label of the row every other row is compared with (e.g. "llm_alignment"), instead of the best
+    baseline, in each table that has it; a UserInputError names the labels when no
+    table has that row."""
     finished = [run for run in runs if run.status == "finished"]
-    grouped: dict[tuple[str, str, str, str], list[Run]] = {}
+    grouped: dict[tuple[str, str, str, str, str], list[Run]] = {}
     for run in finished:
         monitor = run.get("monitor") or {}
         key = (str(run.get("data")), str(run.get("data_source", "unknown")), str(monitor.get("metric", "?")),
-               str(monitor.get("mode", "max")))
+               str(monitor.get("mode", "max")), table_key(run.record))
         grouped.setdefault(key, []).append(run)
     tables = []
-    for (data, source, monitor, mode), members in sorted(grouped.items()):
-        tables.append(_build_table(data, source, monitor, mode, members, baselines, reference))
+    for (data, source, monitor, mode, key), members in grouped.items():
+        table = _build_table(data, source, monitor, mode, members, baselines, reference)
+        table.key = key
+        tables.append(table)
+    _name_fixed_settings(tables)
+    tables.sort(key=lambda t: (t.data, t.data_source, t.monitor, t.mode, _natural(t.heading)))
     if reference and not any(row.label == reference for table in tables for row in table.rows):
         from recbench.errors import UserInputError
 
@@ -209,6 +231,23 @@ def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None,
         raise UserInputError(f"--reference '{reference}': no leaderboard row has that label. Fix: use one of "
                              f"{'; '.join(labels)}")
     return tables
+
+
+def _name_fixed_settings(tables: list[Table]) -> None:
+    """Head each table with what sets it apart from the other tables of its dataset (and metric)."""
+    families: dict[tuple[str, str, str, str], list[Table]] = {}
+    for table in tables:
+        families.setdefault((table.data, table.data_source, table.monitor, table.mode), []).append(table)
+    for family in families.values():
+        fixed = fixed_settings({t.key: shared_config(t.rows[0].runs[0].record) for t in family})
+        for table in family:
+            table.fixed = fixed[table.key]
+
+
+def _natural(text: str) -> list:
+    """Sort key reading digit runs as numbers (n_users=400 before n_users=2000)."""
+    return [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part)
+            for part in re.findall(r"\d+(?:\.\d+)?|\D+", text)]
 
 
 def _build_table(data: str, source: str, monitor: str, mode: str, members: list[Run],
