@@ -254,6 +254,7 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "train_epoch_samples_per_second": [r * trainer.world_size for r in throughput.epoch_rates],
             "world_size": trainer.world_size, "global_rank": trainer.global_rank,
             "metric_definitions": module.metric_definitions(),
+            "test_digest": module.digests.get("test"),  # the test labels / groups scored against (report: like with like)
             "parameters": sum(p.numel() for p in net.parameters()),
             "config": OmegaConf.to_container(cfg, resolve=True)}
 
@@ -456,7 +457,7 @@ def hydra_entry() -> None:
 
     def claimed(cfg, hydra_cfg, run_dir: Path, choices: dict[str, str]) -> float | None:
         base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
-                "seed": cfg.get("seed"), "run_dir": str(run_dir), "versions": package_versions(),
+                "seed": cfg.get("seed"), "tags": list(cfg.get("tags") or []), "run_dir": str(run_dir), "versions": package_versions(),
                 "git_commit": git_commit(CONF_DIR.parent), "overrides": list(hydra_cfg.overrides.task)}
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 

@@ -51,6 +51,7 @@ class RecModule(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self.progressive_curve: list[dict[str, Any]] = []  # set by progressive validation (recbench/progressive.py)
         self.predictions_dir: Path | None = None  # set: `validate` / `test` write per-sample predictions there
+        self.digests: dict[str, str] = {}  # per split: digest of the labels, masks and groups it was scored on
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.net(batch)
@@ -135,8 +136,11 @@ class RecModule(L.LightningModule):
                 raise NumericalFault(f"the model's {key} is NaN on an evaluated batch: a NaN / inf value in the "
                                      "input data or a diverged model. Fix: check the data files for NaN / inf values, "
                                      "or lower the learning rate")
-        return {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
+        kept = {f"{name}.{key}": value.cpu() for name, head in self.heads.items()
                 for key, value in head.collect(outputs, batch).items()}
+        # what the split is scored against (the schema's label_* / mask_* / group keys), for its digest
+        kept.update({f"{TRUTH}{key}": value.cpu() for key, value in batch.items() if key.startswith(TRUTH_KEYS)})
+        return kept
 
     def metrics_of(self, parts: list[dict[str, torch.Tensor]], prefix: str) -> dict[str, float]:
         """Every head's metrics over the collected batches, as `<prefix>/<metric>/<target>`."""
@@ -156,6 +160,9 @@ class RecModule(L.LightningModule):
         parts = self._kept.pop(split, [])
         if self.trainer.world_size > 1:
             parts = self._gather(parts)
+        truth = [{k: v for k, v in part.items() if k.startswith(TRUTH)} for part in parts]
+        parts = [{k: v for k, v in part.items() if not k.startswith(TRUTH)} for part in parts]
+        self.digests[split] = truth_digest(truth)
         if self.predictions_dir is not None and self.trainer.state.fn in ("validate", "test") and parts:
             if self.trainer.is_global_zero:
                 write_predictions(self.predictions_dir / f"{split}.parquet", parts)
@@ -223,6 +230,23 @@ class RecModule(L.LightningModule):
 
     def metric_definitions(self) -> dict[str, str]:
         return {k: v for head in self.heads.values() for k, v in head.definitions().items()}
+
+
+TRUTH = "truth."
+TRUTH_KEYS = ("label", "mask", "group")
+
+
+def truth_digest(parts: list[dict[str, torch.Tensor]]) -> str:
+    """16 hex digits over the labels, masks and groups of an evaluated split, in row order: two runs with
+    the same digest were scored on the same samples against the same truth (the leaderboard may compare
+    them even when their training data differ, e.g. streams reported at other ticks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(parts[0]) if parts else []:
+        values = torch.cat([part[key] for part in parts]).double().contiguous()
+        digest.update(key.encode() + values.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def write_predictions(path: Path, parts: list[dict[str, torch.Tensor]]) -> None:

@@ -273,6 +273,28 @@ def test_same_settings_on_other_data_files_are_another_table(tmp_path):
     assert sorted(t.heading for t in tables) == ["data=tmall, data files=aaaaaa", "data=tmall, data files=ffffff"]
 
 
+def arm_record(arm: str, seconds: int, digest: str | None, fingerprint: str) -> dict:
+    record = make_record("moment_cross", 1, 0.7 + seconds / 1e5, 0.7, data="kuailive",
+                         config_changes={"data.stream": "moment", "data.moment_seconds": seconds})
+    record.update(overrides=[f"arm={arm}", "seed=1"], dataset_fingerprint=fingerprint, test_digest=digest)
+    return record
+
+
+def test_arms_tested_on_the_same_samples_share_a_table_whatever_their_training_data(tmp_path):
+    """Moment&Cross on 30-s and 1-h streams: other training rows (other fingerprints), the same test samples
+    (the same digest), so one table with a row per arm; another test digest, or no digest, splits."""
+    write_records(tmp_path / "same", [arm_record("moment_cross_30s", 30, "d" * 16, "a" * 20),
+                                      arm_record("moment_cross_3600s", 3600, "d" * 16, "b" * 20)])
+    [table] = R.build_tables(R.find_runs([tmp_path / "same"]))
+    assert len(table.rows) == 2 and any("3600" in row.label for row in table.rows)
+    write_records(tmp_path / "other", [arm_record("moment_cross_30s", 30, "d" * 16, "a" * 20),
+                                       arm_record("moment_cross_3600s", 3600, "e" * 16, "b" * 20)])
+    assert len(R.build_tables(R.find_runs([tmp_path / "other"]))) == 2
+    write_records(tmp_path / "old", [arm_record("moment_cross_30s", 30, None, "a" * 20),
+                                     arm_record("moment_cross_3600s", 3600, None, "b" * 20)])
+    assert len(R.build_tables(R.find_runs([tmp_path / "old"]))) == 2  # no digest: the fingerprints decide
+
+
 def test_markdown_heads_each_table_by_what_it_fixes(mixed_runs, tmp_path, capsys):
     done = run_report(capsys, str(mixed_runs), "--out", str(tmp_path / "out"), "--format", "md,csv,json", "--no-plots")
     assert done.returncode == 0, done.stderr

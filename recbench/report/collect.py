@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -214,8 +215,38 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
 
 def shared_config(record: dict[str, Any]) -> dict[str, Any]:
     """What the rows of one leaderboard table have in common: the semantic config (dataset fingerprint
-    included) minus the model's own keys (MODEL_OWNED)."""
-    return {key: value for key, value in semantic_config(record).items() if not _under(key, MODEL_OWNED)}
+    included) minus the model's own keys (MODEL_OWNED).
+
+    An arm of an experiment (conf/arm/*.yaml) is a model with the data settings it is compared under (e.g.
+    Moment&Cross on streams reported every 30 s or every hour): the keys its arm sets are its own too, and
+    the table is fixed by the test split instead of the built arrays (`test_digest`: the labels, masks and
+    groups the run was scored on), so arms share a table exactly when they were tested on the same samples.
+    Records from before the digest existed keep the dataset fingerprint (arms then split)."""
+    owned, config = MODEL_OWNED, semantic_config(record)
+    arm = arm_keys(record) if record.get("test_digest") else ()
+    if arm:
+        owned = (*MODEL_OWNED, *arm)
+        config = {**{k: v for k, v in config.items() if k != "dataset_fingerprint"}, "test_digest": record["test_digest"]}
+    return {key: value for key, value in config.items() if not _under(key, owned)}
+
+
+def arm_keys(record: dict[str, Any]) -> tuple[str, ...]:
+    """For a run made with `arm=<name>`: every config key an arm sets (conf/arm/*.yaml; the union, so an arm
+    that leaves a key at its default, e.g. the window stream's tick, still lines up with the others), or ()."""
+    if not any(o.startswith("arm=") for o in record.get("overrides") or []):
+        return ()
+    return _all_arm_keys()
+
+
+@functools.cache
+def _all_arm_keys() -> tuple[str, ...]:
+    import yaml
+
+    keys: set[str] = set()
+    for path in (Path(__file__).resolve().parents[2] / "conf" / "arm").glob("*.yaml"):
+        settings = yaml.safe_load(path.read_text()) or {}
+        keys.update(flatten_config({k: v for k, v in settings.items() if k != "defaults"}))
+    return tuple(sorted(keys))
 
 
 def table_key(record: dict[str, Any]) -> str:
