@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import sys
+import textwrap
 import traceback
 import time
 from pathlib import Path
@@ -42,8 +43,14 @@ def quiet_lightning() -> None:
     """Lightning logs through its own handler; stop the copy via the root logger and its ad."""
     import logging
 
+    import warnings
+
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).propagate = False
+    # known third-party noise, filtered where it comes from (not every warning): Lightning's pytree helper
+    # against torch >= 2.10's LeafSpec deprecation, printed once per run
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                            module=r"lightning\.pytorch\.utilities\._pytree")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())
 
@@ -523,7 +530,42 @@ def hydra_entry() -> None:
     run()
 
 
+USAGE = """recbench: benchmark recommendation models on one config-composed run.
+
+usage: python -m recbench [group=option ...] [key=value ...]      one run
+       python -m recbench -m key=a,b,c ...                        a sweep (Hydra multirun)
+       python -m recbench eval ckpt_path=<ckpt> [key=value ...]   evaluate a saved checkpoint again
+       python -m recbench --cfg job [overrides]                   print the composed config
+
+examples:
+  python -m recbench model=din data=tmall
+  python -m recbench model=moment_cross data=kuailive seed=2 trainer.max_epochs=3
+  python -m recbench model=din data=fuxictr data.config=PATH/dataset_config.yaml data.dataset_id=NAME
+  python -m recbench -m experiment=a2gen_tmall                      (a paper's comparison)
+  python -m recbench model=mmoe debug=fdr                          (one batch of each split)
+  python -m recbench model=a2gen resume=true                       (continue an interrupted run)
+  python -m recbench.report experiments/                           (leaderboard)
+
+config groups (conf/<group>/<option>.yaml):
+{groups}
+README.md explains each; Hydra's own help follows.
+"""
+
+
+def usage() -> str:
+    lines = []
+    for group in CHOICE_GROUPS:
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem != "default")
+        lines.append(textwrap.fill(", ".join(options), width=110, initial_indent=f"  {group + ':':16s}",
+                                   subsequent_indent=" " * 18))
+    return USAGE.format(groups="\n".join(lines))
+
+
 def main() -> None:
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print(usage())  # recbench's usage first; Hydra prints its generic page after it
+        if "-h" in sys.argv[1:]:
+            return
     try:
         if sys.argv[1:2] == ["eval"]:
             sys.argv[1:] = eval_arguments(sys.argv[1:])

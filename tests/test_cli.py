@@ -119,3 +119,11 @@ def test_impossible_config_values_are_one_line_before_any_data_is_read(tmp_path,
     lines = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
     assert len(lines) == 1 and f"config '{key}'" in lines[0] and "Fix:" in lines[0]
     assert not (tmp_path / "datasets").exists()  # checked before the replica is even written
+
+
+def test_help_prints_recbench_usage_groups_and_examples_first():
+    done = subprocess.run([sys.executable, "-m", "recbench", "-h"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("recbench: benchmark")
+    for group in ("data:", "model:", "debug:", "experiment:"):
+        assert f"\n  {group}" in done.stdout
+    assert "python -m recbench eval ckpt_path=" in done.stdout and "fuxictr" in done.stdout
