@@ -244,6 +244,8 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=evaluated, verbose=False)
 
     return {"status": "finished", "mode": "train" if cfg.train else "eval",
+            "warnings": result_warnings(module.results.get("test", {}), module.chance_auc.get("test", 0.5),
+                                        module.loss_trace if cfg.train else None),
             "evaluated_checkpoint": str(checkpoint.best_model_path if evaluated == "best" else
                                         evaluated or "none (no checkpoint saved): the weights training ended with"),
             **({"predictions": str(module.predictions_dir)} if cfg.predictions else {}), "model": choices["model"], "data": choices["data"], "task": choices["task"],
@@ -264,6 +266,24 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
             "test_digest": module.digests.get("test"),  # the test labels / groups scored against (report: like with like)
             "parameters": sum(p.numel() for p in net.parameters()),
             "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def result_warnings(test: dict[str, float], chance: float, loss_trace: Any) -> list[str]:
+    """One line each for results that say the model learnt nothing usable: a test AUC within two standard
+    errors of chance on these labels, or a training loss that did not fall."""
+    lines = []
+    aucs = [k for k in test if "/auc/" in k and test[k] == test[k]]
+    # the mean over the label columns (what chance_auc's noise is for), or the only AUC
+    key = next((k for k in aucs if k.endswith("/auc/mean")), aucs[0] if len(aucs) == 1 else None)
+    if key is not None and test[key] < chance:
+        lines.append(f"{key} = {test[key]:.4f} cannot be told from chance (below 0.5 + 2 standard errors = "
+                     f"{chance:.4f} on these test labels). Fix: train longer (trainer.max_epochs) or on more data "
+                     "(a larger replica, the real files); check the learning rate")
+    fell = loss_trace.did_not_fall() if loss_trace is not None else None
+    if fell is not None:
+        lines.append(f"the training loss did not fall (mean {fell[0]:.4f} over the first steps, {fell[1]:.4f} over "
+                     "the last). Fix: check the learning rate (optimizer.dense.lr) and the data; try debug=overfit")
+    return lines
 
 
 def fit(cfg: Any, run_dir: Path, trainer: Any, module: Any, datamodule: Any, last: Path) -> float:
@@ -515,6 +535,8 @@ def hydra_entry() -> None:
         title = (f"\nTest metrics: model={record['model']} data={record['data']} "
                  f"({record['data_source']}) seed={record['seed']}")
         print(summary_table(record["metrics"]["test"], title))  # first: they survive a failed write
+        for line in record.get("warnings", []):
+            print(f"recbench: warning: {line}", file=sys.stderr, flush=True)
         try:
             write_json_atomic(run_dir / "results.json", record)
         except OSError as error:  # disk full, quota, read-only: one line, the metrics are printed above

@@ -52,6 +52,8 @@ class RecModule(L.LightningModule):
         self.progressive_curve: list[dict[str, Any]] = []  # set by progressive validation (recbench/progressive.py)
         self.predictions_dir: Path | None = None  # set: `validate` / `test` write per-sample predictions there
         self.digests: dict[str, str] = {}  # per split: digest of the labels, masks and groups it was scored on
+        self.chance_auc: dict[str, float] = {}  # per split: 0.5 + 2 standard errors of a chance AUC on its labels
+        self.loss_trace = LossTrace()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.net(batch)
@@ -96,6 +98,7 @@ class RecModule(L.LightningModule):
         loss = torch.stack(list(terms.values())).sum()
         if not torch.isfinite(loss):
             self._numerical_fault(terms)
+        self.loss_trace.add(float(loss))  # a sync the finiteness check above already made
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
@@ -163,6 +166,7 @@ class RecModule(L.LightningModule):
         truth = [{k: v for k, v in part.items() if k.startswith(TRUTH)} for part in parts]
         parts = [{k: v for k, v in part.items() if not k.startswith(TRUTH)} for part in parts]
         self.digests[split] = truth_digest(truth)
+        self.chance_auc[split] = chance_auc(truth)
         if self.predictions_dir is not None and self.trainer.state.fn in ("validate", "test") and parts:
             if self.trainer.is_global_zero:
                 write_predictions(self.predictions_dir / f"{split}.parquet", parts)
@@ -247,6 +251,48 @@ def truth_digest(parts: list[dict[str, torch.Tensor]]) -> str:
         values = torch.cat([part[key] for part in parts]).double().contiguous()
         digest.update(key.encode() + values.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def chance_auc(parts: list[dict[str, torch.Tensor]]) -> float:
+    """0.5 + 2 standard errors of the mean AUC of random scores over the split's binary label columns
+    (Hanley & McNeil under H0: var = (n + 1) / (12 n1 n0) per column; the mean of K columns has
+    sqrt(sum var) / K). Few positives make it wide: a test AUC below it cannot be told from chance."""
+    variances = []
+    for key in parts[0] if parts else []:
+        if not key.startswith(f"{TRUTH}label"):
+            continue
+        values = torch.cat([part[key] for part in parts])
+        for column in values.reshape(len(values), -1).T:
+            binary = (column == 0) | (column == 1)
+            positives, n = int((column == 1).sum()), len(column)
+            if bool(binary.all()) and 0 < positives < n:
+                variances.append((n + 1) / (12 * positives * (n - positives)))
+    return 0.5 + 2 * sum(variances) ** 0.5 / len(variances) if variances else 0.5
+
+
+class LossTrace:
+    """The training loss of the first and the last `window` steps, to tell whether it fell."""
+
+    def __init__(self, window: int = 50) -> None:
+        from collections import deque
+
+        self.first: list[float] = []
+        self.last: deque[float] = deque(maxlen=window)
+        self.window, self.steps = window, 0
+
+    def add(self, value: float) -> None:
+        self.steps += 1
+        if len(self.first) < self.window:
+            self.first.append(value)
+        self.last.append(value)
+
+    def did_not_fall(self) -> tuple[float, float] | None:
+        """(first mean, last mean) when the last window's mean loss is not below the first's, once the two
+        windows do not overlap; else None."""
+        if self.steps < 2 * self.window:
+            return None
+        first, last = sum(self.first) / len(self.first), sum(self.last) / len(self.last)
+        return (first, last) if last >= first else None
 
 
 def write_predictions(path: Path, parts: list[dict[str, torch.Tensor]]) -> None:
