@@ -202,6 +202,10 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, prepared, module = build(cfg, choices)
     net = module.net
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # the config tree and the model summary, printed and saved
+        from recbench.console import announce
+
+        announce(OmegaConf.to_container(cfg, resolve=True), choices, module, run_dir)
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
     throughput = TrainThroughput()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
@@ -477,8 +481,13 @@ def hydra_entry() -> None:
             if hydra_cfg.mode.name == "RUN":
                 sys.exit(2)
             return float("nan")
+        from recbench.console import tee_console
+
         try:
-            return claimed(cfg, hydra_cfg, run_dir, choices)
+            if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker rank: Lightning gives it its own log
+                return claimed(cfg, hydra_cfg, run_dir, choices)
+            with tee_console(run_dir / "__main__.log"):  # the console, without progress-bar redraws
+                return claimed(cfg, hydra_cfg, run_dir, choices)
         finally:
             release()
 

@@ -98,7 +98,7 @@ class RecModule(L.LightningModule):
         loss = torch.stack(list(terms.values())).sum()
         if not torch.isfinite(loss):
             self._numerical_fault(terms)
-        self.loss_trace.add(float(loss))  # a sync the finiteness check above already made
+        self.loss_trace.add(float(loss.detach()))  # a sync the finiteness check above already made
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:

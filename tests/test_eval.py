@@ -32,6 +32,16 @@ def trained(tmp_path_factory):
     return tmp, json.loads((tmp / "run" / "results.json").read_text())
 
 
+def test_a_run_shows_and_keeps_its_config_tree_model_summary_and_console(trained):
+    tmp, record = trained
+    run_dir = tmp / "run"
+    log = (run_dir / "__main__.log").read_text()
+    assert "├─ model: mmoe" in log and "Total params" in log  # printed at start, copied to the log
+    assert "Test metrics: model=mmoe" in log and "Epoch 0" not in log  # the console, without progress redraws
+    assert "num_experts: 4" in (run_dir / "config.yaml").read_text()  # the whole resolved config
+    assert "net.experts" in (run_dir / "model_summary.txt").read_text()
+
+
 def test_evaluating_the_best_checkpoint_gives_the_records_metrics_exactly(trained):
     tmp, record = trained
     done = recbench("eval", f"ckpt_path={tmp / 'run' / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tmp / 'eval'}")
