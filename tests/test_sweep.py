@@ -54,6 +54,7 @@ def sweep(tmp_path_factory) -> Path:
     done = recbench("recbench", "-m", "experiment=a2gen_tmall", "model=mmoe,dcn,ple", "seed=1,2", *TINY,
                     f"paths.experiments={root / 'experiments'}", f"paths.datasets={root / 'datasets'}")
     assert done.returncode == 0, done.stderr[-3000:]
+    (root / "sweep_stdout.txt").write_text(done.stdout)
     (sweep_dir,) = (root / "experiments" / "a2gen_tmall").iterdir()  # experiments/<experiment>/<date>_<time>
     return sweep_dir
 
@@ -74,6 +75,15 @@ def test_each_member_has_its_run_folder_and_a_failing_member_does_not_stop_the_s
             header = (sweep / name / "csv" / "metrics.csv").read_text().splitlines()[0]
             assert "valid/auc/mean" in header and "test/auc/mean" in header
             assert yaml.safe_load((sweep / name / "csv" / "hparams.yaml").read_text())["seed"] == record["seed"]
+
+
+def test_a_sweep_ends_with_a_table_of_its_members_and_the_report_command(sweep):
+    printed = (sweep.parents[2] / "sweep_stdout.txt").read_text()
+    assert f"Sweep {sweep}: 4 of 6 members finished" in printed
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("0_", "2_", "5_"))}
+    assert " finished " in rows["0_mmoe_tmall_seed1"] and " failed " in rows["2_dcn_tmall_seed1"]
+    assert "does not fit data" in rows["2_dcn_tmall_seed1"]
+    assert f"leaderboard: python -m recbench.report {sweep}" in printed
 
 
 def test_report_of_the_sweep_equals_the_records(sweep, tmp_path):
