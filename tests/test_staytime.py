@@ -247,10 +247,13 @@ def test_text_stage_then_lcu_reads_the_embeddings(tmp_path):
                "text.examples_per_task=40", "text.lora.max_length=256", *tiny]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    embeddings = tmp_path / "models" / "text" / "kuaicomt" / "embeddings"
+    # one folder per dataset fingerprint and settings, the one data.text_embeddings=auto would find
+    (folder,) = [p for p in (tmp_path / "models" / "text" / "kuaicomt").iterdir() if "-lm-" not in p.name]
+    embeddings = folder / "embeddings"
+    assert f"text embeddings: {embeddings}" in done.stdout
     manifests = {name: json.loads((embeddings / name / "manifest.json").read_text()) for name in ("video", "comment")}
     assert all(m["complete"] and m["dim"] > 0 for m in manifests.values())
-    stage = json.loads((tmp_path / "models" / "text" / "kuaicomt" / "text_stage.json").read_text())
+    stage = json.loads((folder / "text_stage.json").read_text())
     assert stage["finetuned"] and stage["examples"] > 0
     record = run_cli(tmp_path, "model=lcu", f"data.text_embeddings={embeddings}", *TINY_KUAICOMT)
     assert record["status"] == "finished"

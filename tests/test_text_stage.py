@@ -364,6 +364,12 @@ def _text_stage(models: Path, datasets: Path, kill_at: str | None = None, data: 
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
 
 
+def _stage_dir(models: Path, data: str) -> Path:
+    """The one stage folder in models/text/<data>/ (<fingerprint>-<settings hash>; the LM has its own)."""
+    (stage,) = [p for p in (models / "text" / data).iterdir() if "-lm-" not in p.name]
+    return stage
+
+
 @pytest.mark.parametrize("data", ["kuaicomt", "kuailive"])  # LCU's stage 1 and LARM's
 def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path, data):
     datasets = tmp_path / "datasets"
@@ -373,7 +379,7 @@ def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path
     models = tmp_path / "killed" / "models"
     killed = _text_stage(models, datasets, kill_at="export:2", data=data)  # SIGKILL after the 2nd chunk is saved
     assert killed.returncode == -9, killed.stderr[-2000:]
-    stage = models / "text" / data
+    stage = _stage_dir(models, data)
     assert not (stage / "text_stage.json").exists()  # written last: the stage is not taken as finished
     (name,) = [p.name for p in (stage / "embeddings").iterdir()]  # killed inside the first export
     manifest = json.loads((stage / "embeddings" / name / "manifest.json").read_text())
@@ -386,7 +392,8 @@ def test_text_stage_killed_during_export_resumes_to_the_same_embeddings(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # same seed -> same LoRA weights -> the two saved chunks are reused, not recomputed
     assert {f: (stage / "embeddings" / name / f).stat().st_mtime_ns for f in saved} == saved
-    twin_stage = tmp_path / "twin" / "models" / "text" / data
+    twin_stage = _stage_dir(tmp_path / "twin" / "models", data)
+    assert twin_stage.name == stage.name  # the same dataset fingerprint and settings: the same folder name
     for part in STAGE_PARTS[data]:  # deterministic: the twin run and the resumed run agree bit for bit
         ids, matrix = load_embeddings(stage / "embeddings", part)
         twin_ids, twin_matrix = load_embeddings(twin_stage / "embeddings", part)
@@ -505,6 +512,72 @@ def test_the_settings_hash_covers_the_new_settings_and_the_arms_share_the_lm(tmp
     out_dirs, lm_dirs = zip(*calls)
     assert len(set(out_dirs)) == 6  # every setting names its own stage folder
     assert lm_dirs[0] == lm_dirs[1] == lm_dirs[2] and len(set(lm_dirs[2:])) == 4  # LoRA settings share the LM
+
+
+# ----------------------------------------------------------------------------- one folder, either entry point
+@pytest.fixture(scope="module")
+def entry_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("entry")  # one small replica for both cases
+
+
+class _StageRan(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model,text_overrides", [("lcu", []), ("lcu_untuned_lm", ["text.finetune=false"])])
+def test_both_entry_points_resolve_the_same_stage_folder(entry_root, monkeypatch, model, text_overrides):
+    """`python -m recbench model=lcu data=kuaicomt` (data.text_embeddings=auto, settings: conf/text_stage.yaml
+    changed by the model's `text:` block) and `python -m recbench.text data=kuaicomt` with the same settings
+    key the stage by the same dataset fingerprint and settings: one folder, whichever runs first."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import recbench.config  # noqa: F401  (registers the config resolvers)
+    from recbench.data.kuaicomt import KuaiComtAdapter
+    from recbench.text import stage as stage_mod
+    from recbench.text.__main__ import run_text_stage
+
+    shared = ["data=kuaicomt", f"paths.datasets={entry_root / 'datasets'}", f"paths.models={entry_root / 'models'}",
+              *(f"data.replica.{key}={value}" for key, value in KuaiComtAdapter.smoke_replica.items())]
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        main = compose("config", overrides=[f"model={model}", *shared])
+        alone = compose("text_stage", overrides=[*shared, *text_overrides])
+    runs = []
+
+    def record(adapter, prepared, text, seed, lm_dir=None):
+        runs.append((Path(text.out_dir), Path(lm_dir), seed))
+        raise _StageRan  # where it would run is all this test needs
+
+    monkeypatch.setattr(stage_mod, "run_stage", record)
+    assert main.data.text_embeddings == "auto"
+    with pytest.raises(_StageRan):
+        instantiate(main.data).prepare()  # the main job's path: prepare() -> embeddings_for
+    with pytest.raises(_StageRan):
+        run_text_stage(alone)
+    (auto, cli) = runs
+    assert auto == cli, runs
+    out_dir, lm_dir, _ = auto
+    assert out_dir.parent == lm_dir.parent == entry_root / "models" / "text" / "kuaicomt"
+    assert alone.text.out_dir is None  # the command's config is not changed by the run
+
+    # a finished stage is reused by the command too, whichever entry point built it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / stage_mod.DONE).write_text("{}")
+    assert run_text_stage(alone) == out_dir / "embeddings" and len(runs) == 2
+
+
+def test_the_stage_folder_keys_fingerprint_settings_and_seed_only():
+    from recbench.text.stage import auto_settings, stage_folders
+
+    text, seed = auto_settings({"model": None})
+    first = stage_folders("kuaicomt", "f" * 20, text, seed, "models/text")
+    assert stage_folders("kuaicomt", "f" * 20, auto_settings({})[0], seed, "models/text") == first
+    chunked = auto_settings({"export": {"chunk_size": 7}})[0]  # how the export is saved: the same folder
+    assert stage_folders("kuaicomt", "f" * 20, chunked, seed, "elsewhere")[0].name == first[0].name
+    assert stage_folders("kuaicomt", "f" * 20, text, seed + 1, "models/text")[0] != first[0]
+    assert stage_folders("kuaicomt", "e" * 20, text, seed, "models/text")[0] != first[0]
+    untuned = stage_folders("kuaicomt", "f" * 20, auto_settings({"finetune": False})[0], seed, "models/text")
+    assert untuned[0] != first[0] and untuned[1] == first[1]  # the arms share the LM
 
 
 # ----------------------------------------------------------------------------- KuaiComt's SFT tasks

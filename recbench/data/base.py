@@ -76,7 +76,18 @@ def hash_files(paths: list[Path], chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _banner(text: str) -> None:
+_ANNOUNCED: set[tuple[str, str]] = set()  # (dataset, raw folder) pairs whose banner this process printed
+
+
+def banner(text: str, key: tuple[str, str] | None = None) -> None:
+    """Print `text` framed: once per process for `key` (None: every call), and only in the first DDP
+    process. Every DDP rank prepares the data and a sweep prepares it once per job; the run says it once."""
+    if key is not None:
+        if key in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(key)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return  # a DDP worker rank (Lightning sets these for the processes it starts): rank 0 says it
     line = "=" * 78
     print(f"\n{line}\n{text}\n{line}\n", file=sys.stderr, flush=True)
 
@@ -152,9 +163,10 @@ class DatasetAdapter:
                 f"{self.raw_dir / missing[0]}: file not found (data.source=raw). Fix: put "
                 f"{', '.join(self.required_files)} in {self.raw_dir} (see datasets/{self.name}/raw/README.md) "
                 f"or pass data.raw_dir=<folder holding them>")
-        _banner(f"recbench: no real {self.name} files in {self.raw_dir} -> using the SYNTHETIC replica.\n"
+        banner(f"recbench: no real {self.name} files in {self.raw_dir} -> using the SYNTHETIC replica.\n"
                 f"Results are NOT comparable with published numbers. Put the real files there "
-                f"(datasets/{self.name}/raw/README.md)\nor pass data.source=raw to make this an error.")
+                f"(datasets/{self.name}/raw/README.md)\nor pass data.source=raw to make this an error.",
+                key=(self.name, str(self.raw_dir.absolute())))
         return "synthetic", self._ensure_replica()
 
     def _ensure_replica(self) -> Path:

@@ -99,7 +99,7 @@ import torch
 import yaml
 
 from recbench.data import schema
-from recbench.data.base import DatasetAdapter, Prepared, hash_files, take
+from recbench.data.base import DatasetAdapter, Prepared, banner, hash_files, take
 from recbench.errors import UserInputError
 from recbench.records import atomic_folder
 
@@ -674,11 +674,10 @@ class FuxiCTRAdapter(DatasetAdapter):
                 raise UserInputError("data.source=raw reads a FuxiCTR config, and no data.config is given. Fix: pass "
                                      "data.config=PATH/dataset_config.yaml data.dataset_id=NAME")
             if self.source == "auto":
-                line = "=" * 78
-                print(f"\n{line}\nrecbench: no data.config given -> using the SYNTHETIC replica of a FuxiCTR dataset.\n"
-                      "Results describe generated data only. Pass data.config=PATH/dataset_config.yaml "
-                      f"data.dataset_id=NAME\nto read your own (data.source=raw makes a missing config an error)."
-                      f"\n{line}\n", file=sys.stderr, flush=True)
+                banner("recbench: no data.config given -> using the SYNTHETIC replica of a FuxiCTR dataset.\n"
+                        "Results describe generated data only. Pass data.config=PATH/dataset_config.yaml "
+                        "data.dataset_id=NAME\nto read your own (data.source=raw makes a missing config an error).",
+                        key=(self.name, str(self.replica_dir)))
             folder = self._ensure_replica()
             path, entry = find_dataset(folder / CONFIG_NAME, REPLICA_ID)
             self._parsed = parse_dataset(path, REPLICA_ID, entry)

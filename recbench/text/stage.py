@@ -142,27 +142,47 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def embeddings_for(adapter: Any, prepared: Any, changes: Any, text_dir: str | Path) -> Path:
-    """The embeddings of the text stage for this prepared dataset, run first when they are not there.
-
-    Settings: conf/text_stage.yaml's `text` block (its seed included) changed by `changes` (a model
-    config's `text:` block, e.g. `{finetune: false}`). Output: <text_dir>/<dataset name>/<dataset
-    fingerprint>-<settings hash>/, so runs with different ranker seeds share one text stage, as in
-    the paper (one fine-tuned LLM, then the ranker). The (pretrained) LM goes to <dataset
-    fingerprint>-lm-<hash of the LM settings>/, shared by the arms that differ only in fine-tuning,
-    LoRA or export settings."""
+def auto_settings(changes: Any) -> tuple[Any, int]:
+    """The text settings and seed of `data.text_embeddings=auto`: conf/text_stage.yaml's `text` block
+    changed by `changes` (a model config's `text:` block, e.g. `{finetune: false}`), and its `seed`."""
     from omegaconf import OmegaConf
 
     stage = OmegaConf.load(PROJECT_ROOT / "conf" / "text_stage.yaml")  # read directly: Hydra runs the main job
-    text = OmegaConf.merge(stage.text, changes or {})
-    settings = {k: v for k, v in OmegaConf.to_container(text).items() if k != "out_dir"}
+    return OmegaConf.merge(stage.text, changes or {}), int(stage.seed)
+
+
+def stage_folders(dataset: str, fingerprint: str, text: Any, seed: int, text_dir: str | Path) -> tuple[Path, Path]:
+    """(stage folder, LM folder) of the text stage for one prepared dataset and settings: the one key both
+    entry points use (`data.text_embeddings=auto` and `python -m recbench.text`), so whichever runs first
+    builds the folder the other reuses.
+
+    Stage folder: <text_dir>/<dataset>/<fingerprint[:16]>-<hash of the settings and seed>/; where it is
+    written (`out_dir`) and how the export is chunked (`export.chunk_size`) are not part of the key. LM
+    folder: <fingerprint[:16]>-lm-<hash of the LM settings and seed>/, shared by the arms that differ only
+    in fine-tuning, LoRA or export settings."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(text, resolve=False)
+    values.pop("out_dir", None)  # may hold interpolations only Hydra resolves; never part of the key
+    settings = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
     settings["export"].pop("chunk_size", None)  # how the export is saved, not what it holds
-    fingerprint = prepared.meta["fingerprint"][:16]
-    folder = Path(text_dir) / adapter.name
-    text.out_dir = str(folder / f"{fingerprint}-{_digest([settings, stage.seed])}")
-    lm_dir = folder / f"{fingerprint}-lm-{_digest([{k: settings.get(k) for k in LM_SETTINGS}, stage.seed])}"
-    out_dir = Path(text.out_dir)
+    folder = Path(text_dir) / dataset
+    prefix = fingerprint[:16]
+    lm_settings = {k: settings.get(k) for k in LM_SETTINGS}
+    return (folder / f"{prefix}-{_digest([settings, int(seed)])}",
+            folder / f"{prefix}-lm-{_digest([lm_settings, int(seed)])}")
+
+
+def embeddings_for(adapter: Any, prepared: Any, changes: Any, text_dir: str | Path) -> Path:
+    """The embeddings of the text stage for this prepared dataset, run first when they are not there.
+
+    Settings: `auto_settings(changes)`. Folders: `stage_folders` (one text stage per dataset
+    fingerprint and settings, shared by runs with different ranker seeds, as in the paper: one
+    fine-tuned LLM, then the ranker; `python -m recbench.text` with the same settings uses it too)."""
+    text, seed = auto_settings(changes)
+    out_dir, lm_dir = stage_folders(adapter.name, prepared.meta["fingerprint"], text, seed, text_dir)
+    text.out_dir = str(out_dir)
     if not (out_dir / DONE).exists():
         print(f"recbench: no text embeddings for this dataset yet; running the text stage into {out_dir}")
-        run_stage(adapter, prepared, text, seed=int(stage.seed), lm_dir=lm_dir)
+        run_stage(adapter, prepared, text, seed=seed, lm_dir=lm_dir)
     return out_dir / "embeddings"
