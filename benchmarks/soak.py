@@ -257,7 +257,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "soak")
     args = parser.parse_args()
-    shutil.rmtree(args.out, ignore_errors=True)
+    if args.out.exists() and any(args.out.iterdir()) and not (args.out / "soak.json").exists() \
+            and not any(args.out.glob("twin_*")):
+        sys.exit(f"soak: {args.out} holds files that are not a soak's; pass an empty or a soak folder as --out")
+    shutil.rmtree(args.out, ignore_errors=True)  # a previous soak's folder
     soak, started, trials = Soak(args.out, random.Random(args.seed)), time.time(), []
     names = list(CONFIGS)
     for trial in range(args.runs):

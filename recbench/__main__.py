@@ -108,8 +108,14 @@ def check_config(cfg: Any) -> None:
               ("optimizer.sparse.lr", cfg.optimizer.sparse.lr, lambda v: v > 0, "a positive number"),
               ("optimizer.gradient_clip", cfg.optimizer.gradient_clip, lambda v: v is None or v > 0,
                "a positive number or null"),
+              ("optimizer.sparse_min_rows", cfg.optimizer.get("sparse_min_rows"),
+               lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+               "auto, a non-negative integer or null"),
               ("trainer.max_epochs", cfg.trainer.max_epochs, lambda v: isinstance(v, int) and v > 0,
-               "a positive integer")]
+               "a positive integer"),
+              # recbench serves overfit batches itself (whole index batches), so a count, not Lightning's fraction
+              ("trainer.overfit_batches", cfg.trainer.get("overfit_batches") or 0,
+               lambda v: float(v).is_integer() and v >= 0, "a whole number of batches (0: off)")]
     for key, value, valid, expected in checks:
         if not valid(value):
             raise UserInputError(f"config '{key}' is {value!r}; it must be {expected}. Fix: {key}=<{expected}>")
@@ -143,6 +149,7 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
 
     from recbench.data.datamodule import RecDataModule, declared_batch_keys
     from recbench.module import RecModule
+    from recbench.optim.row_updates import resolve_sparse_min_rows
 
     check_fit(cfg, choices)
     adapter = instantiate(cfg.data)
@@ -164,14 +171,24 @@ def build(cfg: Any, choices: dict[str, str]) -> tuple[Any, Any, Any]:
         compile_net(net, cfg.trainer.get("accelerator"))
     module = RecModule(net, heads, optimizer=instantiate(cfg.optimizer.dense),
                        sparse_optimizer=instantiate(cfg.optimizer.sparse),
-                       gradient_clip=cfg.optimizer.gradient_clip)
+                       gradient_clip=cfg.optimizer.gradient_clip,
+                       sparse_min_rows=resolve_sparse_min_rows(cfg.optimizer.get("sparse_min_rows"), cfg.loader.batch_size))
     return datamodule, prepared, module
 
 
 def compile_net(net: Any, accelerator: str | None) -> None:
     """torch.compile the net in place (`nn.Module.compile`: parameter names and checkpoints stay as
-    they are). Shapes are dynamic: batch sizes and the number of real history items vary."""
+    they are). Shapes are dynamic: batch sizes and the number of real history items vary.
+
+    Known noise of that compile is filtered where it comes from, nothing else: a sparse embedding
+    table (SparseAdam) has a sparse gradient, whose backward inductor cannot compile (aten.nonzero), so
+    each graph holding such a lookup falls back to running it eagerly (the right outcome) and torch
+    says so twice: a ~13-line `torch._dynamo.exc` warning per graph ("Backend compiler exception ...
+    failed with aten.nonzero.default"), and a 5-line anomaly-mode UserWarning ("Error detected in
+    EmbeddingBackward0") from AOTAutograd tracing that backward."""
+    import logging
     import shutil
+    import warnings
 
     import torch
 
@@ -179,6 +196,16 @@ def compile_net(net: Any, accelerator: str | None) -> None:
     if on_cpu and not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise UserInputError("compile=true on CPU needs a C++ compiler (torch.compile writes C++ kernels) and "
                              "none is on PATH. Fix: install g++ (or clang++), or set compile=false")
+    warnings.filterwarnings("ignore", message=r"Error detected in EmbeddingBackward0\b", category=UserWarning,
+                            module=r"torch\.autograd\.graph")
+
+    def not_the_sparse_gradient_fallback(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("Backend compiler exception" in message and "aten.nonzero" in message)
+
+    dynamo = logging.getLogger("torch._dynamo.exc")
+    if not any(getattr(f, "__name__", "") == not_the_sparse_gradient_fallback.__name__ for f in dynamo.filters):
+        dynamo.addFilter(not_the_sparse_gradient_fallback)  # once per process, however many nets are compiled
     net.compile(dynamic=True)
 
 
@@ -195,6 +222,10 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
 
     quiet_lightning()
     check_config(cfg)
+    if cfg.train and cfg.resume and (run_dir / "checkpoints" / "last.ckpt").exists():
+        from recbench.resume_guard import verify  # before anything is written into the run's folder
+
+        verify(run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir / "checkpoints" / "last.ckpt")
     if cfg.get("keep_freed_memory", True):
         from recbench.allocator import keep_freed_memory
 
@@ -213,14 +244,15 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
                  ResumeCheckpoint(last, cfg.checkpoint.every_n_steps), StopAtBatchBoundary()]
-    if datamodule.progressive:  # before the checkpoint writers, so their checkpoints hold its state
+    # before the checkpoint writers, so their checkpoints hold its state (overfitting has no stream to follow)
+    if datamodule.progressive and not cfg.trainer.get("overfit_batches"):
         from recbench.progressive import ProgressiveValidation
 
         callbacks.insert(0, ProgressiveValidation(datamodule.streaming))
     if kill_point():  # fault injection (tests, benchmarks/soak.py)
         callbacks.append(KillSwitch(*kill_point()))
     # save_dir: the folder this run resolved, which for resume=true is the interrupted run's, not Hydra's new one
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
+    logger = instantiate(cfg.logger, **_logger_folder(cfg, run_dir)) if cfg.get("logger") else False
     if logger:  # the resolved config goes with the metrics (csv: hparams.yaml; tensorboard: hparams; wandb: config)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     datamodule.overfit_batches = int(cfg.trainer.get("overfit_batches") or 0)  # served by the datamodule
@@ -290,24 +322,37 @@ def result_warnings(test: dict[str, float], chance: float, loss_trace: Any) -> l
     return lines
 
 
+def _logger_folder(cfg: Any, run_dir: Path) -> dict[str, str]:
+    """The logger writes into the folder this run resolved (for resume=true the interrupted run's, not the
+    new one Hydra made), unless the user pointed logger.save_dir somewhere else."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_folder = HydraConfig.get().runtime.output_dir
+    except ValueError:  # not under Hydra (the bench's worker)
+        return {}
+    return {"save_dir": str(run_dir)} if cfg.logger.get("save_dir") == hydra_folder else {}
+
+
 def fit(cfg: Any, run_dir: Path, trainer: Any, module: Any, datamodule: Any, last: Path) -> float:
     """Train (or resume, after checking the run's settings and the checkpoint); returns the seconds."""
     from omegaconf import OmegaConf
 
     from recbench.interrupts import before_training, outside_training
-    from recbench.resume_guard import remember_config, verify
+    from recbench.resume_guard import remember_config
 
     resume_from = str(last) if cfg.resume and last.exists() else None
     config = OmegaConf.to_container(cfg, resolve=True)
-    if resume_from:
-        verify(run_dir, config, last)  # same settings, intact checkpoint, or one line and exit 2
+    if resume_from:  # verified at the start of train()
         print(f"recbench: resuming from {resume_from}", file=sys.stderr)
     elif trainer.is_global_zero:
         remember_config(run_dir, config)
     started = time.perf_counter()
     before_training()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    outside_training()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    finally:
+        outside_training()
     return time.perf_counter() - started
 
 
@@ -342,7 +387,7 @@ def eval_arguments(argv: list[str]) -> list[str]:
     from recbench.rerun import check_overrides as check_record_overrides
 
     given = argv[1:]
-    ckpt = next((arg.split("=", 1)[1] for arg in given if arg.startswith("ckpt_path=")), None)
+    ckpt = next((arg.split("=", 1)[1].strip("'\"") for arg in given if arg.startswith("ckpt_path=")), None)
     if not ckpt or not Path(ckpt).expanduser().is_file():
         raise UserInputError(f"eval needs an existing checkpoint (ckpt_path={ckpt}). "
                              "Fix: python -m recbench eval ckpt_path=experiments/runs/<run>/checkpoints/best.ckpt")
@@ -358,7 +403,8 @@ def eval_arguments(argv: list[str]) -> list[str]:
         print(f"recbench: evaluating {path} with its run's overrides: {' '.join(inherited) or '(none)'}",
               file=sys.stderr)
     rest = [arg for arg in given if not arg.startswith("ckpt_path=")]
-    return [*inherited, *rest, f"ckpt_path={path}", "train=false"]
+    quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")  # Lightning names checkpoints epoch=3-step=100.ckpt
+    return [*inherited, *rest, f"ckpt_path='{quoted}'", "train=false"]
 
 
 def _deterministic(trainer_cfg: Any) -> bool:
@@ -422,6 +468,17 @@ def _best_epoch(history: list[dict[str, Any]], monitor: str, mode: str) -> dict[
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
+def traceback_to_log_files() -> None:
+    """The exception being handled, into the run's log file(s) only (the console shows it once, raised)."""
+    import logging
+
+    record = logging.getLogger("recbench").makeRecord("recbench", logging.ERROR, __file__, 0, "run failed", None,
+                                                      sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def write_record(run_dir: Path, record: dict[str, Any]) -> bool:
     """A failed or interrupted run's record; if even that cannot be written (a full disk), one line says
     so and the caller's own line follows."""
@@ -439,8 +496,9 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> bool:
 def interrupted(run_dir: Path, base: dict[str, Any], signum: int) -> None:
     """Ctrl+C or SIGTERM (recbench/interrupts.py): an `interrupted` record, one line, exit 128 + signal.
     A sweep stops too: the user (or the scheduler) asked everything to stop."""
-    from recbench.interrupts import signal_name
+    from recbench.interrupts import ignore_signals, signal_name
 
+    ignore_signals()
     last = run_dir / "checkpoints" / "last.ckpt"
     how = (f"{last} holds the last saved point. Fix: run the same command with resume=true to go on"
            if last.exists() else "it had saved no checkpoint yet. Fix: run the same command again")
@@ -481,8 +539,11 @@ def hydra_entry() -> None:
             if hydra_cfg.mode.name == "RUN":
                 sys.exit(2)
             return float("nan")
+        import signal
+
         from recbench.console import tee_console
 
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker rank: Lightning gives it its own log
                 return claimed(cfg, hydra_cfg, run_dir, choices)
@@ -490,6 +551,8 @@ def hydra_entry() -> None:
                 return claimed(cfg, hydra_cfg, run_dir, choices)
         finally:
             release()
+            for signum, handler in handlers.items():  # the next sweep member, or an in-process caller
+                signal.signal(signum, handler)
 
     def claimed(cfg, hydra_cfg, run_dir: Path, choices: dict[str, str]) -> float | None:
         base = {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
@@ -534,6 +597,7 @@ def hydra_entry() -> None:
                 return float("nan")
             write_record(run_dir, {**base, "status": "failed", "error": line})
             if hydra_cfg.mode.name == "RUN":
+                traceback_to_log_files()  # the console gets it from the raise
                 raise  # a single run keeps its traceback
             logging.getLogger("recbench").error("run failed", exc_info=True)  # traceback -> <run>/__main__.log
             print(f"recbench: error: {line} (traceback in {run_dir / '__main__.log'}); the sweep goes on",

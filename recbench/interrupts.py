@@ -39,10 +39,21 @@ def outside_training() -> None:
     signal.signal(signal.SIGTERM, _raise_now)
 
 
+def _remember(signum: int, frame: Any) -> None:
+    received.append(signum)
+
+
 def before_training() -> None:
-    """Hand SIGTERM back to Lightning, which installs its batch-boundary handler at fit start (it would
-    call ours too, and ours raises mid-step)."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """Lightning installs its batch-boundary SIGTERM handler when fit starts and calls the one it finds there
+    too, so the one left here only remembers the signal (raising would stop mid-step); a SIGTERM that comes
+    before Lightning's handler is in place is sent again when training starts (StopAtBatchBoundary)."""
+    signal.signal(signal.SIGTERM, _remember)
+
+
+def ignore_signals() -> None:
+    """While an interruption is being recorded: a second Ctrl+C must not cut the record short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def first_signal(default: int = signal.SIGTERM) -> int:
@@ -54,11 +65,14 @@ def signal_name(signum: int) -> str:
 
 
 class StopAtBatchBoundary(L.Callback):
-    """During fit, a first Ctrl+C becomes a SIGTERM to this process (stop at the batch boundary, keep a
-    checkpoint); a second Ctrl+C raises at once. `outside_training()` after fit puts both handlers back."""
+    """During training, a first Ctrl+C becomes a SIGTERM to this process (stop at the batch boundary, keep
+    a checkpoint); a second Ctrl+C raises at once. Installed at train start, after Lightning has noted the
+    handlers it puts back at teardown; `outside_training()` after fit puts both of recbench's back."""
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         signal.signal(signal.SIGINT, self._first_ctrl_c)
+        if signal.SIGTERM in received:  # came while fit was setting up: now Lightning's handler is there
+            signal.raise_signal(signal.SIGTERM)
 
     @staticmethod
     def _first_ctrl_c(signum: int, frame: Any) -> None:

@@ -2,7 +2,9 @@
 
 Optimisation: parameters of sparse embedding tables (`nn.Embedding(sparse=True)`) get a row-wise
 sparse optimiser (only the rows a batch touches are read and written); everything else gets the
-dense optimiser. Two optimisers means manual optimisation, which also keeps the step explicit.
+dense optimiser. Which of the tables a model marks sparse stay sparse is decided per table by its
+size (`sparse_min_rows`, recbench/optim/row_updates.py): smaller ones join the dense optimiser.
+Two optimisers means manual optimisation, which also keeps the step explicit.
 A task-aware dense optimiser (recbench/optim, e.g. AdaTask) gets one gradient per task for the
 parameters several tasks share (recbench/optim/task_split.py); the heads then compute the loss from
 detached outputs so that its gradient can be split by task at the outputs.
@@ -23,6 +25,7 @@ from torch import nn
 
 from recbench.errors import NumericalFault
 from recbench.optim.base import TaskAwareOptimizer
+from recbench.optim.row_updates import choose_row_updates
 from recbench.optim.task_split import TaskGradientSplit
 from recbench.tasks.base import TaskHead
 
@@ -37,8 +40,10 @@ def split_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parame
 
 class RecModule(L.LightningModule):
     def __init__(self, net: nn.Module, heads: dict[str, TaskHead], optimizer: partial,
-                 sparse_optimizer: partial, gradient_clip: float | None) -> None:
+                 sparse_optimizer: partial, gradient_clip: float | None, sparse_min_rows: int | None = None) -> None:
         super().__init__()
+        # per id table: row-wise (sparse optimiser) or whole (dense optimiser), by its rows (None: as the model set it)
+        self.row_updates = choose_row_updates(net, sparse_min_rows)
         self.net = net
         self.heads = nn.ModuleDict(heads)
         self.make_optimizer: Callable = optimizer
@@ -115,9 +120,13 @@ class RecModule(L.LightningModule):
         for optimizer in optimizers:
             optimizer.step()
         size = len(next(iter(batch.values())))
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        # the step value is this process's own; epoch means are over every DDP rank's rows (sync_dist: one
+        # reduce at the epoch's end; the two keys are the ones on_step + on_epoch would name)
+        self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
+        self.log("train/loss_epoch", loss.detach(), prog_bar=True, on_step=False, on_epoch=True, batch_size=size,
+                 sync_dist=True)
         for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def _numerical_fault(self, terms: dict[str, torch.Tensor]) -> None:
@@ -192,14 +201,18 @@ class RecModule(L.LightningModule):
         values = self._finish("valid")
         if self.trainer.sanity_checking:
             return
-        self.log_dict(values, prog_bar=False)
+        # every rank computed these from the outputs gathered across the ranks (`_finish`): the same exact
+        # value on each. sync_dist tells Lightning so (without it, DDP warns once per key); the max over
+        # identical values is that value bit for bit on any number of ranks (a mean can round); one process
+        # skips the reduce
+        self.log_dict(values, prog_bar=False, sync_dist=True, reduce_fx="max")
         self.results["valid"] = values
         if self.trainer.state.fn == "fit":  # a validate() after training (predictions) is not an epoch
             self.history.append({"epoch": self.current_epoch, **values})
 
     def on_test_epoch_end(self):
         values = self._finish("test")
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True, reduce_fx="max")  # gathered: see on_validation_epoch_end
         self.results["test"] = values
 
     # ------------------------------------------------------------------ resume
@@ -287,12 +300,15 @@ class LossTrace:
         self.last.append(value)
 
     def did_not_fall(self) -> tuple[float, float] | None:
-        """(first mean, last mean) when the last window's mean loss is not below the first's, once the two
-        windows do not overlap; else None."""
-        if self.steps < 2 * self.window:
+        """(first mean, last mean) when the mean loss of the last steps is not below that of the first ones:
+        windows of up to `window` steps that do not overlap, at least 5 each (debug=overfit's 60 steps count);
+        else None."""
+        width = min(self.window, self.steps // 2)
+        if width < 5:
             return None
-        first, last = sum(self.first) / len(self.first), sum(self.last) / len(self.last)
-        return (first, last) if last >= first else None
+        first, last = self.first[:width], list(self.last)[-width:]
+        first_mean, last_mean = sum(first) / width, sum(last) / width
+        return (first_mean, last_mean) if last_mean >= first_mean else None
 
 
 def write_predictions(path: Path, parts: list[dict[str, torch.Tensor]]) -> None:

@@ -47,8 +47,18 @@ TEMP_NAME = re.compile(r"^\..+\.(?:tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+
 OTHER_HOST_TEMP_SECONDS = 24 * 3600  # a temp from another machine (a shared disk): its pid cannot be checked
 
 
+def _machine() -> str:
+    """This host and pid namespace: containers that share a hostname (host networking) but not their pids
+    must not judge each other's writers by pid."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}~{namespace}"
+
+
 def temp_prefix(name: str, kind: str = "tmp") -> str:
-    return f".{name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+    return f".{name}.{kind}-{_machine()}-{os.getpid()}-"
 
 
 def process_alive(pid: int) -> bool:
@@ -64,7 +74,7 @@ def process_alive(pid: int) -> bool:
 def remove_dead_temps(folder: Path) -> list[Path]:
     """Remove the temp files and folders in `folder` whose writer is gone; returns what was removed."""
     removed = []
-    host = socket.gethostname()
+    host = _machine()
     try:
         entries = list(Path(folder).glob(".*"))
     except OSError:
@@ -175,6 +185,11 @@ def atomic_folder(path: Path) -> Iterator[Path]:
         raise
 
 
+def _put_back(old: Path | None, out_dir: Path) -> None:
+    if old is not None and not out_dir.exists():
+        os.replace(old, out_dir)
+
+
 def swap_folder_into_place(tmp: Path, out_dir: Path, names: list[str] | None = None) -> None:
     """Rename the finished temp folder onto `out_dir`, replacing an older copy."""
     old = None
@@ -187,8 +202,12 @@ def swap_folder_into_place(tmp: Path, out_dir: Path, names: list[str] | None = N
         # a concurrent writer put a folder there first; same config -> same bytes, so keep theirs
         names = [p.name for p in tmp.iterdir()] if names is None else names
         if not all((out_dir / name).exists() for name in names):
+            _put_back(old, out_dir)
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:  # interrupted between the two renames: the old copy goes back
+        _put_back(old, out_dir)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

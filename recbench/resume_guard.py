@@ -14,7 +14,7 @@ from typing import Any
 
 from recbench.errors import UserInputError
 from recbench.report.collect import flatten_config
-from recbench.records import write_json_atomic
+from recbench.records import json_safe, write_json_atomic
 
 RUN_CONFIG = "run_config.json"
 # keys (dotted prefixes) that may differ between the interrupted run and its resume
@@ -36,8 +36,13 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def as_saved(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as run_config.json holds it (standard JSON: inf / NaN as null), for comparing like with like."""
+    return json.loads(json.dumps(json_safe(config), default=str))
+
+
 def remember_config(run_dir: Path, config: dict[str, Any]) -> None:
-    write_json_atomic(run_dir / RUN_CONFIG, json.loads(json.dumps(config, default=str)))
+    write_json_atomic(run_dir / RUN_CONFIG, as_saved(config))
 
 
 def verify(run_dir: Path, config: dict[str, Any], checkpoint: Path) -> None:
@@ -46,7 +51,7 @@ def verify(run_dir: Path, config: dict[str, Any], checkpoint: Path) -> None:
     saved_path = run_dir / RUN_CONFIG
     if saved_path.exists():
         saved = _kept(json.loads(saved_path.read_text()))
-        now = _kept(json.loads(json.dumps(config, default=str)))
+        now = _kept(as_saved(config))
         changed = [f"{k}: {saved.get(k, '<unset>')} -> {now.get(k, '<unset>')}"
                    for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if changed:

@@ -76,6 +76,7 @@ def test_resume_refuses_other_settings_and_a_damaged_checkpoint(uninterrupted):
     assert killed.returncode == -9 and (run_dir / "checkpoints" / "last.ckpt.sha256").exists()
     other = run(tmp, run_dir, "resume=true", "seed=2")
     assert other.returncode == 2 and "was made with other settings (seed: 1 -> 2)" in other.stderr
+    assert "seed: 1" in (run_dir / "config.yaml").read_text()  # refused before it wrote into the run's folder
     last = run_dir / "checkpoints" / "last.ckpt"
     data = bytearray(last.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # 64 zeroed bytes: still loads, silently wrong

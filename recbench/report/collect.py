@@ -16,7 +16,7 @@ from recbench.records import nulls_to_nan
 # Resolved-config keys (dotted prefixes) that cannot change a run's result: left out of the config key.
 # Where the data lives is not part of the key; what the data is, is (the dataset fingerprint).
 NUMERIC_PARTS = ("metrics", "history", "progressive_curve", "train_epoch_samples_per_second")
-NON_SEMANTIC = ("seed", "resume", "paths", "logger", "benchmark", "hydra", "tags", "data.source", "data.raw_dir",
+NON_SEMANTIC = ("seed", "resume", "paths", "logger", "benchmark", "hydra", "tags", "predictions", "data.source", "data.raw_dir",
                 "data.cache_dir", "data.replica_dir", "data.use_cache", "data.text_dir", "loader.eval_batch_size",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                 "trainer.default_root_dir")

@@ -202,6 +202,16 @@ def _benchmark(run: Run) -> dict[str, Any]:
     return (run.get("config") or {}).get("benchmark") or {}
 
 
+def ranked(run: Run) -> bool:
+    """Whether a finished record belongs in a leaderboard: not a re-evaluation of a checkpoint (`python -m
+    recbench eval`: the training run's own record is there) and not a debug run (fast_dev_run, overfit or
+    limited batches: scored on a few batches)."""
+    trainer = (run.get("config") or {}).get("trainer") or {}
+    limited = any(trainer.get(f"limit_{split}_batches") is not None for split in ("train", "val", "test"))
+    debug = trainer.get("fast_dev_run") or (trainer.get("overfit_batches") or 0) > 0 or limited
+    return run.get("mode", "train") != "eval" and not debug
+
+
 def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None,
                  reference: str | None = None) -> list[Table]:
     """One table per (dataset, data source, monitored metric, shared settings): the rows of a table differ
@@ -210,7 +220,7 @@ def build_tables(runs: Iterable[Run], baselines: Sequence[str] | None = None,
     label of the row every other row is compared with (e.g. "llm_alignment"), instead of the best
     baseline, in each table that has it; a UserInputError names the labels when no
     table has that row."""
-    finished = [run for run in runs if run.status == "finished"]
+    finished = [run for run in runs if run.status == "finished" and ranked(run)]
     grouped: dict[tuple[str, str, str, str, str], list[Run]] = {}
     for run in finished:
         monitor = run.get("monitor") or {}
