@@ -445,6 +445,158 @@ def test_grouped_xauc_edge_cases():
         M.grouped_xauc([1, 2], [1, 2], [0, 0], weight="impressions")
 
 
+# XAUC's sort-based implementation (_sort_order on packed keys, the bit-level
+# inversion counter with segment bookkeeping) against the brute-force pair loops
+# above: random ties, random groups, awkward float values, every code path.
+
+
+def xauc_case(rng, n):
+    """Random (pred, target, groups) of one of several tie / value patterns."""
+    kind = int(rng.integers(0, 6))
+    if kind == 0:  # heavy ties on both sides
+        pred = np.round(rng.random(n), 1)
+        target = rng.integers(0, int(rng.integers(1, 6)), n).astype(float)
+    elif kind == 1:  # float32 model outputs (the exact fast path), staytime-like targets
+        pred = rng.normal(size=n).astype(np.float32)
+        target = np.round(rng.exponential(3.0, n), 1)
+    elif kind == 2:  # continuous float64 on both sides, negative values
+        pred, target = rng.normal(size=n), rng.normal(size=n)
+    elif kind == 3:  # signed zeros (-0.0 == 0.0 is a tie) and integers
+        pred = rng.choice([-0.0, 0.0, 1.0, -1.0], n)
+        target = rng.integers(-3, 3, n)
+    elif kind == 4:  # neighbouring floats over a huge range: forces _sort_order's repair
+        base = rng.choice([-1e300, -1.0, 1.0, 3.0, 1e300], n)
+        pred = base + rng.integers(0, 4, n) * np.spacing(base)
+        target = rng.choice([1e-300, 1.0, np.nextafter(1.0, 2.0), 2.0], n)
+    else:  # all predictions equal
+        pred = np.full(n, 0.25)
+        target = rng.integers(0, 4, n).astype(float)
+    groups = rng.integers(0, int(rng.integers(1, max(2, n // 2) + 1)), n)
+    return pred, target, groups
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_xauc_and_grouped_match_bruteforce_random_cases(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(1, 90))
+    pred, target, groups = xauc_case(rng, n)
+    p64, t64 = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    assert same(M.xauc(pred, target), ref_xauc(p64, t64))
+    for weight in ("pairs", "uniform"):
+        got = M.grouped_xauc(pred, target, groups, weight=weight)
+        assert same(got, ref_grouped_xauc(p64, t64, groups, weight))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_xauc_wide_key_path(monkeypatch, seed):
+    # Inputs whose (group, target rank, pred rank) key would not fit one int64 take
+    # another route (dense rank of (group, target) first); force it on small inputs.
+    rng = np.random.default_rng(2000 + seed)
+    pred, target, groups = xauc_case(rng, int(rng.integers(2, 90)))
+    p64, t64 = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    fast = M.grouped_xauc(pred, target, groups)
+    monkeypatch.setattr(M, "_XAUC_KEY_BITS", 0)
+    assert same(M.grouped_xauc(pred, target, groups), ref_grouped_xauc(p64, t64, groups, "pairs"))
+    assert M.grouped_xauc(pred, target, groups) == fast or math.isnan(fast)
+
+
+def test_xauc_edge_cases_more():
+    assert math.isnan(M.xauc([0.3], [1.0]))  # one row
+    assert math.isnan(M.grouped_xauc([0.3], [1.0], [7]))
+    assert math.isnan(M.xauc(np.arange(10.0), np.full(10, 3.0)))  # all targets equal
+    assert math.isnan(M.grouped_xauc(np.arange(10.0), np.full(10, 3.0), np.arange(10) % 3))
+    # all predictions equal: every valid pair is a tie -> 1/2
+    assert M.xauc(np.full(50, -0.0), np.arange(50.0)) == 0.5
+    assert M.grouped_xauc(np.zeros(50), np.arange(50.0), np.arange(50) % 4) == 0.5
+    # a group with one row contributes nothing; the other groups decide
+    assert M.grouped_xauc([5.0, 1.0, 2.0, 3.0], [9.0, 1.0, 2.0, 3.0], [0, 1, 1, 1]) == 1.0
+    assert M.grouped_xauc([5.0, 3.0, 2.0], [9.0, 1.0, 2.0], ["solo", "u", "u"], weight="uniform") == 0.0
+    # -0.0 and 0.0 tie, on either side
+    assert M.xauc([-0.0, 0.0], [1.0, 2.0]) == 0.5
+    assert math.isnan(M.xauc([1.0, 2.0], [-0.0, 0.0]))
+    # float32 / bfloat16 / int / bool inputs and torch tensors give the same numbers
+    rng = np.random.default_rng(13)
+    pred, target = rng.normal(size=200).astype(np.float32), rng.integers(0, 5, 200)
+    want = ref_xauc(pred.astype(np.float64), target.astype(np.float64))
+    assert same(M.xauc(pred, target), want)
+    assert same(M.xauc(torch.from_numpy(pred), torch.from_numpy(target)), want)
+    assert same(M.xauc(torch.from_numpy(pred).to(torch.bfloat16), target),
+                ref_xauc(torch.from_numpy(pred).to(torch.bfloat16).double().numpy(), target.astype(float)))
+    assert same(M.xauc(target > 2, pred), ref_xauc((target > 2).astype(float), pred.astype(float)))
+
+
+def test_sort_order_matches_stable_argsort():
+    rng = np.random.default_rng(14)
+    cases = [
+        np.array([], dtype=np.float64),
+        np.array([3.5]),
+        np.full(17, 2.0),
+        np.round(rng.normal(size=5000), 2),
+        rng.normal(size=5000).astype(np.float32),
+        np.array([-0.0, 0.0, -0.0, 1e-320, -1e-320, 0.0]),  # signed zeros tie; subnormals
+        # neighbouring floats spread over a huge range: shortened keys collide
+        np.concatenate([b + np.arange(6) * np.spacing(b) for b in (-1e300, -2.0, 1.0, 7.0, 1e300)])[
+            rng.permutation(30)
+        ],
+        rng.choice(np.array([1e300, 1.0, np.nextafter(1.0, 2.0), -5.0]), 4000),
+        rng.integers(-(2**63), 2**63 - 1, 3000, dtype=np.int64, endpoint=True),
+        np.array([2**63 - 1, -(2**63), 0, -1, 2**63 - 1], dtype=np.int64),
+        rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True),
+        rng.integers(0, 2, 300).astype(bool),
+        rng.integers(0, 40, 3000).astype(np.int16),
+    ]
+    for x in cases:
+        order, sorted_keys = M._sort_order(M._order_key(x))
+        want = np.argsort(x, kind="stable")
+        if x.dtype.kind == "f":
+            want = np.lexsort((np.arange(len(x)), x + 0.0))  # -0.0 == 0.0: row order
+        np.testing.assert_array_equal(order, want, err_msg=str(x.dtype))
+        # narrowed sorted keys: same ties as the values, strictly increasing between them
+        xs = x[order]
+        np.testing.assert_array_equal(sorted_keys[1:] == sorted_keys[:-1], xs[1:] == xs[:-1])
+        assert np.all(sorted_keys[1:] >= sorted_keys[:-1])
+
+
+def test_group_codes_match_np_unique():
+    rng = np.random.default_rng(15)
+    for g in (
+        rng.integers(-5, 5, 1000),
+        rng.integers(0, 2**64 - 1, 500, dtype=np.uint64, endpoint=True),
+        np.array([2**63 - 1, -(2**63), 0, 2**63 - 1], dtype=np.int64),
+        np.round(rng.normal(size=1000), 1),
+        np.array([-0.0, 0.0, 1.5, -0.0]),
+        rng.integers(0, 2, 50).astype(bool),
+        rng.integers(0, 9, 300).astype(np.uint8),
+        np.array(["b", "a", "b", "c"]),
+        np.array([7]),
+    ):
+        codes, n_groups = M._group_codes(g)
+        uniq, want = np.unique(g, return_inverse=True)
+        np.testing.assert_array_equal(codes, want.reshape(-1))
+        assert n_groups == len(uniq) and codes.dtype == np.int64
+
+
+def test_grouped_xauc_exact_at_5e4_rows():
+    # Many small groups (the production shape: users), float32 predictions, staytime
+    # targets with ties; the per-group reference is the brute-force pair loop.
+    rng = np.random.default_rng(16)
+    n = 50_000
+    groups = rng.integers(0, 5_000, n)
+    target = np.round(rng.exponential(20.0, n), 0)
+    pred = (0.05 * target + rng.normal(size=n)).astype(np.float32)
+    order = np.argsort(groups, kind="stable")
+    g_sorted, p_sorted, t_sorted = groups[order], pred[order].astype(np.float64), target[order]
+    bounds = np.flatnonzero(np.diff(g_sorted)) + 1
+    num = den = num_u = den_u = 0.0
+    for p_g, t_g in zip(np.split(p_sorted, bounds), np.split(t_sorted, bounds)):
+        credit, pairs = ref_xauc_parts(p_g, t_g)
+        if pairs:
+            num, den = num + credit, den + pairs
+            num_u, den_u = num_u + credit / pairs, den_u + 1
+    assert M.grouped_xauc(pred, target, groups) == pytest.approx(num / den, abs=1e-12)
+    assert M.grouped_xauc(pred, target, groups, weight="uniform") == pytest.approx(num_u / den_u, abs=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # Ranking metrics
 # ----------------------------------------------------------------------------
