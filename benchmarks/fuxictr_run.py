@@ -4,7 +4,7 @@ Runs in FuxiCTR's own virtual environment (benchmarks/.venv-fuxictr, made by the
 in recbench's: FuxiCTR 2.3.x needs polars < 2 and Ray, recbench polars >= 2.
 
     benchmarks/.venv-fuxictr/bin/python benchmarks/fuxictr_run.py --config-dir DIR --expid DIN_recbench \
-        --threads 2 --out result.json [--fix-deepfm-init]
+        --threads 2 --out result.json [--fix-deepfm-init] [--num-workers N] [--preprocess-only]
 
 DIR holds a FuxiCTR `dataset_config.yaml` + `model_config.yaml` written by the benchmark. The script
 follows FuxiCTR's documented flow (demo/example6_DIN_with_sequence_feature.py, model_zoo run_expid.py):
@@ -14,8 +14,15 @@ below from the installed layers exactly as model_zoo/DIN/src/DIN.py and
 model_zoo/DeepFM/DeepFM_torch/src/DeepFM.py do (reczoo/FuxiCTR @0245987).
 
 Timing: the seconds of each `train_epoch` minus the validation pass FuxiCTR runs at its end (the
-training loop, its Ray data pipeline included). Test predictions are saved with their row ids so
+training loop, its Ray data pipeline included), and the seconds of every training step, measured
+from the end of the previous step (or the epoch's start) to the end of this one, so a step's time
+includes waiting for its batch from the loader. Test predictions are saved with their row ids so
 the benchmark scores both frameworks with the same metric code.
+
+`--num-workers N` sets the loader's `num_workers` (FuxiCTR 2.3's ParquetDataLoader: the batches Ray
+prefetches; FuxiCTR's model_zoo configs use 3); without it the model config's value holds.
+`--preprocess-only` builds FuxiCTR's processed data (vocabularies, encoded parquet, feature_map.json
+under data_root) and exits, so that timed runs start from the cache.
 """
 
 from __future__ import annotations
@@ -143,11 +150,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     parser.add_argument("--fix-deepfm-init", action="store_true")
+    parser.add_argument("--num-workers", type=int, default=None, help="loader prefetch (default: the model config's)")
+    parser.add_argument("--preprocess-only", action="store_true", help="build the processed data, write json, exit")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     params = load_config(args.config_dir, args.expid)
     params["gpu"] = -1
+    if args.num_workers is not None:
+        params["num_workers"] = args.num_workers
     set_logger(params)
     seed_everything(seed=params["seed"])
 
@@ -156,6 +167,10 @@ def main() -> None:
                                  dataset_id=params["dataset_id"], data_root=params["data_root"])
     params["train_data"], params["valid_data"], params["test_data"] = build_dataset(processor, **params)
     preprocess_seconds = time.perf_counter() - started  # ~0 when FuxiCTR reuses its cache
+    if args.preprocess_only:
+        _write_json(args.out, {"preprocess_seconds": preprocess_seconds, "expid": args.expid,
+                               "peak_rss_self_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20})
+        return
 
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     feature_map = FeatureMap(params["dataset_id"], data_dir)
@@ -164,23 +179,42 @@ def main() -> None:
     model = MODELS[params["model"]](feature_map, **params)
     fixed = fix_deepfm_linear_init(model, feature_map) if args.fix_deepfm_init else []
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # rows of the id tables (FuxiCTR's 1-d LR weights of DeepFM left out: they are not embeddings)
+    embedding_rows = sum(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding) and m.embedding_dim > 1)
 
     train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
     epoch_seconds, eval_seconds = [], []
-    train_epoch, eval_step = model.train_epoch, model.eval_step
+    step_seconds, step_samples = [], []  # per epoch, per step
+    last_end = [0.0]
+    train_epoch, eval_step, train_step = model.train_epoch, model.eval_step, model.train_step
+    label = feature_map.labels[0]
+
+    def timed_train_step(batch_data):
+        loss = train_step(batch_data)
+        loss.item()  # the step's work is done (FuxiCTR's loop calls .item() right after, too)
+        now = time.perf_counter()
+        step_seconds[-1].append(now - last_end[0])
+        step_samples[-1].append(int(len(batch_data[label])))
+        last_end[0] = now
+        return loss
 
     def timed_eval_step():
         began = time.perf_counter()
         eval_step()
-        eval_seconds[-1] += time.perf_counter() - began
+        ended = time.perf_counter()
+        eval_seconds[-1] += ended - began
+        last_end[0] = ended  # a validation inside the epoch is no step's time
 
     def timed_train_epoch(generator):
         eval_seconds.append(0.0)
+        step_seconds.append([])
+        step_samples.append([])
         began = time.perf_counter()
+        last_end[0] = began
         train_epoch(generator)
         epoch_seconds.append(time.perf_counter() - began - eval_seconds[-1])
 
-    model.eval_step, model.train_epoch = timed_eval_step, timed_train_epoch
+    model.eval_step, model.train_epoch, model.train_step = timed_eval_step, timed_train_epoch, timed_train_step
     model.fit(train_gen, validation_data=valid_gen, **params)  # ends by loading the best-validation weights
 
     test_gen = RankDataLoader(feature_map, stage="test", **params)
@@ -199,15 +233,21 @@ def main() -> None:
               "epoch_seconds": epoch_seconds, "eval_seconds": eval_seconds,
               "epoch_samples_per_second": [samples / s for s in epoch_seconds],
               "test_fuxictr_metrics": {k: float(v) for k, v in test_logs.items()},
-              "predictions": pred_file, "parameters": int(parameters), "preprocess_seconds": preprocess_seconds,
+              "predictions": pred_file, "parameters": int(parameters), "embedding_rows": int(embedding_rows), "preprocess_seconds": preprocess_seconds,
               "deepfm_init_fixed": fixed, "threads": torch.get_num_threads(),
+              "num_workers": params.get("num_workers"), "step_seconds": step_seconds, "step_samples": step_samples,
+              "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
               "peak_rss_self_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
               "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                            "fuxictr": __import__("fuxictr").__version__}}
-    with open(args.out + ".tmp", "w") as handle:
-        json.dump(result, handle, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    _write_json(args.out, result)
     logging.info("result: %s", args.out)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    with open(path + ".tmp", "w") as handle:
+        json.dump(payload, handle, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -387,3 +387,163 @@ def test_batches_hold_only_what_a_declaring_model_and_heads_read(tiny_datamodule
     assert all(torch.equal(some[key], full[key]) for key in keys)
     outputs = net(some)  # the net and head run on the reduced batch
     assert torch.isfinite(head.loss(outputs, some)["ctr_bce"])
+
+
+# ---------------------------------------------------------------------- optimizer by table size
+def test_small_id_tables_join_the_dense_optimizer_and_large_ones_stay_row_wise():
+    from recbench.optim.row_updates import AUTO_ROWS_PER_SAMPLE, choose_row_updates, resolve_sparse_min_rows
+
+    def net():
+        return torch.nn.ModuleDict({"small": torch.nn.Embedding(50, 4, sparse=True),
+                                    "large": torch.nn.Embedding(500, 4, sparse=True),
+                                    "dense": torch.nn.Embedding(5000, 4, sparse=False), "mlp": torch.nn.Linear(4, 1)})
+
+    model = net()
+    choices = choose_row_updates(model, 100)
+    assert choices == [{"table": "small", "rows": 50, "sparse": False}, {"table": "large", "rows": 500, "sparse": True}]
+    sparse, dense = split_parameters(model)
+    assert [id(p) for p in sparse] == [id(model["large"].weight)]
+    assert id(model["small"].weight) in {id(p) for p in dense} and id(model["dense"].weight) in {id(p) for p in dense}
+    for keep in (None, 0):  # every table the model marks sparse stays row-wise
+        assert all(c["sparse"] for c in choose_row_updates(net(), keep))
+    assert resolve_sparse_min_rows("auto", 4096) == AUTO_ROWS_PER_SAMPLE * 4096
+    assert resolve_sparse_min_rows(7, 4096) == 7 and resolve_sparse_min_rows(None, 4096) is None
+    with pytest.raises(ValueError, match="sparse_min_rows"):
+        choose_row_updates(net(), -1)
+
+
+def test_a_small_fused_table_trains_with_one_dense_adam(tiny_datamodule, tiny_batch):
+    """The default rule on a small vocabulary: the fused id table goes to the dense Adam (one
+    optimizer, the table in the gradient clip) and its gradient is dense; the function is unchanged."""
+    spec = tiny_datamodule.spec
+    row_wise, net = build("din", spec), build("din", spec)
+    module = RecModule(net, {"ctr": CTRHead(spec, "purchase", 1.0, "impressions")}, partial(torch.optim.Adam, lr=1e-2),
+                       partial(torch.optim.SparseAdam, lr=1e-2), 10.0, sparse_min_rows=10 ** 9)
+    assert module.row_updates == [{"table": "embedding.table", "rows": len(net.embedding.table.weight), "sparse": False}]
+    optimizers = module.configure_optimizers()
+    assert len(optimizers) == 1 and isinstance(optimizers[0], torch.optim.Adam)
+    assert id(net.embedding.table.weight) in {id(p) for p in module._clipped}
+    net.eval(), row_wise.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(tiny_batch)["logit"], row_wise(tiny_batch)["logit"])
+    net.train()
+    module.heads["ctr"].loss(net(tiny_batch), tiny_batch)["ctr_bce"].backward()
+    assert not net.embedding.table.weight.grad.is_sparse
+
+
+def test_the_default_optimizer_config_picks_by_table_size():
+    from recbench.bench.worker import compose
+
+    cfg, _ = compose(["model=din", "data=tmall"])
+    assert cfg.optimizer.sparse_min_rows == "auto" and cfg.model.net.sparse_embeddings is True
+    cfg, _ = compose(["model=mmoe_adatask", "data=kuailive"])
+    assert cfg.optimizer.sparse_min_rows == 0  # AdaTask: tables stay row-wise
+
+
+# ---------------------------------------------------------------------- memory, grid
+def test_tree_memory_reads_pss_and_says_where_it_fell_back_to_rss(monkeypatch):
+    import os
+
+    from recbench.bench import common
+
+    pss, rss, fallback = common.tree_memory(os.getpid())
+    assert 0 < pss <= rss * 1.01 and fallback == 0
+    monkeypatch.setattr(common, "_pss_bytes", lambda pid: None)
+    pss, rss, fallback = common.tree_memory(os.getpid())
+    assert pss == rss and fallback == 1
+
+
+def test_grid_points_parse_and_the_generated_data_hold_exactly_the_planned_ids():
+    from recbench.bench import grid
+
+    assert grid.parse_points(["20x50k,50x1m", "100x10m"]) == [grid.Point(20, 50_000), grid.Point(50, 1_000_000),
+                                                              grid.Point(100, 10_000_000)]
+    assert len(grid.parse_points(None)) == 9 and grid.Point(100, 10_000_000).name == "100x10m"
+    with pytest.raises(ValueError, match="20x50k"):
+        grid.parse_points(["20-50k"])
+    data = grid.generate(history=8, rows=4_000, train_rows=6_000, eval_rows=500, seed=0)
+    sizes, train = data["sizes"], slice(0, 6_000)
+    assert sum(sizes.values()) == 4_000
+    hist = data["item_history"][train]
+    assert (np.arange(8)[None, :] < data["lengths"][train, None]).sum() == (hist >= 0).sum()  # lengths 1..8
+    items = np.union1d(data["item"][train], hist[hist >= 0])
+    assert len(items) == sizes["item"] and len(np.unique(data["user"][train])) == sizes["user"]
+    assert 0.05 < data["label"].mean() < 0.6
+    frame = grid._frame(data, 0, 3)
+    assert frame["item_history"][0] == "^".join(str(i) for i in hist[0][:data["lengths"][0]])
+    assert frame["cat_history"][0] == "^".join(str(data["cat_of"][i]) for i in hist[0][:data["lengths"][0]])
+
+
+def test_grid_rates_ratios_and_fuxictr_command():
+    from recbench.bench import grid
+
+    seconds = [[5.0, *[0.5] * 12, 0.1], [4.0, *[0.25] * 12, 0.1]]
+    samples = [[100] * 13 + [10], [100] * 13 + [10]]
+    assert grid.steady_step_rate(seconds, samples, warmup=1) == pytest.approx(300.0)  # median of 200s and 400s
+    assert grid.epoch_rate([1.0, 4.0, 2.0]) == 3.0 and grid.epoch_rate([5.0]) == 5.0
+    run = lambda rate: {"samples_per_second": rate, "step_samples_per_second": rate, "peak_tree_pss_gib": 1.0}  # noqa: E731
+    entry = {"runs": {"recbench": {"0": run(10.0), "1": run(12.0)}, "fuxictr_w1": {"0": run(4.0), "1": run(5.0)}}}
+    summary = grid.summarize(entry, ("recbench", "fuxictr_w1"))
+    ratio = summary["fuxictr_w1"]["recbench_ratio_samples_per_second"]
+    assert ratio == pytest.approx({"median": 11.0 / 4.5, "min": 10.0 / 5.0, "max": 12.0 / 4.0})
+    command = grid.fuxictr_command(REPO / "py", REPO / "cfg", "din", REPO / "out.json", 2, 2, num_workers=3)
+    assert command[:3] == ["taskset", "-c", "0-1"] and command[command.index("--num-workers") + 1] == "3"
+    assert command[command.index("--expid") + 1] == "DIN_recbench" and "--preprocess-only" not in command
+
+
+def test_grid_runs_interleaved_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from recbench.bench import grid
+
+    order: list[tuple[str, int]] = []
+    cut = [True]
+    monkeypatch.setattr(grid, "write_grid_data", lambda folder, point, settings: {"rows": {}})
+    monkeypatch.setattr(grid, "prepare_point", lambda *args: {"recbench": {"seconds": 1.0}})
+
+    def fake_run(settings, side, model, folder, run_dir, threads, cpus):
+        order.append((side, int(run_dir.name.rsplit("_r", 1)[1])))
+        if len(order) == 3 and cut and cut.pop():
+            raise grid.JobFailed("cut off")
+        return {"samples_per_second": 1.0 + len(order), "step_samples_per_second": 1.0, "peak_tree_pss_gib": 1.0}
+
+    monkeypatch.setattr(grid, "run_recbench", fake_run)
+    settings = grid.GridSettings(repeats=2, sides=("recbench", "recbench_dense"))
+    out = tmp_path / "grid.json"
+    with pytest.raises(grid.JobFailed):
+        grid.run(settings, [grid.Point(20, 50_000)], tmp_path, out, 2, False, lambda m: None)
+    assert order == [("recbench", 0), ("recbench_dense", 0), ("recbench", 1)]  # A B A: round by round
+    saved = json.loads(out.read_text())["points"]["din/20x50k"]["runs"]
+    assert {side: sorted(runs) for side, runs in saved.items()} == {"recbench": ["0"], "recbench_dense": ["0"]}
+    order.clear()
+    figures = grid.run(settings, [grid.Point(20, 50_000)], tmp_path, out, 2, False, lambda m: None)
+    assert order == [("recbench", 1), ("recbench_dense", 1)]  # only the missing runs
+    assert figures["points"]["din/20x50k"]["summary"]["recbench"]["runs"] == 2
+    order.clear()
+    grid.run(settings, [grid.Point(20, 50_000)], tmp_path, out, 2, False, lambda m: None)
+    assert order == []  # a complete point is skipped
+    grid.run(dataclasses_replace(settings, epochs=2), [grid.Point(20, 50_000)], tmp_path, out, 2, False, lambda m: None)
+    assert len(order) == 4  # other settings: measured again
+    assert "(grid)" in grid.report(json.loads(out.read_text()))
+
+
+def dataclasses_replace(settings, **changes):
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def test_cli_quick_grid_trains_recbench_on_generated_fuxictr_format_data(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "recbench.bench", "--quick", "--only", "grid", "--out", str(out),
+               "--work", str(tmp_path / "work")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    grid = json.loads((tmp_path / "grid-quick.json").read_text())
+    entry = grid["points"]["din/20x5k"]
+    run = entry["runs"]["recbench"]["0"]
+    assert run["samples_per_second"] > 0 and run["step_samples_per_second"] > 0 and 0 <= run["test"]["auc"] <= 1
+    assert run["peak_tree_pss_gib"] > 0 and run["embedding_rows"] == 5_000 + 8  # 7 fields' OOV rows + padding
+    assert run["row_updates"] == [{"table": "embedding.table", "rows": 5_008, "sparse": False}]  # auto: dense Adam
+    assert run["glibc_tunables"] if "glibc_tunables" in run else run["keep_freed_memory"]
+    assert "(grid)" in done.stdout and "dense Adam" in done.stdout
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "done before, skipped" in again.stderr

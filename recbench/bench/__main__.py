@@ -1,4 +1,4 @@
-"""`python -m recbench.bench [--quick] [--only ctr|preprocess|models|gpu]`: the performance benchmark.
+"""`python -m recbench.bench [--quick] [--only ctr|preprocess|models|gpu|grid]`: the performance benchmark.
 
 Sections (each a module of this package; benchmarks/README.md explains the method):
   ctr         (a) recbench vs FuxiCTR, DIN and DeepFM on the same Tmall CTR samples
@@ -6,8 +6,11 @@ Sections (each a module of this package; benchmarks/README.md explains the metho
   models      (c) each paper model's training samples/s and peak memory on its default dataset
   gpu         (d) id-table lookup bytes/s against each device's memory bandwidth (CPU and every CUDA
               device); on CUDA also the training samples/s of (a)'s and (c)'s recbench models
-Prints one table per section and writes all figures to experiments/bench/bench.json (atomically).
-Every measured job runs in a fresh process; peak memory is the summed RSS of its process tree.
+  grid        (e) recbench vs FuxiCTR over history length x embedding rows on generated data, repeated
+              and interleaved (hours: not part of the default run; `--only grid`, resumable)
+Prints one table per section and writes all figures to experiments/bench/bench.json (atomically;
+the grid also to its own resumable grid.json). Every measured job runs in a fresh process; peak
+memory is the summed PSS of its process tree (shared pages counted once; RSS is recorded too).
 `--quick` uses tiny sizes and skips FuxiCTR (what the smoke test runs).
 """
 
@@ -22,7 +25,8 @@ from pathlib import Path
 
 from recbench.bench.common import REPO, JobFailed
 
-SECTIONS = ("ctr", "preprocess", "models", "gpu")
+SECTIONS = ("ctr", "preprocess", "models", "gpu", "grid")
+DEFAULT_SECTIONS = ("ctr", "preprocess", "models", "gpu")  # the grid runs for hours: only when asked for
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,11 +42,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus", type=int, default=None,
                         help="pin every measured process to the first N cores (default: no pinning; "
                              "the preprocessing section always uses 2)")
-    parser.add_argument("--no-fuxictr", action="store_true", help="recbench side of (a) only")
+    parser.add_argument("--no-fuxictr", action="store_true", help="recbench side of (a) and (e) only")
     parser.add_argument("--ctr-source", choices=("synthetic", "raw", "both"), default=None,
                         help="(a) on the replica, the real files or both (default: both when "
                              "datasets/tmall/raw holds the real log, else synthetic)")
+    grid = parser.add_argument_group("grid (e)")
+    grid.add_argument("--points", action="append", default=None, metavar="HxE[,HxE...]",
+                      help="history length x embedding rows, e.g. 20x50k,100x10m (repeatable; default: "
+                           "{20,50,100} x {50k,1m,10m})")
+    grid.add_argument("--repeats", type=int, default=None, help="runs per side and point, interleaved (default 3)")
+    grid.add_argument("--rows", default=None, help="training rows per point, e.g. 1m (default 1,000,000)")
+    grid.add_argument("--eval-rows", default=None, help="validation rows, and as many test rows (default 50k)")
+    grid.add_argument("--epochs", type=int, default=None, help="epochs per run (default 1)")
+    grid.add_argument("--grid-models", default=None, help="models, comma-separated: din, deepfm (default din)")
+    grid.add_argument("--sides", default=None,
+                      help="comma-separated: recbench, recbench_dense, fuxictr_w1, fuxictr_w3 "
+                           "(default recbench,fuxictr_w1,fuxictr_w3)")
+    grid.add_argument("--malloc", choices=("kept", "default"), default=None,
+                      help="glibc malloc settings of BOTH sides: kept (recbench's keep_freed_memory values, "
+                           "default) or default (glibc's own)")
+    grid.add_argument("--grid-json", type=Path, default=None,
+                      help="the grid's resumable json (default: grid.json next to --out)")
     return parser.parse_args(argv)
+
+
+def grid_settings(args: argparse.Namespace):
+    """GridSettings from the command line (--quick: tiny sizes, one run, recbench only)."""
+    import dataclasses
+
+    from recbench.bench.grid import GridSettings, parse_count
+
+    base = GridSettings.quick() if args.quick else GridSettings()
+    changes: dict = {}
+    if args.repeats is not None:
+        changes["repeats"] = args.repeats
+    if args.rows is not None:
+        changes["train_rows"] = parse_count(args.rows)
+    if args.eval_rows is not None:
+        changes["eval_rows"] = parse_count(args.eval_rows)
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.grid_models:
+        changes["models"] = tuple(m.strip() for m in args.grid_models.split(",") if m.strip())
+    if args.sides:
+        changes["sides"] = tuple(s.strip() for s in args.sides.split(",") if s.strip())
+    if args.malloc:
+        changes["malloc"] = args.malloc
+    return dataclasses.replace(base, **changes)
 
 
 def environment() -> dict:
@@ -59,10 +105,17 @@ def environment() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from recbench.bench import ctr, gpu, models, preprocess
+    from recbench.bench import ctr, gpu, grid, models, preprocess
     from recbench.records import write_json_atomic
 
-    sections = args.only or list(SECTIONS)
+    sections = args.only or list(DEFAULT_SECTIONS)
+    if "grid" in sections:  # a mistyped grid option fails now, not after the other sections
+        try:
+            grid.parse_points(args.points)
+            grid.check_settings(grid_settings(args))
+        except ValueError as error:
+            print(f"python -m recbench.bench: {error}", file=sys.stderr)
+            return 2
     args.out = args.out.resolve()
     work = (args.work or args.out.parent / ("work-quick" if args.quick else "work")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -85,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                 result = preprocess.run(work / "preprocess", args.quick, log, cpus=args.cpus or 2,
                                         threads=args.threads)
                 tables.append(preprocess.report(result))
+            elif section == "grid":
+                settings = grid_settings(args)
+                points = grid.parse_points(args.points) if (args.points or not args.quick) else [grid.Point(20, 5_000)]
+                grid_json = (args.grid_json or args.out.parent / ("grid-quick.json" if args.quick else "grid.json")).resolve()
+                result = grid.run(settings, points, work / "grid", grid_json, args.threads,
+                                  not (args.quick or args.no_fuxictr), log, cpus=args.cpus,
+                                  environment=figures["environment"])
+                tables.append(grid.report(result))
+                result = {"json": str(grid_json), **result}
             elif section == "models":
                 result = models.run(work / "models", args.quick, log, args.threads, cpus=args.cpus)
                 tables.append(models.report(result))

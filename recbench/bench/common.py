@@ -38,30 +38,67 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (Linux /proc; 0 elsewhere)."""
-    total, stack, seen = 0, [pid], set()
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size (`Pss:` of /proc/<pid>/smaps_rollup): resident bytes with every shared
+    page divided among the processes mapping it. None where unreadable (gone, or not permitted)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _tree(pid: int) -> list[int]:
+    out, stack, seen = [], [pid], set()
     while stack:
         current = stack.pop()
         if current in seen:
             continue
         seen.add(current)
-        total += _rss_bytes(current)
+        out.append(current)
         stack += _children(current)
-    return total
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux /proc; 0 elsewhere). Pages shared
+    between them (Ray's object store, forked copy-on-write memory) count once per process."""
+    return sum(_rss_bytes(p) for p in _tree(pid))
+
+
+def tree_memory(pid: int) -> tuple[int, int, int]:
+    """(summed PSS, summed RSS, processes whose PSS was unreadable) of a process tree. The PSS sum
+    counts each shared page once in all; where a process's smaps_rollup is unreadable its RSS
+    stands in (an over-count, reported as the third value)."""
+    pss = rss = fallback = 0
+    for p in _tree(pid):
+        resident = _rss_bytes(p)
+        proportional = _pss_bytes(p)
+        if proportional is None:
+            fallback += 1 if resident else 0
+            proportional = resident
+        pss, rss = pss + proportional, rss + resident
+    return pss, rss, fallback
 
 
 class PeakTreeMemory:
-    """Samples the summed RSS of a process tree every `interval` seconds in a thread."""
+    """Samples the summed PSS and RSS of a process tree every `interval` seconds in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
+        self.pid, self.interval = pid, interval
+        self.peak = self.peak_pss = 0  # bytes: summed RSS, summed PSS
+        self.pss_fallback = 0          # most processes of one sample whose PSS was unreadable (RSS used)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            pss, rss, fallback = tree_memory(self.pid)
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            self.pss_fallback = max(self.pss_fallback, fallback)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakTreeMemory":
@@ -79,16 +116,18 @@ class JobFailed(RuntimeError):
 
 
 def run_measured(command: Sequence[str], result_file: Path, log_file: Path, timeout: float | None = None,
-                 env: dict[str, str] | None = None, cwd: Path = REPO) -> dict[str, Any]:
-    """Run `command` in a fresh process (output to `log_file`), sample its tree's memory, and
-    return the json it wrote to `result_file` plus `wall_seconds` and `peak_tree_rss_gib`."""
+                 env: dict[str, str] | None = None, cwd: Path = REPO, interval: float = 0.2) -> dict[str, Any]:
+    """Run `command` in a fresh process (output to `log_file`), sample its tree's memory every
+    `interval` s, and return the json it wrote to `result_file` plus `wall_seconds`,
+    `peak_tree_pss_gib` (summed PSS: shared pages counted once), `peak_tree_rss_gib` (summed RSS:
+    shared pages once per process) and `pss_note` where some process's PSS was unreadable."""
     result_file.unlink(missing_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log_file, "w") as log:
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                    env={**os.environ, **(env or {})})
-        with PeakTreeMemory(process.pid) as memory:
+        with PeakTreeMemory(process.pid, interval) as memory:
             try:
                 code = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -101,7 +140,10 @@ def run_measured(command: Sequence[str], result_file: Path, log_file: Path, time
         raise JobFailed(f"{' '.join(str(c) for c in command[:4])} ... exited {code} (log: {log_file}):\n"
                         + "\n".join(tail))
     result = json.loads(result_file.read_text())
-    result.update(wall_seconds=wall, peak_tree_rss_gib=memory.peak / GIB)
+    result.update(wall_seconds=wall, peak_tree_rss_gib=memory.peak / GIB, peak_tree_pss_gib=memory.peak_pss / GIB)
+    if memory.pss_fallback:
+        result["pss_note"] = (f"smaps_rollup unreadable for up to {memory.pss_fallback} process(es): their RSS "
+                              "stands in (shared pages over-counted)")
     return result
 
 

@@ -2,8 +2,10 @@
 
 Kinds:
   train    compose the main config from `overrides` and run the CLI's own `train()` (fit with
-           validation + best checkpoint, then test); result: per-epoch training samples/s, metrics,
-           this process's peak RSS.
+           validation + best checkpoint, then test); result: per-epoch training samples/s, the
+           seconds and samples of every training step (one step = from the end of the previous
+           step to the end of this one: batch assembly + forward + backward + optimizer), which
+           id tables were updated row-wise, metrics, this process's peak RSS.
   prepare  build or reload a dataset adapter's arrays (`adapter.prepare()`) with a phase breakdown
            (content hash of the raw files, build, cache write, cache read).
 The result is written as json to `job["result"]`.
@@ -43,6 +45,7 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import recbench.callbacks as callbacks
+    import recbench.module as module
     from recbench.__main__ import quiet_lightning, train
 
     torch.set_num_threads(job["threads"])
@@ -54,17 +57,49 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
 
     # train() builds its own TrainThroughput; keep a handle on it for the per-epoch rates
     created: list[Any] = []
+    modules: list[Any] = []
 
     class RecordingThroughput(callbacks.TrainThroughput):
         def __init__(self) -> None:
             super().__init__()
+            self.step_seconds: list[list[float]] = []  # per epoch, per step
+            self.step_samples: list[list[int]] = []
+            self._last_end = 0.0
             created.append(self)
 
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            super().on_train_epoch_start(trainer, pl_module)
+            self.step_seconds.append([])
+            self.step_samples.append([])
+            self._last_end = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            now = time.perf_counter()
+            self.step_seconds[-1].append(now - self._last_end)
+            self.step_samples[-1].append(len(next(iter(batch.values()))))
+            self._last_end = now
+
+        def on_validation_end(self, trainer, pl_module) -> None:  # a mid-epoch validation is no step's time
+            super().on_validation_end(trainer, pl_module)
+            self._last_end = time.perf_counter()
+
+    class RecordingModule(module.RecModule):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            modules.append(self)
+
     callbacks.TrainThroughput = RecordingThroughput
+    module.RecModule = RecordingModule  # train() imports it from recbench.module at call time
     quiet_lightning()
     record = train(cfg, run_dir, choices)
     rates = record.get("train_epoch_samples_per_second") or (created[-1].epoch_rates if created else [])
-    return {"model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
+    return {"step_seconds": created[-1].step_seconds if created else [],
+            "step_samples": created[-1].step_samples if created else [],
+            "row_updates": getattr(modules[-1], "row_updates", None) if modules else None,
+            "embedding_rows": (sum(m.num_embeddings for m in modules[-1].net.modules() if isinstance(m, torch.nn.Embedding))
+                               if modules else None),
+            "keep_freed_memory": bool(cfg.get("keep_freed_memory", True)), "model": choices.get("model"), "data": choices.get("data"), "task": choices.get("task"),
             "epoch_samples_per_second": list(rates), "metrics": record["metrics"],
             "parameters": record["parameters"], "epochs_run": record["epochs_run"],
             "data_source": record["data_source"], "dataset_fingerprint": record["dataset_fingerprint"],
