@@ -242,7 +242,10 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                                  enable_version_counter=False)
     last = run_dir / "checkpoints" / "last.ckpt"
-    callbacks = [EarlyStopping(monitor=monitor, mode=mode, **cfg.early_stopping), checkpoint, throughput,
+    # checked after each validation: the same point as at the epoch's end when an epoch ends in validation, and
+    # right too when trainer.max_steps stops training mid-epoch (then no validation has run yet at that end)
+    stopping = {"check_on_train_epoch_end": False, **cfg.early_stopping}
+    callbacks = [EarlyStopping(monitor=monitor, mode=mode, **stopping), checkpoint, throughput,
                  ResumeCheckpoint(last, cfg.checkpoint.every_n_steps), StopAtBatchBoundary()]
     # before the checkpoint writers, so their checkpoints hold its state (overfitting has no stream to follow)
     if datamodule.progressive and not cfg.trainer.get("overfit_batches"):
