@@ -287,7 +287,8 @@ def train(cfg: Any, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
                                         module.loss_trace if cfg.train else None),
             "evaluated_checkpoint": str(checkpoint.best_model_path if evaluated == "best" else
                                         evaluated or "none (no checkpoint saved): the weights training ended with"),
-            **({"predictions": str(module.predictions_dir)} if cfg.predictions else {}), "model": choices["model"], "data": choices["data"], "task": choices["task"],
+            **({"predictions": str(module.predictions_dir)} if cfg.predictions else {}),
+            "model": choices["model"], "data": choices["data"], "task": choices["task"],
             "data_source": prepared.meta["source"], "dataset_fingerprint": prepared.meta["fingerprint"],
             "text_embeddings": prepared.meta.get("text_embeddings"),  # the folder read (data.text_embeddings=auto: the stage's)
             "dataset_stats": prepared.meta.get("stats", {}), "seed": cfg.seed,
