@@ -483,18 +483,16 @@ def traceback_to_log_files() -> None:
             handler.handle(record)
 
 
-def write_record(run_dir: Path, record: dict[str, Any]) -> bool:
-    """A failed or interrupted run's record; if even that cannot be written (a full disk), one line says
-    so and the caller's own line follows."""
+def write_record(run_dir: Path, record: dict[str, Any]) -> str:
+    """A failed or interrupted run's record. Returns "" or, when even that cannot be written (a full disk),
+    the words the caller appends to its one line."""
     from recbench.records import write_json_atomic
 
     try:
         write_json_atomic(run_dir / "results.json", record)
-        return True
+        return ""
     except OSError as error:
-        print(f"recbench: error: could not write {run_dir / 'results.json'} ({error.strerror or error})",
-              file=sys.stderr, flush=True)
-        return False
+        return f" (and {run_dir / 'results.json'} could not be written: {error.strerror or error})"
 
 
 def interrupted(run_dir: Path, base: dict[str, Any], signum: int) -> None:
@@ -507,8 +505,8 @@ def interrupted(run_dir: Path, base: dict[str, Any], signum: int) -> None:
     how = (f"{last} holds the last saved point. Fix: run the same command with resume=true to go on"
            if last.exists() else "it had saved no checkpoint yet. Fix: run the same command again")
     line = f"interrupted by {signal_name(signum)}; {how}"
-    write_record(run_dir, {**base, "status": "interrupted", "error": line})
-    print(f"recbench: {line}", file=sys.stderr, flush=True)
+    unrecorded = write_record(run_dir, {**base, "status": "interrupted", "error": line})
+    print(f"recbench: {line}{unrecorded}", file=sys.stderr, flush=True)
     sys.exit(128 + signum)
 
 
@@ -581,10 +579,10 @@ def hydra_entry() -> None:
                 interrupted(run_dir, base, first_signal())
             raise
         except (UserInputError, NumericalFault) as error:
-            write_record(run_dir, {**base, "status": "failed", "error": str(error)})
+            unrecorded = write_record(run_dir, {**base, "status": "failed", "error": str(error)})
             if os.environ.get("HYDRA_FULL_ERROR") == "1":  # developers: the traceback too
                 traceback.print_exc()
-            print(f"recbench: error: {error}", file=sys.stderr)
+            print(f"recbench: error: {error}{unrecorded}", file=sys.stderr)
             if hydra_cfg.mode.name == "RUN":
                 sys.exit(2 if isinstance(error, UserInputError) else 1)
             return float("nan")  # in a sweep the failure is recorded and the sweep goes on
@@ -592,14 +590,17 @@ def hydra_entry() -> None:
             message = str(error).strip().splitlines()
             line = f"{type(error).__name__}: {message[0] if message else ''}".strip()
             if isinstance(error, OSError) and error.errno in DISK_ERRORS:  # a checkpoint or log on a full disk
-                line = (f"could not write {error.filename or 'a file'} ({error.strerror}). "
+                # the file named may be a library's temp (Lightning saves checkpoints through one): name the run too
+                line = (f"could not write {error.filename or 'a file'} for the run in {run_dir} ({error.strerror}). "
                         "Fix: free disk space (or fix the folder's permissions), then run again with resume=true")
-                write_record(run_dir, {**base, "status": "failed", "error": line})
-                print(f"recbench: error: {line}", file=sys.stderr, flush=True)
+                unrecorded = write_record(run_dir, {**base, "status": "failed", "error": line})
+                print(f"recbench: error: {line}{unrecorded}", file=sys.stderr, flush=True)
                 if hydra_cfg.mode.name == "RUN":
                     sys.exit(2)
                 return float("nan")
-            write_record(run_dir, {**base, "status": "failed", "error": line})
+            unrecorded = write_record(run_dir, {**base, "status": "failed", "error": line})
+            if unrecorded:
+                print(f"recbench: error: {line}{unrecorded}", file=sys.stderr, flush=True)
             if hydra_cfg.mode.name == "RUN":
                 traceback_to_log_files()  # the console gets it from the raise
                 raise  # a single run keeps its traceback

@@ -61,15 +61,16 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_a_failed_record(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert "last.ckpt (No space left on device)" in errors[0] and "resume=true" in errors[0]
+    assert "last.ckpt for the run in" in errors[0] and "(No space left on device)" in errors[0]
+    assert "resume=true" in errors[0]
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] == "failed" and "No space left on device" in record["error"]
 
 
-def test_a_failed_run_whose_record_cannot_be_written_says_both(tmp_path):
+def test_a_failed_run_whose_record_cannot_be_written_says_both_in_one_line(tmp_path):
     done = run_without_space(tmp_path, "results.json", "optimizer.dense.lr=-1")
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("recbench: error:")]
-    assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert "results.json (No space left on device)" in errors[0] and "optimizer.dense.lr" in errors[1]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "optimizer.dense.lr" in errors[0] and "results.json could not be written: No space left" in errors[0]
     assert not (tmp_path / "run" / "results.json").exists()
