@@ -135,6 +135,8 @@ def test_compile_filters_only_the_sparse_gradient_fallback_messages():
     handler.emit = lambda record: seen.append(record.getMessage())
     dynamo.addHandler(handler)
     before = list(dynamo.filters)
+    ours = lambda: [f for f in dynamo.filters if getattr(f, "__name__", "") == "not_the_sparse_gradient_fallback"]  # noqa: E731
+    dynamo.filters[:] = [f for f in before if f not in ours()]  # an earlier test in this process may have compiled
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -149,7 +151,7 @@ def test_compile_filters_only_the_sparse_gradient_fallback_messages():
                        "aten.nonzero.default. Adding a graph break.")
         dynamo.warning("Backend compiler exception\n  Explanation: Backend compiler `inductor` failed with "
                        "aten.something_else.default. Adding a graph break.")
-        assert len(dynamo.filters) == len(before) + 1
+        assert len(ours()) == 1
     finally:
         dynamo.removeHandler(handler)
         dynamo.filters[:] = before
