@@ -342,7 +342,7 @@ def fit(cfg: Any, run_dir: Path, trainer: Any, module: Any, datamodule: Any, las
     """Train (or resume, after checking the run's settings and the checkpoint); returns the seconds."""
     from omegaconf import OmegaConf
 
-    from recbench.interrupts import before_training, outside_training
+    from recbench.interrupts import before_training
     from recbench.resume_guard import remember_config
 
     resume_from = str(last) if cfg.resume and last.exists() else None
@@ -352,11 +352,16 @@ def fit(cfg: Any, run_dir: Path, trainer: Any, module: Any, datamodule: Any, las
     elif trainer.is_global_zero:
         remember_config(run_dir, config)
     started = time.perf_counter()
+    import signal
+
+    # the handlers before fit come back after it: recbench's (the CLI) or a caller's (train() as a library)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     before_training()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     finally:
-        outside_training()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return time.perf_counter() - started
 
 

@@ -67,7 +67,7 @@ def signal_name(signum: int) -> str:
 class StopAtBatchBoundary(L.Callback):
     """During training, a first Ctrl+C becomes a SIGTERM to this process (stop at the batch boundary, keep
     a checkpoint); a second Ctrl+C raises at once. Installed at train start, after Lightning has noted the
-    handlers it puts back at teardown; `outside_training()` after fit puts both of recbench's back."""
+    handlers it puts back at teardown; after fit, train() puts back the handlers it found before."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         signal.signal(signal.SIGINT, self._first_ctrl_c)

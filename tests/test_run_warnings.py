@@ -35,3 +35,23 @@ def test_a_loss_that_did_not_fall_warns_once_the_windows_do_not_overlap():
     [line] = result_warnings({}, 0.5, flat)
     assert line.startswith("the training loss did not fall") and "debug=overfit" in line
     assert result_warnings({}, 0.5, falling) == [] and result_warnings({}, 0.5, short) == []
+
+
+def test_train_as_a_library_call_leaves_the_callers_signal_handlers_alone(tmp_path):
+    """The bench worker (and any script) calls recbench.__main__.train in-process: after it returns, SIGTERM
+    and SIGINT do what they did before (here: the defaults), not recbench's interruption handlers."""
+    import signal
+
+    from hydra import compose, initialize_config_dir
+
+    from recbench import config  # noqa: F401  (registers the config resolvers)
+    from recbench.__main__ import CONF_DIR, train
+    from tests.test_cli import TINY
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=mmoe", *TINY, "logger=none", f"paths.datasets={tmp_path}",
+                                           "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                                           "trainer.limit_test_batches=1"])
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    train(cfg, tmp_path / "run", {"model": "mmoe", "data": "tmall", "task": "actions"})
+    assert {signum: signal.getsignal(signum) for signum in before} == before
