@@ -50,3 +50,16 @@ def explain(done, tail: int = 2500) -> str:
         end = next((j for j in range(start + 1, len(lines)) if lines[j] and not lines[j].startswith(" ")), start)
         blocks.append("\n".join(lines[start:start + 3] + ["  ..."] + lines[max(start + 3, end - 6):end + 1]))
     return "\n---\n".join([f"rc={done.returncode}", *blocks, done.stderr[-tail:]])
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves os.environ as it found it. An in-process Lightning DDP world sets MASTER_PORT,
+    LOCAL_RANK, NODE_RANK ...; a later test's `python -m recbench trainer=ddp` subprocess inheriting them
+    believes its processes are launched externally, starts no rank 1 and waits for it forever."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
