@@ -11,22 +11,13 @@ from pathlib import Path
 from typing import Callable
 
 from recbench.errors import UserInputError
+from recbench.records import process_alive
 
 CLAIM = ".recbench-claim"
 
 
 class RunDirInUse(UserInputError):
     """Another live process holds this run folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def claim_run_dir(run_dir: Path) -> Callable[[], None]:
@@ -44,7 +35,7 @@ def claim_run_dir(run_dir: Path) -> Callable[[], None]:
                 owner = int(marker.read_text().strip() or 0)
             except (OSError, ValueError):
                 owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
+            if owner and owner != os.getpid() and process_alive(owner):
                 raise RunDirInUse(f"{run_dir} is in use by another recbench run (pid {owner}). Fix: wait for it, "
                                   "or give this run its own folder (drop hydra.run.dir, or pass another one)") from None
             marker.unlink(missing_ok=True)  # left by a run that is gone: take it over

@@ -28,6 +28,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -106,11 +107,17 @@ def data_overrides(settings: CTRSettings, source: str) -> list[str]:
     return overrides
 
 
-def recbench_overrides(settings: CTRSettings, model: str, source: str, run_dir: Path) -> list[str]:
+def net_overrides(settings: Any, model: str, history_fields: Sequence[str]) -> list[str]:
+    """The network settings both benchmarks give recbench's DIN / DeepFM (the same as FuxiCTR's side)."""
     net = [f"model.net.embedding_dim={settings.embedding_dim}", f"model.net.mlp_hidden={listing(settings.mlp_hidden)}",
-           f"model.net.history_fields={listing(settings.history_fields)}"]
+           f"model.net.history_fields={listing(history_fields)}"]
     if model == "din":
         net += [f"model.net.attention_hidden={listing(settings.attention_hidden)}"]
+    return net
+
+
+def recbench_overrides(settings: CTRSettings, model: str, source: str, run_dir: Path) -> list[str]:
+    net = net_overrides(settings, model, settings.history_fields)
     return [f"model={model}", *data_overrides(settings, source), "task=ctr", f"task.heads.ctr.label={settings.label}",
             *net, f"loader.batch_size={settings.batch_size}", f"loader.eval_batch_size={settings.batch_size}",
             f"optimizer.dense.lr={settings.learning_rate}", f"optimizer.sparse.lr={settings.learning_rate}",

@@ -294,10 +294,7 @@ def write_grid_data(folder: Path, point: Point, settings: GridSettings) -> dict[
 
 # ---------------------------------------------------------------------- the runs
 def recbench_overrides(settings: GridSettings, model: str, folder: Path, run_dir: Path) -> list[str]:
-    net = [f"model.net.embedding_dim={settings.embedding_dim}", f"model.net.mlp_hidden={ctr.listing(settings.mlp_hidden)}",
-           f"model.net.history_fields={ctr.listing(SEQUENCES)}"]
-    if model == "din":
-        net += [f"model.net.attention_hidden={ctr.listing(settings.attention_hidden)}"]
+    net = ctr.net_overrides(settings, model, SEQUENCES)
     return [f"model={model}", "data=fuxictr", "data.source=raw", f"data.config={folder / 'dataset_config.yaml'}",
             f"data.dataset_id={DATASET_ID}", f"data.cache_dir={folder / 'recbench_cache'}", "task=ctr",
             f"seed={settings.seed}", *net, f"loader.batch_size={settings.batch_size}",
