@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--fix-deepfm-init", action="store_true")
     parser.add_argument("--num-workers", type=int, default=None, help="loader prefetch (default: the model config's)")
     parser.add_argument("--preprocess-only", action="store_true", help="build the processed data, write json, exit")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the model config's)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -159,6 +160,8 @@ def main() -> None:
     params["gpu"] = -1
     if args.num_workers is not None:
         params["num_workers"] = args.num_workers
+    if args.seed is not None:
+        params["seed"] = args.seed
     set_logger(params)
     seed_everything(seed=params["seed"])
 

@@ -486,9 +486,33 @@ def test_grid_rates_ratios_and_fuxictr_command():
     summary = grid.summarize(entry, ("recbench", "fuxictr_w1"))
     ratio = summary["fuxictr_w1"]["recbench_ratio_samples_per_second"]
     assert ratio == pytest.approx({"median": 11.0 / 4.5, "min": 10.0 / 5.0, "max": 12.0 / 4.0})
-    command = grid.fuxictr_command(REPO / "py", REPO / "cfg", "din", REPO / "out.json", 2, 2, num_workers=3)
+    command = grid.fuxictr_command(REPO / "py", REPO / "cfg", "din", REPO / "out.json", 2, 2, num_workers=3, seed=3)
     assert command[:3] == ["taskset", "-c", "0-1"] and command[command.index("--num-workers") + 1] == "3"
     assert command[command.index("--expid") + 1] == "DIN_recbench" and "--preprocess-only" not in command
+    assert command[command.index("--seed") + 1] == "3"
+
+
+def test_grid_targets_compare_recbench_with_every_fuxictr_side():
+    from recbench.bench import grid
+
+    def run(rate, auc, pss):
+        return {"samples_per_second": rate, "step_samples_per_second": rate, "peak_tree_pss_gib": pss, "test": {"auc": auc}}
+
+    entry = {"runs": {"recbench": {"0": run(10.0, 0.700, 1.0), "1": run(12.0, 0.704, 1.5)},
+                      "fuxictr_w1": {"0": run(4.0, 0.701, 3.0), "1": run(5.0, 0.702, 4.0)},
+                      "fuxictr_w3": {"0": run(6.0, 0.699, 2.0), "1": run(6.0, 0.700, 2.0)}}}
+    summary = grid.summarize(entry, ("recbench", "fuxictr_w1", "fuxictr_w3"))
+    assert summary["fuxictr_w1"]["recbench_auc_gap"] == pytest.approx(0.702 - 0.7015)  # gap of the means
+    v = grid.verdict(summary)
+    assert v["ratio"] == pytest.approx(11.0 / 6.0) and not v["speed_met"]  # the faster FuxiCTR side decides
+    assert v["auc_gap"] == pytest.approx(0.702 - 0.6995) and not v["auc_met"]  # 0.0025 higher is not "within"
+    assert (v["pss_recbench"], v["pss_fuxictr"], v["memory_met"]) == (1.5, 2.0, True)
+    entry["runs"]["fuxictr_w3"] = {"0": run(5.0, 0.7015, 2.0), "1": run(5.0, 0.7025, 1.4)}
+    v = grid.verdict(grid.summarize(entry, ("recbench", "fuxictr_w1", "fuxictr_w3")))
+    assert v["speed_met"] and v["auc_met"] and not v["memory_met"]  # 1.5 GiB against FuxiCTR's 1.4
+    text = grid.report({"settings": __import__("dataclasses").asdict(grid.GridSettings()), "threads": 2,
+                        "points": {"din/20x50k": entry}})
+    assert "2.20x met" in text and "MISSED" in text and "+0.0005" in text
 
 
 def test_grid_runs_interleaved_and_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -499,8 +523,9 @@ def test_grid_runs_interleaved_and_resumes_where_it_stopped(tmp_path, monkeypatc
     monkeypatch.setattr(grid, "write_grid_data", lambda folder, point, settings: {"rows": {}})
     monkeypatch.setattr(grid, "prepare_point", lambda *args: {"recbench": {"seconds": 1.0}})
 
-    def fake_run(settings, side, model, folder, run_dir, threads, cpus):
+    def fake_run(settings, side, model, folder, run_dir, threads, cpus, seed):
         order.append((side, int(run_dir.name.rsplit("_r", 1)[1])))
+        assert seed == settings.seed + order[-1][1]  # round r trains with seed + r on every side
         if len(order) == 3 and cut and cut.pop():
             raise grid.JobFailed("cut off")
         return {"samples_per_second": 1.0 + len(order), "step_samples_per_second": 1.0, "peak_tree_pss_gib": 1.0}
