@@ -483,7 +483,8 @@ TARGET_RATIO, TARGET_AUC_GAP = 2.0, 0.002
 
 def verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
     """recbench against every FuxiCTR side at one point: the worst ratio of medians, the AUC gap of means
-    farthest from 0 (recbench - FuxiCTR), the peak PSS of each (recbench's max against FuxiCTR's min), and whether each target holds."""
+    farthest from 0 (recbench - FuxiCTR), the peak PSS of each (recbench's max against FuxiCTR's min),
+    and whether each target holds."""
     rec = summary.get("recbench")
     others = [f for side, f in summary.items() if SIDES.get(side, {}).get("framework") == "fuxictr"]
     if rec is None or not others:
@@ -493,7 +494,9 @@ def verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
     pss = [f["peak_tree_pss_gib"]["min"] for f in others if f.get("peak_tree_pss_gib")]
     rec_pss = (rec.get("peak_tree_pss_gib") or {}).get("max")
     out = {"rounds": min([rec["runs"], *(f["runs"] for f in others)]),
-           "ratio": min(ratios) if ratios else None, "auc_gap": max(gaps, key=abs) if gaps else None, "pss_recbench": rec_pss, "pss_fuxictr": min(pss) if pss else None}
+           "ratio": min(ratios) if ratios else None,
+           "auc_gap": max(gaps, key=abs) if gaps else None,
+           "pss_recbench": rec_pss, "pss_fuxictr": min(pss) if pss else None}
     out["speed_met"] = out["ratio"] is not None and out["ratio"] >= TARGET_RATIO
     out["auc_met"] = out["auc_gap"] is not None and abs(out["auc_gap"]) <= TARGET_AUC_GAP  # within, either way
     out["memory_met"] = rec_pss is not None and out["pss_fuxictr"] is not None and rec_pss < out["pss_fuxictr"]
